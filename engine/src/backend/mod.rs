@@ -1,0 +1,43 @@
+//! Backends run the encoder's op families. The encoder (models/encoder.rs) is written once over
+//! the [`Ops`] trait; [`reference`] is the plain scalar oracle every faster backend is tested
+//! against, [`cpu`] the SIMD + rayon one.
+use crate::batch::PackedBatch;
+use crate::config::Activation;
+
+pub mod cpu;
+pub mod reference;
+
+/// Which implementation of the ops to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Reference,
+    Cpu,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Reference => "reference",
+            BackendKind::Cpu => "cpu",
+        }
+    }
+}
+
+/// The op families of a BERT-style encoder, over row-major f32 buffers.
+pub trait Ops: Send + Sync + 'static {
+    /// A linear layer prepared once at load (the CPU backend packs it into SIMD panels).
+    type Linear: Send + Sync;
+
+    /// `weight` is [out_features, in_features] (PyTorch's nn.Linear layout), `bias` [out_features].
+    fn prepare_linear(&self, weight: Vec<f32>, bias: Vec<f32>, out_features: usize, in_features: usize) -> Self::Linear;
+
+    /// y[rows, out] = act(x[rows, in] · Wᵀ + b).
+    fn linear(&self, pool: &rayon::ThreadPool, x: &[f32], rows: usize, lin: &Self::Linear, act: Option<Activation>, y: &mut [f32]);
+
+    /// x[r] = LayerNorm(x[r] + residual[r]) · gamma + beta for every row of width gamma.len().
+    fn add_layer_norm(&self, pool: &rayon::ThreadPool, x: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32);
+
+    /// Multi-head self-attention over a packed batch: each sequence attends only to itself.
+    /// `qkv` is [tokens, 3·heads·head_dim] laid out q | k | v; `out` is [tokens, heads·head_dim].
+    fn attention(&self, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, num_heads: usize, head_dim: usize, out: &mut [f32]);
+}

