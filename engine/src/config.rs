@@ -256,3 +256,19 @@ impl ModelSpec {
         })
     }
 }
+
+/// Query instructions documented on the BGE model cards, for directories whose
+/// config_sentence_transformers.json carries no `prompts` (matched on the directory name).
+pub fn documented_query_prompt(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_lowercase();
+    if !name.starts_with("bge-") {
+        return None;
+    }
+    if name.contains("-en") {
+        Some("Represent this sentence for searching relevant passages: ")
+    } else if name.contains("-zh") {
+        Some("为这个句子生成表示以用于检索相关文章：")
+    } else {
+        None
+    }
+}

@@ -50,8 +50,10 @@ pub enum ErrorKind {
     UndefinedModel,
     /// A name or argument is malformed (invalid_parameter_value).
     InvalidParameter,
-    /// Files on disk are missing, unreadable or corrupt (config_file_error).
-    BadModelFiles,
+    /// A model file or the model directory is missing or unreadable (undefined_file).
+    ModelFileMissing,
+    /// A model file is there but malformed: truncated, wrong shapes (data_corrupted).
+    ModelFileCorrupt,
     /// The model's architecture or options are outside what the engine implements.
     FeatureNotSupported,
     /// Input longer than the model accepts with truncation off (program_limit_exceeded).
@@ -65,11 +67,8 @@ impl Error {
         match self {
             Error::UnknownModel { .. } => ErrorKind::UndefinedModel,
             Error::InvalidModelName(_) | Error::InvalidArgument(_) => ErrorKind::InvalidParameter,
-            Error::ModelDirUnreadable { .. }
-            | Error::MissingFile { .. }
-            | Error::InvalidFile { .. }
-            | Error::TensorShape { .. }
-            | Error::MissingTensor { .. } => ErrorKind::BadModelFiles,
+            Error::ModelDirUnreadable { .. } | Error::MissingFile { .. } => ErrorKind::ModelFileMissing,
+            Error::InvalidFile { .. } | Error::TensorShape { .. } | Error::MissingTensor { .. } => ErrorKind::ModelFileCorrupt,
             Error::Unsupported { .. } => ErrorKind::FeatureNotSupported,
             Error::InputTooLong { .. } => ErrorKind::InputTooLong,
             Error::Tokenizer(_) | Error::Internal(_) => ErrorKind::Internal,

@@ -90,3 +90,11 @@ impl Model {
         Ok(results)
     }
 }
+
+impl Model {
+    /// The instruction prepended to queries: the model's own `prompts.query`
+    /// (config_sentence_transformers.json), else the one its model card documents.
+    pub fn query_prompt(&self) -> Option<&str> {
+        self.spec.query_prompt.as_deref().or_else(|| crate::config::documented_query_prompt(&self.spec.name))
+    }
+}

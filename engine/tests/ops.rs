@@ -1,0 +1,143 @@
+//! Every CPU kernel against the scalar reference on random data of awkward sizes, for every
+//! SIMD path this machine can run (AVX-512, AVX2, portable).
+use bge_engine::backend::cpu::{attention, gemm, norm, Isa, PackedLinear};
+use bge_engine::backend::reference;
+use bge_engine::batch::PackedBatch;
+use bge_engine::config::Activation;
+use bge_engine::tokenize::Encoded;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn random(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+/// max |got - want| relative to the largest |want| (plus 1, for outputs near zero).
+fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    assert!(got.iter().all(|v| v.is_finite()), "non-finite output");
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())) + 1.0;
+    got.iter().zip(want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs())) / scale
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap()
+}
+
+#[test]
+fn gemm_matches_reference_on_awkward_sizes() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let pool = pool(3);
+    let sizes = [1usize, 7, 33, 383];
+    let widths = [1usize, 7, 33, 1537];
+    for isa in Isa::available() {
+        for &m in &sizes {
+            for &n in &widths {
+                for &k in &[1usize, 7, 33, 384, 1537] {
+                    if m * n * k > 60_000_000 {
+                        continue;
+                    }
+                    let x = random(&mut rng, m * k, 1.0);
+                    let w = random(&mut rng, n * k, 0.5);
+                    let b = random(&mut rng, n, 0.5);
+                    for act in [None, Some(Activation::Gelu), Some(Activation::GeluTanh)] {
+                        let packed = PackedLinear::pack(isa, &w, &b, n, k);
+                        // Poison the output: every element must be written.
+                        let mut got = vec![f32::NAN; m * n];
+                        gemm::gemm(&pool, &x, m, &packed, act, &mut got);
+                        let mut want = vec![0.0; m * n];
+                        reference::linear(&x, m, &w, &b, n, k, act, &mut want);
+                        let e = rel_err(&got, &want);
+                        assert!(e < 2e-6 * (k as f32).sqrt().max(1.0), "{isa:?} m={m} n={n} k={k} {act:?}: rel err {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_rows_do_not_depend_on_batch_or_threads() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let (n, k) = (97, 130);
+    let w = random(&mut rng, n * k, 0.5);
+    let b = random(&mut rng, n, 0.5);
+    let x = random(&mut rng, 383 * k, 1.0);
+    for isa in Isa::available() {
+        let packed = PackedLinear::pack(isa, &w, &b, n, k);
+        let mut all = vec![0.0; 383 * n];
+        gemm::gemm(&pool(3), &x, 383, &packed, None, &mut all);
+        for row in [0usize, 1, 5, 8, 100, 382] {
+            let mut one = vec![0.0; n];
+            gemm::gemm(&pool(1), &x[row * k..(row + 1) * k], 1, &packed, None, &mut one);
+            assert!(one == all[row * n..(row + 1) * n], "{isa:?}: row {row} alone differs from row {row} in a batch of 383");
+        }
+    }
+}
+
+#[test]
+fn add_layer_norm_matches_reference() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let pool = pool(2);
+    for &h in &[1usize, 7, 33, 384, 1537] {
+        for &rows in &[1usize, 7, 33, 100] {
+            let x0 = random(&mut rng, rows * h, 3.0);
+            let res = random(&mut rng, rows * h, 3.0);
+            let gamma = random(&mut rng, h, 2.0);
+            let beta = random(&mut rng, h, 1.0);
+            for residual in [None, Some(res.as_slice())] {
+                let mut got = x0.clone();
+                norm::add_layer_norm(&pool, &mut got, residual, &gamma, &beta, 1e-12);
+                let mut want = x0.clone();
+                reference::add_layer_norm(&mut want, residual, &gamma, &beta, 1e-12);
+                let e = rel_err(&got, &want);
+                // h = 1 normalises to exactly beta; anything else within f32 rounding.
+                assert!(e < 1e-5, "h={h} rows={rows} residual={}: rel err {e}", residual.is_some());
+            }
+        }
+    }
+}
+
+fn batch_of(lens: &[usize]) -> PackedBatch {
+    let encs: Vec<Encoded> = lens.iter().map(|&l| Encoded { ids: vec![0; l], type_ids: vec![0; l] }).collect();
+    PackedBatch::new(&encs.iter().collect::<Vec<_>>())
+}
+
+#[test]
+fn attention_matches_reference_on_varlen_batches() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let pool = pool(3);
+    for &(heads, d) in &[(1usize, 1usize), (12, 32), (3, 7), (2, 64)] {
+        for lens in [vec![1], vec![7, 1, 33], vec![100, 3, 257], vec![1, 1, 1, 1]] {
+            let batch = batch_of(&lens);
+            let t = batch.num_tokens();
+            let qkv = random(&mut rng, t * 3 * heads * d, 2.0);
+            let mut got = vec![f32::NAN; t * heads * d];
+            attention::attention(&pool, &qkv, &batch, heads, d, &mut got);
+            let mut want = vec![0.0; t * heads * d];
+            reference::attention(&qkv, &batch, heads, d, &mut want);
+            let e = rel_err(&got, &want);
+            assert!(e < 1e-5, "heads={heads} d={d} lens={lens:?}: rel err {e}");
+        }
+    }
+}
+
+#[test]
+fn attention_keeps_sequences_apart() {
+    // Changing one sequence's tokens must not move another sequence's outputs by a single bit.
+    let mut rng = StdRng::seed_from_u64(9);
+    let (heads, d) = (4, 16);
+    let batch = batch_of(&[5, 9, 3]);
+    let mut qkv = random(&mut rng, batch.num_tokens() * 3 * heads * d, 1.0);
+    let mut before = vec![0.0; batch.num_tokens() * heads * d];
+    attention::attention(&pool(2), &qkv, &batch, heads, d, &mut before);
+    let row = 3 * heads * d;
+    for v in &mut qkv[5 * row..14 * row] {
+        *v += 1.0;
+    }
+    let mut after = vec![0.0; before.len()];
+    attention::attention(&pool(2), &qkv, &batch, heads, d, &mut after);
+    let hd = heads * d;
+    assert!(before[..5 * hd] == after[..5 * hd] && before[14 * hd..] == after[14 * hd..]);
+    assert!(before[5 * hd..14 * hd] != after[5 * hd..14 * hd]);
+}

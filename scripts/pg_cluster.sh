@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# A scratch PostgreSQL 15 cluster for the demo, the SQL tests and the SQL benchmark.
+#
+#   scripts/pg_cluster.sh start [setting=value ...]   (re)creates and starts it
+#   scripts/pg_cluster.sh stop
+#   scripts/pg_cluster.sh psql [psql args]
+#
+# It runs as the operating-system user "postgres" (initdb refuses root), in $PG_BGE_CLUSTER
+# (default /tmp/pg_bge_cluster), on a Unix socket in /tmp, port $PG_BGE_PORT (default 5499).
+set -euo pipefail
+BIN=/usr/lib/postgresql/15/bin
+DATA=${PG_BGE_CLUSTER:-/tmp/pg_bge_cluster}
+PORT=${PG_BGE_PORT:-5499}
+
+as_postgres() {
+    if [ "$(id -un)" = postgres ]; then "$@"; elif [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi
+}
+
+case "${1:-}" in
+start)
+    shift
+    as_postgres "$BIN/pg_ctl" -D "$DATA" -m immediate stop >/dev/null 2>&1 || true
+    if [ "$(id -u)" -eq 0 ]; then rm -rf "$DATA"; else sudo rm -rf "$DATA"; fi
+    mkdir -p "$(dirname "$DATA")"
+    as_postgres "$BIN/initdb" -D "$DATA" -E UTF8 --locale=C.UTF-8 -A trust --no-sync >/dev/null
+    {
+        echo "port = $PORT"
+        echo "listen_addresses = ''"
+        echo "unix_socket_directories = '/tmp'"
+        echo "fsync = off"
+        for setting in "$@"; do echo "$setting"; done
+    } | as_postgres tee -a "$DATA/postgresql.conf" >/dev/null
+    # No Rust backtraces in error messages: the SQL tests' expected output must not depend on them.
+    as_postgres env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w start >/dev/null
+    echo "pg_cluster: PostgreSQL 15 running on /tmp port $PORT (log: $DATA/server.log)"
+    ;;
+stop)
+    as_postgres "$BIN/pg_ctl" -D "$DATA" -m fast stop >/dev/null 2>&1 || true
+    ;;
+psql)
+    shift
+    "$BIN/psql" -h /tmp -p "$PORT" -U postgres -X "$@"
+    ;;
+*)
+    echo "usage: $0 start [setting=value ...] | stop | psql [args]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,136 @@
+//! SQL functions: parse arguments, call the engine, map errors. No math here.
+use bge_engine::config::ModelSpec;
+use bge_engine::Model;
+use pgrx::prelude::*;
+
+use crate::errors::OrRaise;
+use crate::{gucs, registry};
+
+fn embed_texts(model: &Model, texts: &[&str]) -> Vec<Vec<f32>> {
+    model.embed(texts, &gucs::run_options(), &mut || {
+        pgrx::check_for_interrupts!();
+    }).or_raise()
+}
+
+fn embed_one(input: &str, model: Option<&str>) -> Vec<f32> {
+    let model = registry::model(model);
+    embed_texts(&model, &[input]).remove(0)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_embed")]
+fn bge_embed(input: &str) -> Vec<f32> {
+    embed_one(input, None)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_embed")]
+fn bge_embed_model(input: &str, model: &str) -> Vec<f32> {
+    embed_one(input, Some(model))
+}
+
+/// One batched pass over the array; NULL elements give NULL rows; rows come in input order.
+#[pg_extern(immutable, parallel_safe, name = "bge_embed")]
+fn bge_embed_array(
+    inputs: Option<Array<'_, &str>>,
+    model: default!(Option<&str>, "NULL"),
+) -> SetOfIterator<'static, Option<Vec<f32>>> {
+    let Some(inputs) = inputs else { return SetOfIterator::new(Vec::new()) };
+    let items: Vec<Option<&str>> = inputs.iter().collect();
+    let present: Vec<&str> = items.iter().flatten().copied().collect();
+    let mut vectors = if present.is_empty() { Vec::new() } else { embed_texts(&registry::model(model), &present) }.into_iter();
+    let rows: Vec<Option<Vec<f32>>> = items.iter().map(|item| item.and_then(|_| vectors.next())).collect();
+    SetOfIterator::new(rows)
+}
+
+fn query_input(model: &Model, input: &str) -> String {
+    match model.query_prompt() {
+        Some(prompt) => format!("{prompt}{input}"),
+        None => input.to_string(),
+    }
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_embed_query")]
+fn bge_embed_query(input: &str) -> Vec<f32> {
+    let model = registry::model(None);
+    embed_texts(&model, &[&query_input(&model, input)]).remove(0)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_embed_query")]
+fn bge_embed_query_model(input: &str, model: &str) -> Vec<f32> {
+    let model = registry::model(Some(model));
+    embed_texts(&model, &[&query_input(&model, input)]).remove(0)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_token_count")]
+fn bge_token_count(input: &str) -> i32 {
+    registry::model(None).tokenizer.count(input, gucs::truncate()).or_raise() as i32
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_token_count")]
+fn bge_token_count_model(input: &str, model: &str) -> i32 {
+    registry::model(Some(model)).tokenizer.count(input, gucs::truncate()).or_raise() as i32
+}
+
+fn token_ids(input: &str, model: Option<&str>) -> Vec<i32> {
+    let enc = registry::model(model).tokenizer.encode(input, gucs::truncate()).or_raise();
+    enc.ids.into_iter().map(|id| id as i32).collect()
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_tokenize")]
+fn bge_tokenize(input: &str) -> Vec<i32> {
+    token_ids(input, None)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_tokenize")]
+fn bge_tokenize_model(input: &str, model: &str) -> Vec<i32> {
+    token_ids(input, Some(model))
+}
+
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_safe)]
+fn bge_models() -> TableIterator<
+    'static,
+    (
+        name!(name, String),
+        name!(architecture, Option<String>),
+        name!(dimensions, Option<i32>),
+        name!(max_tokens, Option<i32>),
+        name!(pooling, Option<String>),
+        name!(normalize, Option<bool>),
+        name!(device, Option<String>),
+        name!(loaded, bool),
+        name!(load_ms, Option<f64>),
+        name!(error, Option<String>),
+    ),
+> {
+    let rows = registry::with_store(|store| {
+        let names = store.installed().or_raise();
+        names
+            .into_iter()
+            .map(|name| {
+                let loaded = store.loaded(&name).cloned();
+                let spec = match &loaded {
+                    Some(m) => Ok(m.spec.clone()),
+                    None => ModelSpec::load(&name, &store.dir().join(&name)),
+                };
+                let load_ms = loaded.as_ref().map(|m| m.load_time.as_secs_f64() * 1e3);
+                let device = loaded.as_ref().map(|m| m.backend.name().to_string()).unwrap_or_else(|| registry::device_name().into());
+                match spec {
+                    Ok(s) => (
+                        name,
+                        Some(s.architecture.clone()),
+                        Some(s.dimensions() as i32),
+                        Some(s.max_seq_length as i32),
+                        Some(s.pooling.describe()),
+                        Some(s.normalize),
+                        Some(device),
+                        loaded.is_some(),
+                        load_ms,
+                        None,
+                    ),
+                    Err(e) => (name, None, None, None, None, None, None, false, None, Some(e.to_string())),
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    TableIterator::new(rows)
+}

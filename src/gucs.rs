@@ -1,0 +1,120 @@
+//! Every bge.* setting, with typed getters.
+use std::ffi::{CStr, CString};
+use std::path::PathBuf;
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+use pgrx::pg_sys;
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Device {
+    #[name = c"auto"]
+    Auto,
+    #[name = c"cpu"]
+    Cpu,
+    #[name = c"cuda"]
+    Cuda,
+}
+
+static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"all-MiniLM-L6-v2"));
+static DEVICE: GucSetting<Device> = GucSetting::<Device>::new(Device::Auto);
+static TRUNCATE: GucSetting<bool> = GucSetting::<bool>::new(true);
+static THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
+static MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(16384);
+
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"bge.model_dir",
+        c"Directory holding one subdirectory per model.",
+        c"Each subdirectory is a sentence-transformers model directory, named after the model. Empty means $sharedir/bge_models. Only superusers may change it: it reads files from disk.",
+        &MODEL_DIR,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"bge.model",
+        c"Model used when a function is called without one.",
+        c"The name of a directory under bge.model_dir.",
+        &MODEL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"bge.device",
+        c"Where embeddings are computed: auto, cpu or cuda.",
+        c"auto uses a GPU when one works and the CPU otherwise; this build has the CPU backend only, so auto means cpu and cuda is an error.",
+        &DEVICE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"bge.truncate",
+        c"Truncate inputs longer than the model's max_seq_length.",
+        c"on embeds the first max_seq_length tokens, as sentence-transformers does; off raises an error for longer inputs.",
+        &TRUNCATE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"bge.threads",
+        c"CPU threads one backend uses for a forward pass.",
+        c"0 means one per available core.",
+        &THREADS,
+        0,
+        1024,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"bge.max_batch_tokens",
+        c"Most tokens in one forward pass of the array form of bge_embed.",
+        c"Inputs are grouped by length into passes of at most this many tokens; results do not depend on it.",
+        &MAX_BATCH_TOKENS,
+        1,
+        1 << 22,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    // SAFETY: called from _PG_init with a static C string.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"bge".as_ptr()) };
+}
+
+fn string(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    setting.get().map(|s| s.to_string_lossy().into_owned()).filter(|s| !s.is_empty())
+}
+
+pub fn model_dir() -> PathBuf {
+    match string(&MODEL_DIR) {
+        Some(dir) => PathBuf::from(dir),
+        None => share_dir().join("bge_models"),
+    }
+}
+
+fn share_dir() -> PathBuf {
+    let mut buf = [0 as std::ffi::c_char; pg_sys::MAXPGPATH as usize];
+    // SAFETY: my_exec_path is set before any backend runs SQL; buf is MAXPGPATH long as required.
+    unsafe {
+        pg_sys::get_share_path(std::ptr::addr_of!(pg_sys::my_exec_path) as *const std::ffi::c_char, buf.as_mut_ptr());
+        PathBuf::from(CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned())
+    }
+}
+
+pub fn model() -> String {
+    string(&MODEL).unwrap_or_default()
+}
+
+pub fn device() -> Device {
+    DEVICE.get()
+}
+
+pub fn run_options() -> bge_engine::RunOptions {
+    bge_engine::RunOptions {
+        truncate: TRUNCATE.get(),
+        threads: THREADS.get().max(0) as usize,
+        max_batch_tokens: MAX_BATCH_TOKENS.get().max(1) as usize,
+    }
+}
+
+pub fn truncate() -> bool {
+    TRUNCATE.get()
+}
