@@ -1,6 +1,6 @@
 //! Every CPU kernel against the scalar reference on random data of awkward sizes, for every
 //! SIMD path this machine can run (AVX-512, AVX2, portable).
-use bge_engine::backend::cpu::{attention, gemm, norm, Isa, PackedLinear};
+use bge_engine::backend::cpu::{activation, attention, gemm, norm, Isa, PackedLinear};
 use bge_engine::backend::reference;
 use bge_engine::batch::PackedBatch;
 use bge_engine::config::Activation;
@@ -85,14 +85,13 @@ fn add_layer_norm_matches_reference() {
             let res = random(&mut rng, rows * h, 3.0);
             let gamma = random(&mut rng, h, 2.0);
             let beta = random(&mut rng, h, 1.0);
-            for residual in [None, Some(res.as_slice())] {
+            for (isa, residual) in Isa::available().into_iter().flat_map(|isa| [(isa, None), (isa, Some(res.as_slice()))]) {
                 let mut got = x0.clone();
-                norm::add_layer_norm(&pool, &mut got, residual, &gamma, &beta, 1e-12);
+                norm::add_layer_norm(isa, &pool, &mut got, residual, &gamma, &beta, 1e-12);
                 let mut want = x0.clone();
                 reference::add_layer_norm(&mut want, residual, &gamma, &beta, 1e-12);
                 let e = rel_err(&got, &want);
-                // h = 1 normalises to exactly beta; anything else within f32 rounding.
-                assert!(e < 1e-5, "h={h} rows={rows} residual={}: rel err {e}", residual.is_some());
+                assert!(e < 1e-5, "{isa:?} h={h} rows={rows} residual={}: rel err {e}", residual.is_some());
             }
         }
     }
@@ -108,16 +107,18 @@ fn attention_matches_reference_on_varlen_batches() {
     let mut rng = StdRng::seed_from_u64(5);
     let pool = pool(3);
     for &(heads, d) in &[(1usize, 1usize), (12, 32), (3, 7), (2, 64)] {
-        for lens in [vec![1], vec![7, 1, 33], vec![100, 3, 257], vec![1, 1, 1, 1]] {
+        for lens in [vec![1], vec![7, 1, 33], vec![100, 3, 257], vec![1, 1, 1, 1], vec![383]] {
             let batch = batch_of(&lens);
             let t = batch.num_tokens();
             let qkv = random(&mut rng, t * 3 * heads * d, 2.0);
-            let mut got = vec![f32::NAN; t * heads * d];
-            attention::attention(&pool, &qkv, &batch, heads, d, &mut got);
             let mut want = vec![0.0; t * heads * d];
             reference::attention(&qkv, &batch, heads, d, &mut want);
-            let e = rel_err(&got, &want);
-            assert!(e < 1e-5, "heads={heads} d={d} lens={lens:?}: rel err {e}");
+            for isa in Isa::available() {
+                let mut got = vec![f32::NAN; t * heads * d];
+                attention::attention(isa, &pool, &qkv, &batch, heads, d, &mut got);
+                let e = rel_err(&got, &want);
+                assert!(e < 1e-5, "{isa:?} heads={heads} d={d} lens={lens:?}: rel err {e}");
+            }
         }
     }
 }
@@ -129,15 +130,31 @@ fn attention_keeps_sequences_apart() {
     let (heads, d) = (4, 16);
     let batch = batch_of(&[5, 9, 3]);
     let mut qkv = random(&mut rng, batch.num_tokens() * 3 * heads * d, 1.0);
+    let isa = Isa::detect();
     let mut before = vec![0.0; batch.num_tokens() * heads * d];
-    attention::attention(&pool(2), &qkv, &batch, heads, d, &mut before);
+    attention::attention(isa, &pool(2), &qkv, &batch, heads, d, &mut before);
     let row = 3 * heads * d;
     for v in &mut qkv[5 * row..14 * row] {
         *v += 1.0;
     }
     let mut after = vec![0.0; before.len()];
-    attention::attention(&pool(2), &qkv, &batch, heads, d, &mut after);
+    attention::attention(isa, &pool(2), &qkv, &batch, heads, d, &mut after);
     let hd = heads * d;
     assert!(before[..5 * hd] == after[..5 * hd] && before[14 * hd..] == after[14 * hd..]);
     assert!(before[5 * hd..14 * hd] != after[5 * hd..14 * hd]);
+}
+
+#[test]
+fn activations_match_reference_over_their_range() {
+    let xs: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.0025).chain([-30.0, -9.5, 9.5, 30.0, 0.0, -0.0]).collect();
+    for isa in Isa::available() {
+        for act in [Activation::Gelu, Activation::GeluTanh] {
+            let mut got = xs.clone();
+            activation::activate_inplace(isa, Some(act), &mut got);
+            for (x, g) in xs.iter().zip(&got) {
+                let want = reference::activate(Some(act), *x);
+                assert!((g - want).abs() <= 3e-7 * (1.0 + x.abs()), "{isa:?} {act:?}({x}) = {g}, reference {want}");
+            }
+        }
+    }
 }

@@ -1,55 +1,104 @@
-//! Self-attention over a packed varlen batch: one task per (sequence, head), each sequence
-//! attends only to its own tokens, no padding anywhere. Must match `reference::attention`.
+//! Self-attention over a packed varlen batch. Must match `reference::attention`.
 //!
-//! Per query row: scores against the sequence's keys, a max-subtracted softmax, then the
-//! probability-weighted sum of values. Memory is O(seq_len) per task, not O(seq_len²).
+//! One task per (sequence, head); a sequence attends only to its own tokens, nothing is padded.
+//! Inside a task, both products run on the GEMM microkernel: S = Q·Kᵀ with this head's keys
+//! packed as the right-hand side, a vectorised softmax per row, then O = P·V with the values
+//! packed. Queries go in blocks of QUERY_BLOCK rows, so memory is O(block × seq_len), never
+//! O(seq_len²), and long inputs stay cheap to hold.
 use rayon::prelude::*;
 
-use super::simd::{axpy, dot};
+use super::gemm::{gemm_block, Isa, Panels};
+use super::simd::{max, multiversion, F32s};
 use super::SendPtr;
 use crate::batch::PackedBatch;
 
-pub fn attention(pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, heads: usize, d: usize, out: &mut [f32]) {
+const QUERY_BLOCK: usize = 64;
+
+/// Row-wise softmax(scale · s) in place over rows of `len` scores.
+#[inline(always)]
+fn softmax_rows_impl<V: F32s>(scores: &mut [f32], len: usize, scale: f32) {
+    let full = len / V::LANES * V::LANES;
+    for row in scores.chunks_exact_mut(len) {
+        let m = V::splat(max::<V>(row) * scale);
+        let sc = V::splat(scale);
+        let mut acc = V::zero();
+        for c in (0..full).step_by(V::LANES) {
+            unsafe {
+                let p = row.as_mut_ptr().add(c);
+                let e = V::load(p).fma(sc, V::zero()).sub(m).exp();
+                e.store(p);
+                acc = acc.add(e);
+            }
+        }
+        // The tail goes through one zero-padded vector: the same exp as the full lanes.
+        let mut sum = acc.reduce_add();
+        if full < len {
+            let mut buf = [0.0f32; 16];
+            buf[..len - full].copy_from_slice(&row[full..]);
+            let e = unsafe { V::load(buf.as_ptr()) }.fma(sc, V::zero()).sub(m).exp();
+            unsafe { e.store(buf.as_mut_ptr()) };
+            row[full..].copy_from_slice(&buf[..len - full]);
+            sum = buf[..len - full].iter().fold(sum, |s, v| s + v);
+        }
+        let inv = V::splat(1.0 / sum);
+        for c in (0..full).step_by(V::LANES) {
+            unsafe {
+                let p = row.as_mut_ptr().add(c);
+                V::load(p).mul(inv).store(p);
+            }
+        }
+        let inv = 1.0 / sum;
+        row[full..].iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+multiversion!(fn softmax_rows(scores: &mut [f32], len: usize, scale: f32) = softmax_rows_impl);
+
+pub fn attention(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, heads: usize, d: usize, out: &mut [f32]) {
     let hidden = heads * d;
-    assert_eq!(qkv.len(), batch.num_tokens() * 3 * hidden);
+    let row = 3 * hidden;
+    assert_eq!(qkv.len(), batch.num_tokens() * row);
     assert_eq!(out.len(), batch.num_tokens() * hidden);
     let scale = 1.0 / (d as f32).sqrt();
+    let (_, nr) = isa.tile();
     let dst = SendPtr(out.as_mut_ptr());
     let task = |t: usize| {
         let (s, h) = (t / heads, t % heads);
         let range = batch.seq_range(s);
-        let len = range.len();
-        // This head's keys and values, contiguous: [len, d] each.
-        let mut keys = Vec::with_capacity(len * d);
-        let mut values = Vec::with_capacity(len * d);
-        for j in range.clone() {
-            let row = &qkv[j * 3 * hidden..];
-            keys.extend_from_slice(&row[hidden + h * d..hidden + (h + 1) * d]);
-            values.extend_from_slice(&row[2 * hidden + h * d..2 * hidden + (h + 1) * d]);
+        let (base, len) = (range.start, range.len());
+        // Keys as the right-hand side of S = Q·Kᵀ (n = len, k = d): panel[c][lane] = K[j][c].
+        let key_panels = len.div_ceil(nr);
+        let mut keys = vec![0.0f32; key_panels * d * nr];
+        // Values as the right-hand side of O = P·V (n = d, k = len): panel[j][lane] = V[j][c].
+        let value_panels = d.div_ceil(nr);
+        let mut values = vec![0.0f32; value_panels * len * nr];
+        for j in 0..len {
+            let k_row = &qkv[(base + j) * row + hidden + h * d..][..d];
+            let v_row = &qkv[(base + j) * row + 2 * hidden + h * d..][..d];
+            let (kp, kl) = (j / nr, j % nr);
+            for c in 0..d {
+                keys[kp * d * nr + c * nr + kl] = k_row[c];
+                values[(c / nr) * len * nr + j * nr + c % nr] = v_row[c];
+            }
         }
-        let mut scores = vec![0.0f32; len];
-        let mut acc = vec![0.0f32; d];
-        for i in range {
-            let q = &qkv[i * 3 * hidden + h * d..][..d];
-            let mut max = f32::NEG_INFINITY;
-            for (sc, k) in scores.iter_mut().zip(keys.chunks_exact(d)) {
-                *sc = dot(q, k) * scale;
-                max = max.max(*sc);
+        let zero_bias = vec![0.0f32; key_panels.max(value_panels) * nr];
+        let key_view = Panels { isa, n: len, k: d, panels: &keys, bias: &zero_bias };
+        let value_view = Panels { isa, n: d, k: len, panels: &values, bias: &zero_bias };
+        let block = QUERY_BLOCK.min(len);
+        let mut scores = vec![0.0f32; block * len];
+        for q0 in (0..len).step_by(QUERY_BLOCK) {
+            let rows = QUERY_BLOCK.min(len - q0);
+            let scores = &mut scores[..rows * len];
+            // SAFETY: q rows lie inside qkv (stride 3·hidden); scores has rows × len floats.
+            unsafe {
+                let q = qkv.as_ptr().add((base + q0) * row + h * d);
+                gemm_block(key_view, q, row, 0..rows, 0..key_panels, scores.as_mut_ptr(), len, None);
             }
-            let mut sum = 0.0f32;
-            for sc in scores.iter_mut() {
-                *sc = (*sc - max).exp();
-                sum += *sc;
-            }
-            acc.fill(0.0);
-            for (p, v) in scores.iter().zip(values.chunks_exact(d)) {
-                axpy(*p, v, &mut acc);
-            }
-            let inv = 1.0 / sum;
-            // SAFETY: each (token, head) slice of `out` is written by exactly one task.
-            let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add(i * hidden + h * d), d) };
-            for (o, a) in o.iter_mut().zip(&acc) {
-                *o = a * inv;
+            softmax_rows(isa, scores, len, scale);
+            // SAFETY: each (token, head) slice of `out` is written by exactly this task.
+            unsafe {
+                let o = dst.get().add((base + q0) * hidden + h * d);
+                gemm_block(value_view, scores.as_ptr(), len, 0..rows, 0..value_panels, o, hidden, None);
             }
         }
     };

@@ -10,7 +10,9 @@
 //!
 //! The kernel is chosen at run time: AVX-512 (8×32), AVX2+FMA (6×16), or a portable `wide`
 //! kernel (4×16) for other CPUs. `wide` picks its instructions when the crate is compiled, so
-//! the dispatched x86 kernels use `core::arch` inside `#[target_feature]` functions.
+//! the dispatched x86 kernels use `core::arch` inside `#[target_feature]` functions. The work is
+//! split over (row block × panel group) tasks, never over k, so the thread count cannot change
+//! a result either.
 use rayon::prelude::*;
 
 use super::activation::activate_inplace;
@@ -167,10 +169,73 @@ fn microkernel(isa: Isa) -> Microkernel {
     }
 }
 
+/// A packed right-hand side: `panels` of k×NR floats (k-major, zero-padded to NR columns) and
+/// a bias padded to a whole number of panels.
+#[derive(Clone, Copy)]
+pub struct Panels<'a> {
+    pub isa: Isa,
+    pub n: usize,
+    pub k: usize,
+    pub panels: &'a [f32],
+    pub bias: &'a [f32],
+}
+
+impl PackedLinear {
+    pub fn view(&self) -> Panels<'_> {
+        Panels { isa: self.isa, n: self.n, k: self.k, panels: &self.panels, bias: &self.bias }
+    }
+}
+
+/// Serial core shared by the GEMM and attention: y[r, c] for r in `rows`, c in the columns of
+/// `panels`, from x rows at `x` (stride `lda`) into `y` (stride `ldy`), activation applied.
+///
+/// # Safety
+/// `x` must hold rows.end rows of stride lda (k readable floats each) and `y` rows.end rows of
+/// stride ldy covering the chosen panels' columns; no other thread may write those outputs.
+pub unsafe fn gemm_block(
+    w: Panels<'_>,
+    x: *const f32,
+    lda: usize,
+    rows: std::ops::Range<usize>,
+    panels: std::ops::Range<usize>,
+    y: *mut f32,
+    ldy: usize,
+    act: Option<Activation>,
+) {
+    let (mr, nr) = w.isa.tile();
+    let k = w.k;
+    let kernel = microkernel(w.isa);
+    // The last, partial MR rows go through a zero-padded copy so the kernel sees MR rows.
+    let tail_start = rows.end - (rows.end - rows.start) % mr;
+    let mut tail = Vec::new();
+    if tail_start < rows.end {
+        tail = vec![0.0f32; mr * k];
+        for r in tail_start..rows.end {
+            std::ptr::copy_nonoverlapping(x.add(r * lda), tail[(r - tail_start) * k..].as_mut_ptr(), k);
+        }
+    }
+    let mut tile = [0.0f32; MAX_TILE];
+    for panel in panels {
+        let col0 = panel * nr;
+        let cols = nr.min(w.n - col0);
+        let b = w.panels[panel * k * nr..].as_ptr();
+        let bias = w.bias[col0..].as_ptr();
+        for row0 in rows.clone().step_by(mr) {
+            let (a, a_stride) = if row0 < tail_start { (x.add(row0 * lda), lda) } else { (tail.as_ptr(), k) };
+            kernel(k, a, a_stride, b, bias, tile.as_mut_ptr());
+            for i in 0..mr.min(rows.end - row0) {
+                let dst = std::slice::from_raw_parts_mut(y.add((row0 + i) * ldy + col0), cols);
+                dst.copy_from_slice(&tile[i * nr..i * nr + cols]);
+                activate_inplace(w.isa, act, dst);
+            }
+        }
+    }
+}
+
 /// Rows of x one task walks through while it sweeps its panels (keeps them in L2).
 const ROW_BLOCK_TILES: usize = 12;
-/// Panels one task covers.
-const PANELS_PER_TASK: usize = 4;
+/// Most panels one task covers; fewer when that leaves threads idle.
+const MAX_PANELS_PER_TASK: usize = 8;
 
 pub fn gemm(pool: &rayon::ThreadPool, x: &[f32], m: usize, w: &PackedLinear, act: Option<Activation>, y: &mut [f32]) {
     let (k, n) = (w.k, w.n);
@@ -180,45 +245,22 @@ pub fn gemm(pool: &rayon::ThreadPool, x: &[f32], m: usize, w: &PackedLinear, act
         return;
     }
     let (mr, nr) = w.isa.tile();
-    let kernel = microkernel(w.isa);
     let row_block = mr * ROW_BLOCK_TILES;
+    let row_blocks = m.div_ceil(row_block);
     let num_panels = n.div_ceil(nr);
-    let panel_groups = num_panels.div_ceil(PANELS_PER_TASK);
-    let tasks = m.div_ceil(row_block) * panel_groups;
+    // At least ~3 tasks per thread so uneven tasks still balance.
+    let want_tasks = 3 * pool.current_num_threads();
+    let per_task = (num_panels * row_blocks / want_tasks).clamp(1, MAX_PANELS_PER_TASK);
+    let panel_groups = num_panels.div_ceil(per_task);
+    let tasks = row_blocks * panel_groups;
     let out = SendPtr(y.as_mut_ptr());
-
+    let view = w.view();
     let run_task = |t: usize| {
         let (rb, g) = (t / panel_groups, t % panel_groups);
         let rows = rb * row_block..((rb + 1) * row_block).min(m);
-        // The last, partial MR rows go through a zero-padded copy so the kernel sees MR rows.
-        let tail_start = rows.end - (rows.end - rows.start) % mr;
-        let tail: Vec<f32> = if tail_start < rows.end {
-            let mut buf = vec![0.0f32; mr * k];
-            buf[..(rows.end - tail_start) * k].copy_from_slice(&x[tail_start * k..rows.end * k]);
-            buf
-        } else {
-            Vec::new()
-        };
-        let mut tile = [0.0f32; MAX_TILE];
-        for panel in g * PANELS_PER_TASK..((g + 1) * PANELS_PER_TASK).min(num_panels) {
-            let col0 = panel * nr;
-            let cols = nr.min(n - col0);
-            let b = w.panels[panel * k * nr..].as_ptr();
-            let bias = w.bias[col0..].as_ptr();
-            for row0 in rows.clone().step_by(mr) {
-                let a = if row0 < tail_start { x[row0 * k..].as_ptr() } else { tail.as_ptr() };
-                let valid_rows = mr.min(rows.end - row0);
-                // SAFETY: `a` has MR rows of k floats, `b` a full k×NR panel, `bias` NR floats
-                // (padded at pack time), `tile` MR×NR floats.
-                unsafe { kernel(k, a, k, b, bias, tile.as_mut_ptr()) };
-                for i in 0..valid_rows {
-                    // SAFETY: tasks write disjoint (row, column) ranges of y, all in bounds.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add((row0 + i) * n + col0), cols) };
-                    dst.copy_from_slice(&tile[i * nr..i * nr + cols]);
-                    activate_inplace(act, dst);
-                }
-            }
-        }
+        let panels = g * per_task..((g + 1) * per_task).min(num_panels);
+        // SAFETY: x has m rows of k floats, y m rows of n; tasks cover disjoint (rows, panels).
+        unsafe { gemm_block(view, x.as_ptr(), k, rows, panels, out.get(), n, act) };
     };
     if tasks == 1 {
         run_task(0);

@@ -51,10 +51,10 @@ impl Ops for Cpu {
     }
 
     fn add_layer_norm(&self, pool: &rayon::ThreadPool, x: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32) {
-        norm::add_layer_norm(pool, x, residual, gamma, beta, eps)
+        norm::add_layer_norm(self.isa, pool, x, residual, gamma, beta, eps)
     }
 
     fn attention(&self, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, heads: usize, d: usize, out: &mut [f32]) {
-        attention::attention(pool, qkv, batch, heads, d, out)
+        attention::attention(self.isa, pool, qkv, batch, heads, d, out)
     }
 }
