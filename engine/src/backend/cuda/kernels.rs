@@ -61,27 +61,47 @@ fn launched(r: std::result::Result<Option<(cudarc::driver::CudaEvent, cudarc::dr
 }
 
 impl Kernels {
+    /// Every (file, function) the launchers use for `precision`. The compile test checks that
+    /// each is defined; [`Kernels::load`] resolves exactly these.
+    pub fn function_names(precision: Precision) -> Vec<(KernelFile, String)> {
+        let s = precision.suffix();
+        let mut names = vec![
+            (nvrtc::EMBEDDING, format!("embed_layer_norm_{s}")),
+            (nvrtc::LAYER_NORM, format!("bias_residual_layer_norm_{s}")),
+            (nvrtc::ACTIVATION, format!("bias_gelu_erf_{s}")),
+            (nvrtc::ACTIVATION, format!("bias_gelu_tanh_{s}")),
+            (nvrtc::POOLING, "pool_normalize".to_string()),
+            (nvrtc::CAST, format!("cast_f32_to_{s}")),
+            (nvrtc::CAST, format!("cast_{s}_to_f32")),
+        ];
+        names.extend(ATTENTION_HEAD_DIMS.iter().map(|d| (nvrtc::ATTENTION, format!("attention_d{d}_{s}"))));
+        names
+    }
+
     /// Compiles (or finds in the cache) every kernel file and resolves the functions for
     /// `precision`.
     pub fn load(device: &Device, precision: Precision) -> std::result::Result<Kernels, String> {
+        let mut functions = HashMap::new();
+        for (file, name) in Self::function_names(precision) {
+            let f = device.module(&file)?.load_function(&name).map_err(|e| format!("{name} missing from {} ({e:?})", file.name))?;
+            functions.insert(name, f);
+        }
         let s = precision.suffix();
-        let function = |file: &KernelFile, name: &str| -> std::result::Result<CudaFunction, String> {
-            device.module(file)?.load_function(name).map_err(|e| format!("{name} missing from {} ({e:?})", file.name))
-        };
+        let mut take = |name: String| functions.remove(&name).ok_or_else(|| format!("kernel {name} was not resolved"));
         let mut attention = HashMap::new();
         for d in ATTENTION_HEAD_DIMS {
-            attention.insert(d, function(&nvrtc::ATTENTION, &format!("attention_d{d}_{s}"))?);
+            attention.insert(d, take(format!("attention_d{d}_{s}"))?);
         }
         Ok(Kernels {
             precision,
-            embed_layer_norm: function(&nvrtc::EMBEDDING, &format!("embed_layer_norm_{s}"))?,
-            bias_residual_layer_norm: function(&nvrtc::LAYER_NORM, &format!("bias_residual_layer_norm_{s}"))?,
-            bias_gelu_erf: function(&nvrtc::ACTIVATION, &format!("bias_gelu_erf_{s}"))?,
-            bias_gelu_tanh: function(&nvrtc::ACTIVATION, &format!("bias_gelu_tanh_{s}"))?,
+            embed_layer_norm: take(format!("embed_layer_norm_{s}"))?,
+            bias_residual_layer_norm: take(format!("bias_residual_layer_norm_{s}"))?,
+            bias_gelu_erf: take(format!("bias_gelu_erf_{s}"))?,
+            bias_gelu_tanh: take(format!("bias_gelu_tanh_{s}"))?,
             attention,
-            pool_normalize: function(&nvrtc::POOLING, "pool_normalize")?,
-            cast_from_f32: function(&nvrtc::CAST, &format!("cast_f32_to_{s}"))?,
-            cast_to_f32: function(&nvrtc::CAST, &format!("cast_{s}_to_f32"))?,
+            pool_normalize: take("pool_normalize".to_string())?,
+            cast_from_f32: take(format!("cast_f32_to_{s}"))?,
+            cast_to_f32: take(format!("cast_{s}_to_f32"))?,
         })
     }
 

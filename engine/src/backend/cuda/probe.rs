@@ -13,21 +13,20 @@ use std::path::{Path, PathBuf};
 struct Needed {
     /// cudarc's name for it: lib{name}.so, lib{name}.so.13, ...
     name: &'static str,
-    what: &'static str,
+    /// The message when it is missing; fixed text (no search list), as it reaches SQL clients.
+    missing: &'static str,
 }
 
 const NEEDED: [Needed; 3] = [
-    Needed { name: "cuda", what: "the NVIDIA driver library" },
-    Needed { name: "nvrtc", what: "NVRTC, the CUDA runtime compiler" },
-    Needed { name: "cublas", what: "cuBLAS" },
+    Needed { name: "cuda", missing: "the NVIDIA driver (libcuda.so.1) cannot be loaded" },
+    Needed { name: "nvrtc", missing: "NVRTC, the CUDA runtime compiler (libnvrtc.so), cannot be loaded" },
+    Needed { name: "cublas", missing: "cuBLAS (libcublas.so) cannot be loaded" },
 ];
 
 /// Opens every library the CUDA backend needs; the error names the first one missing.
 pub fn libraries() -> Result<(), String> {
     for needed in &NEEDED {
-        open_any(needed.name).map_err(|tried| {
-            format!("{} (lib{}.so) cannot be loaded; tried {}", needed.what, needed.name, tried.join(", "))
-        })?;
+        open_any(needed.name).map_err(|_| needed.missing.to_string())?;
     }
     Ok(())
 }
@@ -50,9 +49,11 @@ fn extra_dirs() -> Vec<PathBuf> {
 fn candidates(name: &str) -> Vec<String> {
     let mut names = cudarc::get_lib_name_candidates(name);
     if name == "cuda" {
-        // The driver's soname; first, so a machine with a driver never reports otherwise.
+        // The driver's soname first: it is what every driver install provides.
         names.insert(0, "libcuda.so.1".into());
     }
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
     names
 }
 
