@@ -71,8 +71,11 @@ fn open_any(name: &str) -> Result<(), Vec<String>> {
         for n in &names {
             let path = dir.join(n);
             if path.is_file() {
-                if name == "nvrtc" {
-                    preload_nvrtc_builtins(&dir);
+                // Libraries these open by soname when they are themselves opened by path.
+                match name {
+                    "nvrtc" => preload_prefixed(&dir, "libnvrtc-builtins.so"),
+                    "cublas" => preload_prefixed(&dir, "libcublasLt.so"),
+                    _ => {}
                 }
                 if dlopen(&path) {
                     return Ok(());
@@ -84,13 +87,14 @@ fn open_any(name: &str) -> Result<(), Vec<String>> {
     Err(tried)
 }
 
-/// NVRTC opens libnvrtc-builtins by soname when it compiles; when NVRTC itself came from a
-/// directory outside the loader's path, open the builtins from there first so that lookup hits.
-pub(crate) fn preload_nvrtc_builtins(dir: &Path) {
+/// Opens every library in `dir` whose name starts with `prefix`. NVRTC opens
+/// libnvrtc-builtins, and cuBLAS needs libcublasLt, by soname; when the library itself came
+/// from a directory outside the loader's path, opening these from there first makes that
+/// lookup hit.
+fn preload_prefixed(dir: &Path, prefix: &str) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
-            let file = e.file_name().to_string_lossy().into_owned();
-            if file.starts_with("libnvrtc-builtins.so") {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
                 dlopen(&e.path());
             }
         }
@@ -100,7 +104,7 @@ pub(crate) fn preload_nvrtc_builtins(dir: &Path) {
 /// Opens NVRTC from `dir` (a pip `nvidia-cuda-nvrtc` lib directory, say) by full path, with its
 /// builtins; cudarc then finds it without LD_LIBRARY_PATH. Used by the kernel-compile test.
 pub fn load_nvrtc_from(dir: &Path) -> Result<PathBuf, String> {
-    preload_nvrtc_builtins(dir);
+    preload_prefixed(dir, "libnvrtc-builtins.so");
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .flatten()
