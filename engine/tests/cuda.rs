@@ -33,8 +33,20 @@ use rand::{Rng, SeedableRng};
 // ---------------------------------------------------------------------------------------------
 // NVRTC: no GPU needed.
 
+/// The repository: the working directory when it is one (a test binary carried to a GPU
+/// machine runs from a copy of the repository elsewhere), else where this file was built.
 fn repo_root() -> PathBuf {
+    let cwd = std::env::current_dir().unwrap();
+    if cwd.join("kernels").is_dir() && cwd.join("engine/tests/goldens").is_dir() {
+        return cwd;
+    }
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// common::goldens(), read from [`repo_root`].
+fn goldens_here() -> Goldens {
+    let path = repo_root().join("engine/tests/goldens/all-MiniLM-L6-v2.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 fn tools_dir() -> PathBuf {
@@ -562,7 +574,7 @@ fn gpu_pooling_matches_reference() {
 // GPU: whole model.
 
 fn texts() -> Vec<String> {
-    let g = goldens();
+    let g = goldens_here();
     let mut t = g.texts.clone();
     // Long inputs too, so attention sees 256-token sequences.
     t.push("The quick brown fox jumps over the lazy dog. ".repeat(60));
@@ -593,7 +605,7 @@ fn gpu_model_matches_cpu() {
 #[test]
 fn gpu_model_matches_goldens() {
     let Some(_dev) = gpu("gpu_model_matches_goldens") else { return };
-    let g = goldens();
+    let g = goldens_here();
     let model = Model::load("all-MiniLM-L6-v2", &minilm(), BackendKind::Cuda).unwrap();
     let refs: Vec<&str> = g.texts.iter().map(String::as_str).collect();
     let got = model.embed(&refs, &RunOptions::default(), &mut || {}).unwrap();
@@ -628,7 +640,7 @@ fn gpu_bf16_model_is_close_to_cpu() {
 #[test]
 fn gpu_results_do_not_depend_on_the_batch() {
     let Some(_dev) = gpu("gpu_results_do_not_depend_on_the_batch") else { return };
-    let g = goldens();
+    let g = goldens_here();
     let model = Model::load("all-MiniLM-L6-v2", &minilm(), BackendKind::Cuda).unwrap();
     let texts: Vec<String> = (0..64).map(|i| format!("{}{}", g.texts[i % g.texts.len()], if i >= g.texts.len() { " again" } else { "" })).collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -641,9 +653,10 @@ fn gpu_results_do_not_depend_on_the_batch() {
             let c = cosine(a, b);
             worst = worst.min(c);
             bitwise &= a == b;
-            // Every kernel but cuBLAS is per-row; cuBLAS may pick a different algorithm for a
-            // different row count, which moves the last bits, never more than this.
-            assert!(c >= 0.99999, "row {i}: cosine {c} alone vs batched (max_batch_tokens {max_batch_tokens})");
+            // Every kernel but cuBLAS is per-row; cuBLAS may pick another algorithm for another
+            // row count, which moves last bits (and so an f16 rounding now and then), never the
+            // vector: a row seeing another sequence's tokens would fall far below this.
+            assert!(c >= 0.9999, "row {i}: cosine {c} alone vs batched (max_batch_tokens {max_batch_tokens})");
         }
     }
     eprintln!("GPU batch invariance: worst cosine {worst}, bitwise equal: {bitwise}");
