@@ -11,6 +11,8 @@ pub fn sqlstate(kind: ErrorKind) -> PgSqlErrorCode {
         ErrorKind::ModelFileCorrupt => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
         ErrorKind::FeatureNotSupported => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
         ErrorKind::InputTooLong => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+        // bge.device = cuda without a usable GPU: the SQLSTATE a build without CUDA gave.
+        ErrorKind::DeviceUnavailable => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
         ErrorKind::Internal => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
     }
 }

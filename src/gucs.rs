@@ -42,7 +42,7 @@ pub fn init() {
     GucRegistry::define_enum_guc(
         c"bge.device",
         c"Where embeddings are computed: auto, cpu or cuda.",
-        c"auto uses a GPU when one works and the CPU otherwise; this build has the CPU backend only, so auto means cpu and cuda is an error.",
+        c"auto uses an NVIDIA GPU (CUDA) when one works and the CPU otherwise, never failing for want of a GPU; cuda requires the GPU and raises an error without one; cpu never touches the GPU.",
         &DEVICE,
         GucContext::Userset,
         GucFlags::default(),

@@ -6,31 +6,25 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bge_engine::backend::BackendKind;
+use bge_engine::backend::{cuda, BackendKind};
 use bge_engine::{Model, ModelStore};
-use pgrx::PgSqlErrorCode;
 
-use crate::errors::{raise_with, OrRaise};
+use crate::errors::OrRaise;
 use crate::gucs::{self, Device};
 
 thread_local! {
     static STORES: RefCell<HashMap<PathBuf, ModelStore>> = RefCell::new(HashMap::new());
 }
 
-/// The backend bge.device selects. This build has the CPU backend only.
-pub fn backend_kind() -> BackendKind {
-    match gucs::device() {
-        Device::Auto | Device::Cpu => BackendKind::Cpu,
-        Device::Cuda => raise_with(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            "bge.device = cuda is not available: this build of pg_bge has no CUDA backend".into(),
-            "SET bge.device = auto (or cpu) to embed on the CPU.",
-        ),
-    }
-}
-
+/// The device a model not loaded yet would run on: bge.device, with `auto` resolved by the GPU
+/// probe (run on first use in this backend, then remembered).
 pub fn device_name() -> &'static str {
-    "cpu"
+    match gucs::device() {
+        Device::Cpu => BackendKind::Cpu.name(),
+        Device::Cuda => BackendKind::Cuda.name(),
+        Device::Auto if cuda::available() => BackendKind::Cuda.name(),
+        Device::Auto => BackendKind::Cpu.name(),
+    }
 }
 
 /// Runs `f` on the store of the current bge.model_dir.
@@ -39,9 +33,18 @@ pub fn with_store<T>(f: impl FnOnce(&mut ModelStore) -> T) -> T {
     STORES.with(|s| f(s.borrow_mut().entry(dir.clone()).or_insert_with(|| ModelStore::new(dir))))
 }
 
-/// The model `name` (bge.model when None), loaded on first use.
+/// The model `name` (bge.model when None), loaded on first use on the device bge.device picks:
+/// `auto` falls back to the CPU quietly, `cuda` raises an ERROR when there is no usable GPU.
 pub fn model(name: Option<&str>) -> Arc<Model> {
     let name = name.map(str::to_string).unwrap_or_else(gucs::model);
-    let backend = backend_kind();
-    with_store(|store| store.get(&name, backend)).or_raise()
+    match gucs::device() {
+        Device::Auto => with_store(|store| store.get_auto(&name)),
+        Device::Cpu => with_store(|store| store.get(&name, BackendKind::Cpu)),
+        Device::Cuda => {
+            // Say there is no GPU before (not after) reading the model's files.
+            cuda::device().or_raise();
+            with_store(|store| store.get(&name, BackendKind::Cuda))
+        }
+    }
+    .or_raise()
 }

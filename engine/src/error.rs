@@ -39,6 +39,11 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// No usable GPU for the CUDA backend: no driver, no GPU, no NVRTC or cuBLAS, or a model
+    /// the kernels do not cover. `bge.device = auto` falls back to the CPU on this error.
+    #[error("CUDA is not available: {0}")]
+    DeviceUnavailable(String),
+
     #[error("{0}")]
     Internal(String),
 }
@@ -58,6 +63,8 @@ pub enum ErrorKind {
     FeatureNotSupported,
     /// Input longer than the model accepts with truncation off (program_limit_exceeded).
     InputTooLong,
+    /// The CUDA backend cannot run here (feature_not_supported, as a build without it was).
+    DeviceUnavailable,
     /// Anything else (internal_error).
     Internal,
 }
@@ -71,6 +78,7 @@ impl Error {
             Error::InvalidFile { .. } | Error::TensorShape { .. } | Error::MissingTensor { .. } => ErrorKind::ModelFileCorrupt,
             Error::Unsupported { .. } => ErrorKind::FeatureNotSupported,
             Error::InputTooLong { .. } => ErrorKind::InputTooLong,
+            Error::DeviceUnavailable(_) => ErrorKind::DeviceUnavailable,
             Error::Tokenizer(_) | Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -103,6 +111,10 @@ impl Error {
                 Some("Shorten the input, or SET bge.truncate = on to embed only its first tokens as sentence-transformers does.".into())
             }
             Error::Unsupported { .. } => Some("pg_bge runs BERT-family sentence-transformers models (BertModel).".into()),
+            Error::DeviceUnavailable(_) => Some(
+                "SET bge.device = auto (or cpu) to embed on the CPU. The CUDA backend needs an NVIDIA GPU of compute capability 7.0 or newer with its driver (libcuda.so.1), and NVRTC (libnvrtc.so) and cuBLAS (libcublas.so) on the server's library path, in $CUDA_HOME/lib64 or /usr/local/cuda/lib64, or in $BGE_CUDA_LIB_DIR."
+                    .into(),
+            ),
             _ => None,
         }
     }

@@ -2,13 +2,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{cpu::Cpu, reference::Reference, BackendKind};
+use crate::backend::{cpu::Cpu, cuda::CudaEncoder, reference::Reference, BackendKind};
 use crate::batch::PackedBatch;
 use crate::config::ModelSpec;
 use crate::error::Result;
 use crate::models::encoder::Encoder;
 use crate::models::Forward;
-use crate::pooling;
 use crate::threads;
 use crate::tokenize::{Encoded, TextTokenizer};
 use crate::weights::WeightFile;
@@ -48,6 +47,7 @@ impl Model {
         let network: Box<dyn Forward> = match backend {
             BackendKind::Reference => Box::new(Encoder::load(Reference, &spec, &weights)?),
             BackendKind::Cpu => Box::new(Encoder::load(Cpu::new(), &spec, &weights)?),
+            BackendKind::Cuda => Box::new(CudaEncoder::load(&spec, &weights)?),
         };
         Ok(Model { spec, tokenizer, backend, network, load_time: started.elapsed() })
     }
@@ -80,8 +80,7 @@ impl Model {
             }
             let seqs: Vec<&Encoded> = order[start..end].iter().map(|&i| &encoded[i]).collect();
             let batch = PackedBatch::new(&seqs);
-            let hidden = self.network.forward(&pool, &batch, interrupt)?;
-            let pooled = pooling::pool(&hidden, self.spec.hidden_size, &batch, self.spec.pooling, self.spec.normalize);
+            let pooled = self.network.embed(&pool, &batch, self.spec.hidden_size, self.spec.pooling, self.spec.normalize, interrupt)?;
             for (&i, v) in order[start..end].iter().zip(pooled) {
                 results[i] = v;
             }

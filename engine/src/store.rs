@@ -48,6 +48,25 @@ impl ModelStore {
         self.loaded.get(name)
     }
 
+    /// The model `name` on the GPU when one works, else on the CPU: what `bge.device = auto`
+    /// means. A model already loaded on either is kept. No GPU, no CUDA libraries, or a model
+    /// the GPU kernels do not cover all mean the CPU, quietly; the GPU probe runs once per
+    /// process and its answer is remembered. Errors in the model itself are still errors.
+    pub fn get_auto(&mut self, name: &str) -> Result<Arc<Model>> {
+        if let Some(m) = self.loaded.get(name) {
+            if matches!(m.backend, BackendKind::Cpu | BackendKind::Cuda) {
+                return Ok(m.clone());
+            }
+        }
+        if crate::backend::cuda::available() {
+            match self.get(name, BackendKind::Cuda) {
+                Err(Error::DeviceUnavailable(_)) => {}
+                other => return other,
+            }
+        }
+        self.get(name, BackendKind::Cpu)
+    }
+
     /// The model `name`, loading it on first use.
     pub fn get(&mut self, name: &str, backend: BackendKind) -> Result<Arc<Model>> {
         if let Some(m) = self.loaded.get(name) {

@@ -1,10 +1,12 @@
 //! Backends run the encoder's op families. The encoder (models/encoder.rs) is written once over
 //! the [`Ops`] trait; [`reference`] is the plain scalar oracle every faster backend is tested
-//! against, [`cpu`] the SIMD + rayon one.
+//! against, [`cpu`] the SIMD + rayon one. [`cuda`] runs the same encoder on an NVIDIA GPU with its
+//! own forward pass over device buffers (models/mod.rs `Forward`), not through `Ops`.
 use crate::batch::PackedBatch;
 use crate::config::Activation;
 
 pub mod cpu;
+pub mod cuda;
 pub mod reference;
 
 /// Which implementation of the ops to run.
@@ -12,6 +14,8 @@ pub mod reference;
 pub enum BackendKind {
     Reference,
     Cpu,
+    /// NVIDIA GPU: kernels/*.cu through NVRTC, GEMMs through cuBLAS, f16 GEMM inputs.
+    Cuda,
 }
 
 impl BackendKind {
@@ -19,6 +23,7 @@ impl BackendKind {
         match self {
             BackendKind::Reference => "reference",
             BackendKind::Cpu => "cpu",
+            BackendKind::Cuda => "cuda",
         }
     }
 }

@@ -42,7 +42,8 @@ SELECT bge_tokenize(repeat('word ', 300));
 SELECT pg_temp.sqlstate_of($$SELECT bge_embed(repeat('word ', 300))$$);
 RESET bge.truncate;
 
--- Devices this build does not have, and values that are not devices.
+-- A device this machine does not have (the test machine has no NVIDIA driver), and values
+-- that are not devices.
 SET bge.device = cuda;
 SELECT bge_embed('x');
 RESET bge.device;

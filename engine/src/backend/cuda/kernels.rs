@@ -1,0 +1,315 @@
+//! Typed launchers for kernels/*.cu, one per op family. Each checks buffer sizes (an error, not
+//! undefined behaviour, when a caller gets them wrong) and picks the launch shape the kernel
+//! file's header comment documents.
+use std::collections::HashMap;
+
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+
+use super::nvrtc::{self, KernelFile};
+use super::{Device, Precision};
+use crate::config::{Activation, Pooling};
+
+/// Head dimensions attention.cu is instantiated for.
+pub const ATTENTION_HEAD_DIMS: [usize; 4] = [32, 64, 96, 128];
+/// Queries per attention block (Q_TILE in attention.cu).
+const ATTENTION_QUERY_TILE: usize = 64;
+/// Grid cap for the grid-stride elementwise kernels.
+const MAX_ELEMENTWISE_BLOCKS: usize = 65_535;
+
+/// The kernels of one precision, resolved once.
+pub struct Kernels {
+    pub precision: Precision,
+    embed_layer_norm: CudaFunction,
+    bias_residual_layer_norm: CudaFunction,
+    bias_gelu_erf: CudaFunction,
+    bias_gelu_tanh: CudaFunction,
+    attention: HashMap<usize, CudaFunction>,
+    pool_normalize: CudaFunction,
+    cast_from_f32: CudaFunction,
+    cast_to_f32: CudaFunction,
+}
+
+type Launch = std::result::Result<(), String>;
+
+fn ptr<T>(buf: &CudaSlice<T>, stream: &CudaStream) -> u64 {
+    buf.device_ptr(stream).0
+}
+
+fn need<T>(buf: &CudaSlice<T>, len: usize, what: &str) -> Launch {
+    if buf.len() < len {
+        return Err(format!("{what}: buffer holds {} elements, the launch needs {len}", buf.len()));
+    }
+    Ok(())
+}
+
+/// Block size for one-row-per-block kernels (LayerNorm family).
+fn row_block(hidden: usize) -> u32 {
+    if hidden <= 1024 {
+        128
+    } else {
+        256
+    }
+}
+
+fn elementwise(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(256).clamp(1, MAX_ELEMENTWISE_BLOCKS);
+    LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn launched(r: std::result::Result<Option<(cudarc::driver::CudaEvent, cudarc::driver::CudaEvent)>, cudarc::driver::DriverError>, what: &str) -> Launch {
+    r.map(|_| ()).map_err(|e| format!("launching {what} failed ({e:?})"))
+}
+
+impl Kernels {
+    /// Every (file, function) the launchers use for `precision`. The compile test checks that
+    /// each is defined; [`Kernels::load`] resolves exactly these.
+    pub fn function_names(precision: Precision) -> Vec<(KernelFile, String)> {
+        let s = precision.suffix();
+        let mut names = vec![
+            (nvrtc::EMBEDDING, format!("embed_layer_norm_{s}")),
+            (nvrtc::LAYER_NORM, format!("bias_residual_layer_norm_{s}")),
+            (nvrtc::ACTIVATION, format!("bias_gelu_erf_{s}")),
+            (nvrtc::ACTIVATION, format!("bias_gelu_tanh_{s}")),
+            (nvrtc::POOLING, "pool_normalize".to_string()),
+            (nvrtc::CAST, format!("cast_f32_to_{s}")),
+            (nvrtc::CAST, format!("cast_{s}_to_f32")),
+        ];
+        names.extend(ATTENTION_HEAD_DIMS.iter().map(|d| (nvrtc::ATTENTION, format!("attention_d{d}_{s}"))));
+        names
+    }
+
+    /// Compiles (or finds in the cache) every kernel file and resolves the functions for
+    /// `precision`.
+    pub fn load(device: &Device, precision: Precision) -> std::result::Result<Kernels, String> {
+        let mut functions = HashMap::new();
+        for (file, name) in Self::function_names(precision) {
+            let f = device.module(&file)?.load_function(&name).map_err(|e| format!("{name} missing from {} ({e:?})", file.name))?;
+            functions.insert(name, f);
+        }
+        let s = precision.suffix();
+        let mut take = |name: String| functions.remove(&name).ok_or_else(|| format!("kernel {name} was not resolved"));
+        let mut attention = HashMap::new();
+        for d in ATTENTION_HEAD_DIMS {
+            attention.insert(d, take(format!("attention_d{d}_{s}"))?);
+        }
+        Ok(Kernels {
+            precision,
+            embed_layer_norm: take(format!("embed_layer_norm_{s}"))?,
+            bias_residual_layer_norm: take(format!("bias_residual_layer_norm_{s}"))?,
+            bias_gelu_erf: take(format!("bias_gelu_erf_{s}"))?,
+            bias_gelu_tanh: take(format!("bias_gelu_tanh_{s}"))?,
+            attention,
+            pool_normalize: take("pool_normalize".to_string())?,
+            cast_from_f32: take(format!("cast_f32_to_{s}"))?,
+            cast_to_f32: take(format!("cast_{s}_to_f32"))?,
+        })
+    }
+
+    pub fn supports_head_dim(d: usize) -> bool {
+        ATTENTION_HEAD_DIMS.contains(&d)
+    }
+
+    /// embedding.cu: out = LayerNorm(word[id] + (position[pos] + token_type[type])), as f32 and
+    /// as the 16-bit GEMM input. Ids must already be checked against the tables.
+    #[allow(clippy::too_many_arguments)]
+    pub fn embed_layer_norm(
+        &self,
+        stream: &CudaStream,
+        tokens: usize,
+        hidden: usize,
+        ids: &CudaSlice<u32>,
+        positions: &CudaSlice<u32>,
+        type_ids: &CudaSlice<u32>,
+        word: &CudaSlice<f32>,
+        position: &CudaSlice<f32>,
+        token_type: &CudaSlice<f32>,
+        gamma: &CudaSlice<f32>,
+        beta: &CudaSlice<f32>,
+        eps: f32,
+        out32: &mut CudaSlice<f32>,
+        out16: &mut CudaSlice<u16>,
+    ) -> Launch {
+        for (b, what) in [(ids, "ids"), (positions, "positions"), (type_ids, "type ids")] {
+            need(b, tokens, what)?;
+        }
+        need(gamma, hidden, "gamma")?;
+        need(beta, hidden, "beta")?;
+        need(out32, tokens * hidden, "embedding out32")?;
+        need(out16, tokens * hidden, "embedding out16")?;
+        if tokens == 0 {
+            return Ok(());
+        }
+        let p = [ptr(ids, stream), ptr(positions, stream), ptr(type_ids, stream), ptr(word, stream), ptr(position, stream), ptr(token_type, stream), ptr(gamma, stream), ptr(beta, stream)];
+        let (o32, o16) = (ptr(out32, stream), ptr(out16, stream));
+        let hidden_i = hidden as i32;
+        let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (row_block(hidden), 1, 1), shared_mem_bytes: 0 };
+        let mut l = stream.launch_builder(&self.embed_layer_norm);
+        for v in &p {
+            l.arg(v);
+        }
+        l.arg(&hidden_i).arg(&eps).arg(&o32).arg(&o16);
+        // SAFETY: argument list matches embed_layer_norm_* in embedding.cu; sizes checked.
+        launched(unsafe { l.launch(cfg) }, "embed_layer_norm")
+    }
+
+    /// layer_norm.cu: x32 = LayerNorm((linear_out + bias) + x32) in place, and x16 = the same
+    /// values in 16 bits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bias_residual_layer_norm(
+        &self,
+        stream: &CudaStream,
+        rows: usize,
+        hidden: usize,
+        linear_out: &CudaSlice<f32>,
+        bias: &CudaSlice<f32>,
+        gamma: &CudaSlice<f32>,
+        beta: &CudaSlice<f32>,
+        eps: f32,
+        x32: &mut CudaSlice<f32>,
+        x16: &mut CudaSlice<u16>,
+    ) -> Launch {
+        need(linear_out, rows * hidden, "layer norm input")?;
+        for (b, what) in [(bias, "bias"), (gamma, "gamma"), (beta, "beta")] {
+            need(b, hidden, what)?;
+        }
+        need(x32, rows * hidden, "residual stream")?;
+        need(x16, rows * hidden, "layer norm out16")?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let (y, b, g, bt, x, o16) = (ptr(linear_out, stream), ptr(bias, stream), ptr(gamma, stream), ptr(beta, stream), ptr(x32, stream), ptr(x16, stream));
+        let hidden_i = hidden as i32;
+        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (row_block(hidden), 1, 1), shared_mem_bytes: 0 };
+        let mut l = stream.launch_builder(&self.bias_residual_layer_norm);
+        // residual and out32 are the same buffer: the residual stream is updated in place.
+        l.arg(&y).arg(&b).arg(&x).arg(&g).arg(&bt).arg(&hidden_i).arg(&eps).arg(&x).arg(&o16);
+        // SAFETY: argument list matches bias_residual_layer_norm_* in layer_norm.cu.
+        launched(unsafe { l.launch(cfg) }, "bias_residual_layer_norm")
+    }
+
+    /// activation.cu: out = act(linear_out + bias) in 16 bits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bias_gelu(
+        &self,
+        stream: &CudaStream,
+        activation: Activation,
+        rows: usize,
+        cols: usize,
+        linear_out: &CudaSlice<f32>,
+        bias: &CudaSlice<f32>,
+        out: &mut CudaSlice<u16>,
+    ) -> Launch {
+        need(linear_out, rows * cols, "activation input")?;
+        need(bias, cols, "bias")?;
+        need(out, rows * cols, "activation output")?;
+        if rows * cols == 0 {
+            return Ok(());
+        }
+        let f = match activation {
+            Activation::Gelu => &self.bias_gelu_erf,
+            Activation::GeluTanh => &self.bias_gelu_tanh,
+        };
+        let (y, b, o) = (ptr(linear_out, stream), ptr(bias, stream), ptr(out, stream));
+        let (rows_u, cols_i) = (rows as u64, cols as i32);
+        let mut l = stream.launch_builder(f);
+        l.arg(&y).arg(&b).arg(&rows_u).arg(&cols_i).arg(&o);
+        // SAFETY: argument list matches bias_gelu_* in activation.cu.
+        launched(unsafe { l.launch(elementwise(rows * cols)) }, "bias_gelu")
+    }
+
+    /// attention.cu: ctx = softmax(q kᵀ / √d) v per sequence and head, qkv bias folded in.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        stream: &CudaStream,
+        qkv: &CudaSlice<f32>,
+        bias: &CudaSlice<f32>,
+        cu_seqlens: &CudaSlice<i32>,
+        num_seqs: usize,
+        max_len: usize,
+        tokens: usize,
+        heads: usize,
+        head_dim: usize,
+        out: &mut CudaSlice<u16>,
+    ) -> Launch {
+        let f = self.attention.get(&head_dim).ok_or_else(|| format!("attention has no kernel for head dimension {head_dim}"))?;
+        let hidden = heads * head_dim;
+        need(qkv, tokens * 3 * hidden, "qkv")?;
+        need(bias, 3 * hidden, "qkv bias")?;
+        need(cu_seqlens, num_seqs + 1, "cu_seqlens")?;
+        need(out, tokens * hidden, "attention output")?;
+        if num_seqs == 0 || max_len == 0 {
+            return Ok(());
+        }
+        let (q, b, cu, o) = (ptr(qkv, stream), ptr(bias, stream), ptr(cu_seqlens, stream), ptr(out, stream));
+        let heads_i = heads as i32;
+        let scale_log2 = (std::f64::consts::LOG2_E / (head_dim as f64).sqrt()) as f32;
+        let cfg = LaunchConfig {
+            grid_dim: (max_len.div_ceil(ATTENTION_QUERY_TILE) as u32, heads as u32, num_seqs as u32),
+            block_dim: (ATTENTION_QUERY_TILE as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = stream.launch_builder(f);
+        l.arg(&q).arg(&b).arg(&cu).arg(&heads_i).arg(&scale_log2).arg(&o);
+        // SAFETY: argument list matches attention_d*_* in attention.cu.
+        launched(unsafe { l.launch(cfg) }, "attention")
+    }
+
+    /// pooling.cu: out[s] = pooled (and, with `normalize`, L2-normalised) sequence s.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pool_normalize(
+        &self,
+        stream: &CudaStream,
+        hidden_states: &CudaSlice<f32>,
+        cu_seqlens: &CudaSlice<i32>,
+        num_seqs: usize,
+        tokens: usize,
+        hidden: usize,
+        pooling: Pooling,
+        normalize: bool,
+        out: &mut CudaSlice<f32>,
+    ) -> Launch {
+        need(hidden_states, tokens * hidden, "hidden states")?;
+        need(cu_seqlens, num_seqs + 1, "cu_seqlens")?;
+        need(out, num_seqs * pooling.modes() * hidden, "pooled output")?;
+        if num_seqs == 0 {
+            return Ok(());
+        }
+        let (h, cu, o) = (ptr(hidden_states, stream), ptr(cu_seqlens, stream), ptr(out, stream));
+        let flags = [hidden as i32, pooling.cls as i32, pooling.max as i32, pooling.mean as i32, pooling.mean_sqrt_len as i32, normalize as i32];
+        let cfg = LaunchConfig { grid_dim: (num_seqs as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut l = stream.launch_builder(&self.pool_normalize);
+        l.arg(&h).arg(&cu);
+        for v in &flags {
+            l.arg(v);
+        }
+        l.arg(&o);
+        // SAFETY: argument list matches pool_normalize in pooling.cu.
+        launched(unsafe { l.launch(cfg) }, "pool_normalize")
+    }
+
+    /// cast.cu: out = input narrowed to this precision (round to nearest even).
+    pub fn cast_from_f32(&self, stream: &CudaStream, input: &CudaSlice<f32>, n: usize, out: &mut CudaSlice<u16>) -> Launch {
+        need(input, n, "cast input")?;
+        need(out, n, "cast output")?;
+        self.cast(stream, &self.cast_from_f32, ptr(input, stream), ptr(out, stream), n)
+    }
+
+    /// cast.cu: out = input widened from this precision to f32.
+    pub fn cast_to_f32(&self, stream: &CudaStream, input: &CudaSlice<u16>, n: usize, out: &mut CudaSlice<f32>) -> Launch {
+        need(input, n, "cast input")?;
+        need(out, n, "cast output")?;
+        self.cast(stream, &self.cast_to_f32, ptr(input, stream), ptr(out, stream), n)
+    }
+
+    fn cast(&self, stream: &CudaStream, f: &CudaFunction, input: u64, out: u64, n: usize) -> Launch {
+        if n == 0 {
+            return Ok(());
+        }
+        let n_u = n as u64;
+        let mut l = stream.launch_builder(f);
+        l.arg(&input).arg(&out).arg(&n_u);
+        // SAFETY: argument list matches cast_* in cast.cu.
+        launched(unsafe { l.launch(elementwise(n)) }, "cast")
+    }
+}

@@ -1,0 +1,43 @@
+// Bias + GELU: the activation after BERT's FFN input layer.
+//
+// Must match: reference::linear(..., act = Some(Gelu | GeluTanh)), i.e. the bias add then
+//   reference::gelu (exact: 0.5 x (1 + erf(x / sqrt 2)), config "gelu") or
+//   reference::gelu_tanh (0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), "gelu_new" and
+//   "gelu_pytorch_tanh"), computed in f32 where the reference uses f64.
+//
+// Layout (row-major): linear_out [rows, cols] f32 (GEMM result without its bias);
+//   bias [cols] f32; out [rows, cols] f16 or bf16, the next GEMM's input.
+// Launch: 1-D grid-stride loop over rows * cols; block 256, any grid (the host caps it).
+#include "bge_common.cuh"
+
+__device__ __forceinline__ float gelu_erf(float x) {
+    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+
+__device__ __forceinline__ float gelu_tanh(float x) {
+    const float k = 0.79788456080286536f;  // sqrt(2 / pi)
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+template <typename T, bool TANH>
+__device__ __forceinline__ void bias_gelu(const float* linear_out, const float* bias,
+                                          unsigned long long rows, int cols, T* out) {
+    const unsigned long long n = rows * (unsigned long long)cols;
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += stride) {
+        const float x = linear_out[i] + bias[i % cols];
+        out[i] = from_float<T>(TANH ? gelu_tanh(x) : gelu_erf(x));
+    }
+}
+
+#define BGE_BIAS_GELU(NAME, T, TANH)                                                              \
+    extern "C" __global__ void NAME(const float* linear_out, const float* bias,                   \
+                                    unsigned long long rows, int cols, T* out) {                  \
+        bias_gelu<T, TANH>(linear_out, bias, rows, cols, out);                                    \
+    }
+
+BGE_BIAS_GELU(bias_gelu_erf_f16, f16, false)
+BGE_BIAS_GELU(bias_gelu_erf_bf16, bf16, false)
+BGE_BIAS_GELU(bias_gelu_tanh_f16, f16, true)
+BGE_BIAS_GELU(bias_gelu_tanh_bf16, bf16, true)

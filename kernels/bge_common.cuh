@@ -1,0 +1,73 @@
+// Helpers every pg_bge kernel includes: 16-bit storage types, their conversions, block sums.
+//
+// The kernels include no CUDA toolkit header (not even cuda_fp16.h), so a server needs only
+// libnvrtc to build them, not a toolkit install. The module cache hands this file to NVRTC as
+// an in-memory header named "bge_common.cuh".
+#pragma once
+
+typedef unsigned short bge_u16;
+
+// IEEE binary16, stored as its raw bits (GEMM inputs in fp16 precision).
+struct f16 { bge_u16 bits; };
+// bfloat16, stored as its raw bits (GEMM inputs in bf16 precision).
+struct bf16 { bge_u16 bits; };
+
+#define BGE_NEG_INF __int_as_float(0xff800000)
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+
+__device__ __forceinline__ float to_float(f16 x) {
+    float r;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"(x.bits));
+    return r;
+}
+
+__device__ __forceinline__ float to_float(bf16 x) {
+    return __uint_as_float(((unsigned)x.bits) << 16);
+}
+
+template <typename T> __device__ __forceinline__ T from_float(float x);
+
+template <> __device__ __forceinline__ float from_float<float>(float x) { return x; }
+
+// Round to nearest even, as torch's .half() does.
+template <> __device__ __forceinline__ f16 from_float<f16>(float x) {
+    f16 r;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.bits) : "f"(x));
+    return r;
+}
+
+// Round to nearest even with integer operations (cvt.rn.bf16.f32 needs sm_80; this works on
+// every architecture). NaN stays a quiet NaN.
+template <> __device__ __forceinline__ bf16 from_float<bf16>(float x) {
+    unsigned u = __float_as_uint(x);
+    bf16 r;
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        r.bits = (bge_u16)((u >> 16) | 0x0040u);
+        return r;
+    }
+    u += 0x7fffu + ((u >> 16) & 1u);
+    r.bits = (bge_u16)(u >> 16);
+    return r;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+// Sum of `v` over the whole block, returned to every thread. blockDim.x must be a multiple of
+// 32 and every thread must call it; `scratch` is 32 floats of shared memory, reusable right
+// after the call returns (the leading barrier protects the previous call's readers).
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : 0.0f;
+    return warp_sum(v);
+}
