@@ -10,7 +10,7 @@ use bge_engine::backend::{cuda, BackendKind};
 use bge_engine::{Model, ModelStore};
 
 use crate::errors::OrRaise;
-use crate::gucs::{self, Device};
+use crate::gucs::{self, Device, Precision};
 
 thread_local! {
     static STORES: RefCell<HashMap<PathBuf, ModelStore>> = RefCell::new(HashMap::new());
@@ -20,10 +20,18 @@ thread_local! {
 /// probe (run on first use in this backend, then remembered).
 pub fn device_name() -> &'static str {
     match gucs::device() {
-        Device::Cpu => BackendKind::Cpu.name(),
+        Device::Cpu => cpu_kind().name(),
         Device::Cuda => BackendKind::Cuda.name(),
         Device::Auto if cuda::available() => BackendKind::Cuda.name(),
-        Device::Auto => BackendKind::Cpu.name(),
+        Device::Auto => cpu_kind().name(),
+    }
+}
+
+/// The CPU backend bge.precision selects.
+fn cpu_kind() -> BackendKind {
+    match gucs::precision() {
+        Precision::Fp32 => BackendKind::Cpu,
+        Precision::Bf16 => BackendKind::CpuBf16,
     }
 }
 
@@ -38,8 +46,8 @@ pub fn with_store<T>(f: impl FnOnce(&mut ModelStore) -> T) -> T {
 pub fn model(name: Option<&str>) -> Arc<Model> {
     let name = name.map(str::to_string).unwrap_or_else(gucs::model);
     match gucs::device() {
-        Device::Auto => with_store(|store| store.get_auto(&name)),
-        Device::Cpu => with_store(|store| store.get(&name, BackendKind::Cpu)),
+        Device::Auto => with_store(|store| store.get_auto(&name, cpu_kind())),
+        Device::Cpu => with_store(|store| store.get(&name, cpu_kind())),
         Device::Cuda => {
             // Say there is no GPU before (not after) reading the model's files.
             cuda::device().or_raise();

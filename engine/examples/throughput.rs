@@ -22,7 +22,9 @@ fn main() {
     let texts: Vec<&str> = corpus.lines().collect();
     let name = dir.file_name().unwrap().to_string_lossy().to_string();
     let t0 = Instant::now();
-    let model = Model::load(&name, &dir, BackendKind::Cpu).unwrap();
+    // BGE_PRECISION=bf16 runs the reduced-precision CPU backend (bge.precision = bf16).
+    let backend = if std::env::var("BGE_PRECISION").as_deref() == Ok("bf16") { BackendKind::CpuBf16 } else { BackendKind::Cpu };
+    let model = Model::load(&name, &dir, backend).unwrap();
     let load = t0.elapsed().as_secs_f64();
     let opts = RunOptions { threads, max_batch_tokens, ..Default::default() };
     let tokens: usize = texts.iter().map(|t| model.tokenizer.count(t, true).unwrap()).sum();
@@ -40,7 +42,7 @@ fn main() {
         }
         t.elapsed().as_secs_f64()
     }).collect());
-    println!("model {name}: load {:.1} ms, {} texts, {} tokens, {} threads, isa {:?}", load * 1e3, texts.len(), tokens, threads, bge_engine::backend::cpu::Isa::detect());
+    println!("model {name} ({}): load {:.1} ms, {} texts, {} tokens, {} threads, isa {:?}", backend.name(), load * 1e3, texts.len(), tokens, threads, bge_engine::backend::cpu::Isa::detect());
     println!("batched:  {:8.3} s  {:9.0} tokens/s  {:7.1} texts/s", batched, tokens as f64 / batched, texts.len() as f64 / batched);
     println!("single:   {:8.3} s  {:9.0} tokens/s  {:7.1} texts/s", single, tokens as f64 / single, texts.len() as f64 / single);
 }

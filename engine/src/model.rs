@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use crate::backend::{cpu::Cpu, cuda::CudaEncoder, reference::Reference, BackendKind};
 use crate::batch::PackedBatch;
 use crate::config::ModelSpec;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::models::encoder::Encoder;
 use crate::models::Forward;
 use crate::threads;
@@ -47,6 +47,10 @@ impl Model {
         let network: Box<dyn Forward> = match backend {
             BackendKind::Reference => Box::new(Encoder::load(Reference, &spec, &weights)?),
             BackendKind::Cpu => Box::new(Encoder::load(Cpu::new(), &spec, &weights)?),
+            BackendKind::CpuBf16 => {
+                let cpu = Cpu::bf16().ok_or_else(|| Error::Unsupported { model: name.to_string(), reason: "bf16 precision needs a CPU with AVX512-BF16".into() })?;
+                Box::new(Encoder::load(cpu, &spec, &weights)?)
+            }
             BackendKind::Cuda => Box::new(CudaEncoder::load(&spec, &weights)?),
         };
         Ok(Model { spec, tokenizer, backend, network, load_time: started.elapsed() })

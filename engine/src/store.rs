@@ -52,9 +52,10 @@ impl ModelStore {
     /// means. A model already loaded on either is kept. No GPU, no CUDA libraries, or a model
     /// the GPU kernels do not cover all mean the CPU, quietly; the GPU probe runs once per
     /// process and its answer is remembered. Errors in the model itself are still errors.
-    pub fn get_auto(&mut self, name: &str) -> Result<Arc<Model>> {
+    /// `cpu` is the CPU flavour to fall back to (f32 or bf16).
+    pub fn get_auto(&mut self, name: &str, cpu: BackendKind) -> Result<Arc<Model>> {
         if let Some(m) = self.loaded.get(name) {
-            if matches!(m.backend, BackendKind::Cpu | BackendKind::Cuda) {
+            if m.backend == cpu || m.backend == BackendKind::Cuda {
                 return Ok(m.clone());
             }
         }
@@ -64,7 +65,7 @@ impl ModelStore {
                 other => return other,
             }
         }
-        self.get(name, BackendKind::Cpu)
+        self.get(name, cpu)
     }
 
     /// The model `name`, loading it on first use.

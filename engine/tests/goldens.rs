@@ -60,3 +60,18 @@ fn untruncated_count_and_too_long_error() {
         other => panic!("expected InputTooLong, got {other:?}"),
     }
 }
+
+#[test]
+fn bf16_mode_stays_close_to_sentence_transformers() {
+    if !bge_engine::backend::cpu::gemm_bf16::available() {
+        eprintln!("\n*** SKIPPED bf16_mode_stays_close_to_sentence_transformers: this CPU has no AVX512-BF16 ***\n");
+        return;
+    }
+    let g = goldens();
+    let model = Model::load("all-MiniLM-L6-v2", &minilm(), BackendKind::CpuBf16).unwrap();
+    let texts: Vec<&str> = g.texts.iter().map(String::as_str).collect();
+    let got = model.embed(&texts, &RunOptions::default(), &mut || {}).unwrap();
+    let worst = got.iter().zip(&g.mean256.embeddings).map(|(a, b)| cosine(a, b)).fold(1.0, f64::min);
+    eprintln!("bf16 mode: lowest cosine to sentence-transformers over {} texts: {worst:.6}", texts.len());
+    assert!(worst >= 0.999, "bf16 mode: lowest cosine {worst} < 0.999");
+}

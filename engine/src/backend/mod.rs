@@ -14,6 +14,8 @@ pub mod reference;
 pub enum BackendKind {
     Reference,
     Cpu,
+    /// The CPU backend with linear layers in bfloat16 (AVX512-BF16), for speed over exactness.
+    CpuBf16,
     /// NVIDIA GPU: kernels/*.cu through NVRTC, GEMMs through cuBLAS, f16 GEMM inputs.
     Cuda,
 }
@@ -23,6 +25,7 @@ impl BackendKind {
         match self {
             BackendKind::Reference => "reference",
             BackendKind::Cpu => "cpu",
+            BackendKind::CpuBf16 => "cpu-bf16",
             BackendKind::Cuda => "cuda",
         }
     }

@@ -13,6 +13,8 @@
 //! the dispatched x86 kernels use `core::arch` inside `#[target_feature]` functions. The work is
 //! split over (row block × panel group) tasks, never over k, so the thread count cannot change
 //! a result either.
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::activation::activate_inplace;
@@ -237,6 +239,27 @@ const ROW_BLOCK_TILES: usize = 12;
 /// Most panels one task covers; fewer when that leaves threads idle.
 const MAX_PANELS_PER_TASK: usize = 8;
 
+/// Splits an m-row GEMM over `num_panels` column panels into (row block × panel group) tasks
+/// and runs `block(rows, panels)` for each on the pool. Never splits k.
+pub(crate) fn for_each_task(pool: &rayon::ThreadPool, m: usize, num_panels: usize, mr: usize, block: impl Fn(Range<usize>, Range<usize>) + Sync) {
+    let row_block = mr * ROW_BLOCK_TILES;
+    let row_blocks = m.div_ceil(row_block);
+    // At least ~3 tasks per thread so uneven tasks still balance.
+    let want_tasks = 3 * pool.current_num_threads();
+    let per_task = (num_panels * row_blocks / want_tasks).clamp(1, MAX_PANELS_PER_TASK);
+    let panel_groups = num_panels.div_ceil(per_task);
+    let tasks = row_blocks * panel_groups;
+    let run_task = |t: usize| {
+        let (rb, g) = (t / panel_groups, t % panel_groups);
+        block(rb * row_block..((rb + 1) * row_block).min(m), g * per_task..((g + 1) * per_task).min(num_panels));
+    };
+    if tasks == 1 {
+        run_task(0);
+    } else {
+        pool.install(|| (0..tasks).into_par_iter().for_each(run_task));
+    }
+}
+
 pub fn gemm(pool: &rayon::ThreadPool, x: &[f32], m: usize, w: &PackedLinear, act: Option<Activation>, y: &mut [f32]) {
     let (k, n) = (w.k, w.n);
     assert_eq!(x.len(), m * k);
@@ -245,26 +268,10 @@ pub fn gemm(pool: &rayon::ThreadPool, x: &[f32], m: usize, w: &PackedLinear, act
         return;
     }
     let (mr, nr) = w.isa.tile();
-    let row_block = mr * ROW_BLOCK_TILES;
-    let row_blocks = m.div_ceil(row_block);
-    let num_panels = n.div_ceil(nr);
-    // At least ~3 tasks per thread so uneven tasks still balance.
-    let want_tasks = 3 * pool.current_num_threads();
-    let per_task = (num_panels * row_blocks / want_tasks).clamp(1, MAX_PANELS_PER_TASK);
-    let panel_groups = num_panels.div_ceil(per_task);
-    let tasks = row_blocks * panel_groups;
     let out = SendPtr(y.as_mut_ptr());
     let view = w.view();
-    let run_task = |t: usize| {
-        let (rb, g) = (t / panel_groups, t % panel_groups);
-        let rows = rb * row_block..((rb + 1) * row_block).min(m);
-        let panels = g * per_task..((g + 1) * per_task).min(num_panels);
+    for_each_task(pool, m, n.div_ceil(nr), mr, |rows, panels| {
         // SAFETY: x has m rows of k floats, y m rows of n; tasks cover disjoint (rows, panels).
         unsafe { gemm_block(view, x.as_ptr(), k, rows, panels, out.get(), n, act) };
-    };
-    if tasks == 1 {
-        run_task(0);
-    } else {
-        pool.install(|| (0..tasks).into_par_iter().for_each(run_task));
-    }
+    });
 }

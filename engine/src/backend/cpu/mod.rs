@@ -6,6 +6,7 @@ use crate::config::Activation;
 pub mod activation;
 pub mod attention;
 pub mod gemm;
+pub mod gemm_bf16;
 pub mod norm;
 pub mod simd;
 
@@ -25,12 +26,25 @@ impl SendPtr {
 
 pub struct Cpu {
     pub isa: Isa,
+    /// Linear layers in bfloat16 (AVX512-BF16); everything else stays f32.
+    pub bf16: bool,
 }
 
 impl Cpu {
     pub fn new() -> Cpu {
-        Cpu { isa: Isa::detect() }
+        Cpu { isa: Isa::detect(), bf16: false }
     }
+
+    /// The reduced-precision variant; None when the CPU has no AVX512-BF16.
+    pub fn bf16() -> Option<Cpu> {
+        gemm_bf16::available().then(|| Cpu { isa: Isa::detect(), bf16: true })
+    }
+}
+
+/// A linear layer packed for the CPU GEMM of the chosen precision.
+pub enum CpuLinear {
+    F32(PackedLinear),
+    Bf16(gemm_bf16::PackedBf16),
 }
 
 impl Default for Cpu {
@@ -40,14 +54,21 @@ impl Default for Cpu {
 }
 
 impl Ops for Cpu {
-    type Linear = PackedLinear;
+    type Linear = CpuLinear;
 
-    fn prepare_linear(&self, weight: Vec<f32>, bias: Vec<f32>, out_features: usize, in_features: usize) -> PackedLinear {
-        PackedLinear::pack(self.isa, &weight, &bias, out_features, in_features)
+    fn prepare_linear(&self, weight: Vec<f32>, bias: Vec<f32>, out_features: usize, in_features: usize) -> CpuLinear {
+        if self.bf16 {
+            CpuLinear::Bf16(gemm_bf16::PackedBf16::pack(&weight, &bias, out_features, in_features))
+        } else {
+            CpuLinear::F32(PackedLinear::pack(self.isa, &weight, &bias, out_features, in_features))
+        }
     }
 
-    fn linear(&self, pool: &rayon::ThreadPool, x: &[f32], rows: usize, lin: &PackedLinear, act: Option<Activation>, y: &mut [f32]) {
-        gemm::gemm(pool, x, rows, lin, act, y)
+    fn linear(&self, pool: &rayon::ThreadPool, x: &[f32], rows: usize, lin: &CpuLinear, act: Option<Activation>, y: &mut [f32]) {
+        match lin {
+            CpuLinear::F32(w) => gemm::gemm(pool, x, rows, w, act, y),
+            CpuLinear::Bf16(w) => gemm_bf16::gemm_bf16(pool, x, rows, w, act, y),
+        }
     }
 
     fn add_layer_norm(&self, pool: &rayon::ThreadPool, x: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32) {
