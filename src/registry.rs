@@ -44,6 +44,7 @@ pub fn with_store<T>(f: impl FnOnce(&mut ModelStore) -> T) -> T {
 /// The model `name` (bge.model when None), loaded on first use on the device bge.device picks:
 /// `auto` falls back to the CPU quietly, `cuda` raises an ERROR when there is no usable GPU.
 pub fn model(name: Option<&str>) -> Arc<Model> {
+    require_utf8();
     let name = name.map(str::to_string).unwrap_or_else(gucs::model);
     match gucs::device() {
         Device::Auto => with_store(|store| store.get_auto(&name, cpu_kind())),
@@ -55,4 +56,18 @@ pub fn model(name: Option<&str>) -> Arc<Model> {
         }
     }
     .or_raise()
+}
+
+/// Tokenizers work on UTF-8; text from a database in another encoding would be misread.
+fn require_utf8() {
+    // SAFETY: plain reads of the backend's database encoding.
+    let encoding = unsafe { pgrx::pg_sys::GetDatabaseEncoding() };
+    if encoding != pgrx::pg_sys::pg_enc::PG_UTF8 as i32 {
+        let name = unsafe { std::ffi::CStr::from_ptr(pgrx::pg_sys::GetDatabaseEncodingName()) }.to_string_lossy().into_owned();
+        crate::errors::raise_with(
+            pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("pg_bge needs a UTF8 database; this one is {name}"),
+            "Create the database WITH ENCODING 'UTF8' (and a UTF-8 locale or TEMPLATE template0).",
+        );
+    }
 }

@@ -58,3 +58,11 @@ SELECT bge_embed_query('capital of France') = bge_embed('capital of France') AS 
 
 -- The backend loaded the models it used, once.
 SELECT name, loaded, device, load_ms > 0 AS timed FROM bge_models() WHERE NOT name LIKE 'broken%' ORDER BY name;
+
+-- bge.precision = bf16 (AVX512-BF16 CPUs): linear layers in bfloat16, within cosine 0.999 of fp32.
+CREATE TEMP TABLE fp32 AS SELECT t, bge_embed(t) AS e FROM unnest(ARRAY['precision check', 'Paris is the capital of France.', '']) AS t;
+SET bge.precision = bf16;
+SELECT t, 1 - (bge_embed(t) <=> e) >= 0.999 AS close_to_fp32, bge_embed(t) <> e AS rounded_differently FROM fp32 ORDER BY t;
+SELECT name, device FROM bge_models() WHERE name = 'all-MiniLM-L6-v2';
+RESET bge.precision;
+SELECT bool_and(bge_embed(t) = e) AS fp32_again FROM fp32;

@@ -64,3 +64,11 @@ RESET statement_timeout;
 
 -- After all of the above the backend still works.
 SELECT array_length(bge_embed('still alive'), 1) AS dims;
+
+-- Text from a database that is not UTF8 is refused, not misread.
+CREATE DATABASE regress_bge_latin1 ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C';
+\c regress_bge_latin1
+CREATE EXTENSION pg_bge;
+SELECT bge_embed('café');
+\c pg_bge_regress
+DROP DATABASE regress_bge_latin1;
