@@ -66,6 +66,15 @@ M3_TEXTS = [
     "NFKC: ﬁne ＦＵＬＬＷＩＤＴＨ ① x²  and   runs    of spaces",
 ]
 
+# (query, passage) pairs whose ColBERT and lexical scores the goldens keep; -1 is the long text.
+SCORED_PAIRS = [
+    ("query: what is the capital of France?", "Paris is the capital of France."),
+    ("query: what is the capital of France?", "paris IS the CAPITAL of france"),
+    ("Paris is the capital of France.", "Crème brûlée, façade, naïve café, São Paulo, Ångström, Straße."),
+    ("the the the the the the", "bathe the other theatre; then there, the three thermoses"),
+    ("query: what is the capital of France?", -1),
+]
+
 FIRST_WORDS = ["The", "A", "Every", "Our", "This", "That", "Some", "No", "Each", "One"]
 NOUNS = ["database", "river", "engineer", "city", "model", "vector", "query", "passage", "teacher",
          "garden", "library", "network", "window", "mountain", "server", "student", "market",
@@ -349,6 +358,17 @@ def goldens(model_dir, texts):
         })
         rows = colbert_rows(len(cv))
         colbert.append({"count": len(cv), "rows": {str(i): vec(cv[i]) for i in rows}})
+    # Scores between pairs of texts by FlagEmbedding's own functions: ColBERT (late
+    # interaction) and lexical matching (the sparse weights' inner product by token id).
+    scores = []
+    for q, p in SCORED_PAIRS:
+        qi = texts.index(q)
+        pi = texts.index(p) if isinstance(p, str) else len(texts) + p
+        scores.append({
+            "query": qi, "passage": pi,
+            "colbert": r(float(flag.colbert_score(out["colbert_vecs"][qi], out["colbert_vecs"][pi]))),
+            "lexical": r(float(flag.compute_lexical_matching_score(out["lexical_weights"][qi], out["lexical_weights"][pi]))),
+        })
     collisions = sum(len(s["ids"]) - len(s["tokens"]) for s in sparse)
     assert collisions > 0, "no text has two token ids that decode to the same string"
 
@@ -385,6 +405,7 @@ def goldens(model_dir, texts):
         "query_dense": [vec(v) for v in query],
         "sparse": sparse,
         "colbert": colbert,
+        "scores": scores,
         "prompt_variants": variants,
     }
 
@@ -393,6 +414,7 @@ def main():
     model_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "engine/tests/models", MODEL_NAME)
     out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "engine/tests/goldens", MODEL_NAME + ".json")
     torch.set_num_threads(2)
+    torch.manual_seed(0)  # the unused pooler that loading adds is initialised from it
     build_model(model_dir)
     from transformers import AutoTokenizer
 

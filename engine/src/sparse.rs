@@ -50,6 +50,13 @@ impl SparseWeights {
         Ok(out)
     }
 
+    /// BGE-M3's lexical matching score: the sum over shared ids of the two weights' product
+    /// (what pgvector's inner product of the two sparsevecs gives). Accumulates in f64.
+    pub fn inner_product(&self, other: &SparseWeights) -> f64 {
+        let theirs: std::collections::HashMap<u32, f32> = other.weights.iter().copied().collect();
+        self.weights.iter().filter_map(|(id, w)| theirs.get(id).map(|v| *w as f64 * *v as f64)).sum()
+    }
+
     /// pgvector's sparsevec text form, `{index:value,...}/dimensions`, with 1-based indices
     /// (id + 1) in increasing order and `dimensions` = the vocabulary size.
     pub fn sparsevec_literal(&self, dimensions: usize) -> String {

@@ -3,6 +3,11 @@
 //! token ids exactly; dense and query embeddings (sentence-transformers) at cosine ≥ 0.99999;
 //! sparse weights (FlagEmbedding) within 1e-5 per weight, keyed by id and by token text;
 //! ColBERT vectors (FlagEmbedding) at cosine ≥ 0.99999 each.
+//!
+//! One exception, measured: on the 7009-token document, PyTorch's fp32 weights themselves are
+//! up to 1.1e-5 away from an f64 evaluation (the reference backend), ours 0.7e-5; there the
+//! comparison with FlagEmbedding allows 2e-5, and a separate test holds the CPU backend to
+//! 1e-5 of the f64 reference.
 mod common;
 
 use std::collections::HashMap;
@@ -18,6 +23,9 @@ use serde::Deserialize;
 
 const MIN_COSINE: f64 = 0.99999;
 const MAX_SPARSE_ERROR: f32 = 1e-5;
+/// For inputs over LONG tokens against FlagEmbedding (see the module comment).
+const MAX_SPARSE_ERROR_LONG: f32 = 2e-5;
+const LONG: usize = 2048;
 
 #[derive(Deserialize)]
 struct Sparse {
@@ -29,6 +37,14 @@ struct Sparse {
 struct Colbert {
     count: usize,
     rows: HashMap<String, Vec<f32>>,
+}
+
+#[derive(Deserialize)]
+struct Score {
+    query: usize,
+    passage: usize,
+    colbert: f64,
+    lexical: f64,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +64,7 @@ struct M3Goldens {
     query_dense: Vec<Vec<f32>>,
     sparse: Vec<Sparse>,
     colbert: Vec<Colbert>,
+    scores: Vec<Score>,
     prompt_variants: HashMap<String, PromptVariant>,
 }
 
@@ -74,16 +91,17 @@ fn check_dense(got: &[Vec<f32>], want: &[Vec<f32>], which: &[usize], what: &str)
     }
 }
 
-fn check_sparse(model: &Model, got: &[bge_engine::sparse::SparseWeights], want: &[Sparse], which: &[usize]) {
+fn check_sparse(model: &Model, got: &[bge_engine::sparse::SparseWeights], want: &[Sparse], which: &[usize], lengths: &[Vec<u32>]) {
     for (s, &i) in got.iter().zip(which) {
         let w = &want[i];
+        let tolerance = if lengths[i].len() > LONG { MAX_SPARSE_ERROR_LONG } else { MAX_SPARSE_ERROR };
         // Weights by id: every id either side within 1e-5 (a weight that tiny may be on
         // either side of zero in the two implementations, so absent counts as 0).
         let got_ids: HashMap<u32, f32> = s.weights.iter().copied().collect();
         let want_ids: HashMap<u32, f32> = w.ids.iter().copied().collect();
         for id in got_ids.keys().chain(want_ids.keys()) {
             let (g, e) = (got_ids.get(id).copied().unwrap_or(0.0), want_ids.get(id).copied().unwrap_or(0.0));
-            assert!((g - e).abs() <= MAX_SPARSE_ERROR, "text {i}, id {id}: {g} vs {e}");
+            assert!((g - e).abs() <= tolerance, "text {i}, id {id}: {g} vs {e}");
         }
         // The order of first appearance decides which id a shared token text keeps.
         let strong: Vec<u32> = w.ids.iter().filter(|(_, v)| *v > 1e-4).map(|(id, _)| *id).collect();
@@ -94,7 +112,7 @@ fn check_sparse(model: &Model, got: &[bge_engine::sparse::SparseWeights], want: 
         let want_keys: Vec<&str> = w.tokens.iter().map(|(t, _)| t.as_str()).collect();
         assert_eq!(got_keys, want_keys, "text {i}: token keys");
         for ((t, g), (_, e)) in by_token.iter().zip(&w.tokens) {
-            assert!((g - e).abs() <= MAX_SPARSE_ERROR, "text {i}, token {t:?}: {g} vs {e}");
+            assert!((g - e).abs() <= tolerance, "text {i}, token {t:?}: {g} vs {e}");
         }
     }
 }
@@ -128,7 +146,7 @@ fn cpu_matches_sentence_transformers_and_flag_embedding() {
     let opts = RunOptions::default();
     check_dense(&model.embed(&texts, &opts, &mut || {}).unwrap(), &g.dense, &all, "dense");
     check_dense(&model.embed_queries(&texts, &opts, &mut || {}).unwrap(), &g.query_dense, &all, "query");
-    check_sparse(&model, &model.embed_sparse(&texts, &opts, &mut || {}).unwrap(), &g.sparse, &all);
+    check_sparse(&model, &model.embed_sparse(&texts, &opts, &mut || {}).unwrap(), &g.sparse, &all, &g.token_ids);
     check_colbert(&model.embed_colbert(&texts, &opts, &mut || {}).unwrap(), &g.colbert, &all);
 }
 
@@ -139,8 +157,23 @@ fn reference_matches_sentence_transformers_and_flag_embedding() {
     let texts = refs(&g.texts, SHORT);
     let opts = RunOptions::default();
     check_dense(&model.embed(&texts, &opts, &mut || {}).unwrap(), &g.dense, SHORT, "dense");
-    check_sparse(&model, &model.embed_sparse(&texts, &opts, &mut || {}).unwrap(), &g.sparse, SHORT);
+    check_sparse(&model, &model.embed_sparse(&texts, &opts, &mut || {}).unwrap(), &g.sparse, SHORT, &g.token_ids);
     check_colbert(&model.embed_colbert(&texts, &opts, &mut || {}).unwrap(), &g.colbert, SHORT);
+}
+
+#[test]
+fn long_document_within_1e_5_of_the_f64_reference() {
+    let g = goldens();
+    let long = g.token_ids.iter().position(|ids| ids.len() > 5000).unwrap();
+    let text = [g.texts[long].as_str()];
+    let opts = RunOptions::default();
+    let cpu = load(&tiny_m3(), BackendKind::Cpu).embed_sparse(&text, &opts, &mut || {}).unwrap().remove(0);
+    let exact = load(&tiny_m3(), BackendKind::Reference).embed_sparse(&text, &opts, &mut || {}).unwrap().remove(0);
+    let exact: HashMap<u32, f32> = exact.weights.into_iter().collect();
+    assert_eq!(cpu.weights.len(), exact.len());
+    for (id, w) in cpu.weights {
+        assert!((w - exact[&id]).abs() <= MAX_SPARSE_ERROR, "id {id}: {w} vs {}", exact[&id]);
+    }
 }
 
 #[test]
@@ -157,6 +190,22 @@ fn sparse_and_colbert_outputs_are_batch_invariant() {
         assert_eq!(model.embed_sparse(&texts, &opts, &mut || {}).unwrap(), alone_s);
         assert_eq!(model.embed_colbert(&texts, &opts, &mut || {}).unwrap(), alone_c);
         assert_eq!(model.embed(&texts, &opts, &mut || {}).unwrap(), alone_d);
+    }
+}
+
+#[test]
+fn colbert_and_lexical_scores_match_flag_embedding() {
+    let g = goldens();
+    let model = load(&tiny_m3(), BackendKind::Cpu);
+    let opts = RunOptions::default();
+    for s in &g.scores {
+        let pair = [g.texts[s.query].as_str(), g.texts[s.passage].as_str()];
+        let c = model.embed_colbert(&pair, &opts, &mut || {}).unwrap();
+        let colbert = bge_engine::colbert::maxsim(&c[0].data, &c[1].data, c[0].dim);
+        assert!((colbert - s.colbert).abs() <= 1e-5, "ColBERT score of texts {} and {}: {colbert} vs {}", s.query, s.passage, s.colbert);
+        let w = model.embed_sparse(&pair, &opts, &mut || {}).unwrap();
+        let lexical = w[0].inner_product(&w[1]);
+        assert!((lexical - s.lexical).abs() <= 1e-5 * s.lexical.abs().max(1.0), "lexical score: {lexical} vs {}", s.lexical);
     }
 }
 
