@@ -72,14 +72,14 @@ FROM bge_embed_colbert('Paris is the capital of France.', 'tiny-bge-m3') AS c;
 SELECT array_length(bge_embed_colbert('', 'tiny-bge-m3'), 1) AS empty_text_rows;
 
 -- MaxSim, averaged over the query's vectors: a text against itself scores 1; a query scores
--- the same stacked twice (an average, not a sum); 1-D arrays are single vectors.
+-- the same stacked twice (an average, not a sum); 1-D arrays are single vectors. (The tiny
+-- model's weights are random, so which document is "relevant" means nothing here.)
 SELECT round(bge_maxsim(c, c)::numeric, 6) AS self_score FROM bge_embed_colbert('Paris is the capital of France.', 'tiny-bge-m3') AS c;
 SELECT round(bge_maxsim(q, d)::numeric, 10) = round(bge_maxsim(q || q, d)::numeric, 10) AS averaged,
        bge_maxsim(q, d) BETWEEN -1 AND 1 AS in_range,
-       bge_maxsim(q, d) > bge_maxsim(q, o) AS relevant_ranks_first
+       bge_maxsim(q, d) <> bge_maxsim(d, q) AS asymmetric
 FROM bge_embed_colbert('capital of France', 'tiny-bge-m3') AS q,
-     bge_embed_colbert('Paris is the capital of France.', 'tiny-bge-m3') AS d,
-     bge_embed_colbert('Emoji test with flags and hearts', 'tiny-bge-m3') AS o;
+     bge_embed_colbert('Paris is the capital of France.', 'tiny-bge-m3') AS d;
 SELECT bge_maxsim('{1,0}', '{{0.5,0.5},{1,0}}') AS one_d_query, bge_maxsim('{{1,0},{0,1}}', '{{1,0}}') AS mean_of_1_and_0,
        bge_maxsim('{{1,0},{0,1}}', '{{1,0}}') * array_length('{{1,0},{0,1}}'::real[], 1) AS colbert_sum;
 
@@ -106,8 +106,7 @@ RESET bge.truncate;
 -- Heads that are missing: dense output still works, sparse and ColBERT name the file, and
 -- the hint says how to get it.
 SELECT array_length(bge_embed('x', 'tiny-bge-m3-unconverted'), 1) AS unconverted_dims,
-       array_length(bge_embed('x', 'tiny-bge-m3-dense-only'), 1) AS dense_only_dims,
-       array_length(bge_embed_colbert('x', 'tiny-bge-m3-unconverted'), 1) AS unconverted_colbert_rows;
+       array_length(bge_embed('x', 'tiny-bge-m3-dense-only'), 1) AS dense_only_dims;
 SELECT * FROM pg_temp.error_of($$SELECT bge_embed_sparse('x', 'tiny-bge-m3-unconverted')$$);
 SELECT * FROM pg_temp.error_of($$SELECT bge_sparse_text('x', 'tiny-bge-m3-unconverted')$$);
 SELECT * FROM pg_temp.error_of($$SELECT bge_embed_colbert('x', 'tiny-bge-m3-dense-only')$$);
