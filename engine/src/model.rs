@@ -65,8 +65,9 @@ impl Model {
             BackendKind::Reference => Box::new(Encoder::load(Reference, &spec, &weights)?),
             BackendKind::Cpu => Box::new(Encoder::load(Cpu::new(), &spec, &weights)?),
         };
-        // The heads run on the host's hidden states: the scalar oracle for the reference
-        // backend, the CPU kernels for every other.
+        // The heads run on the hidden states forward() returns to the host: on the scalar
+        // oracle for the reference backend, on the CPU kernels for any other (a GPU backend's
+        // included, hence the catch-all arm).
         let heads = match backend {
             BackendKind::Reference => M3Heads::load(name, dir, spec.hidden_size, || Reference)?,
             #[allow(unreachable_patterns)]

@@ -48,10 +48,6 @@ impl WeightFile {
         Ok(WeightFile { path: path.to_path_buf(), mmap: Arc::new(mmap), data_start: 8 + header_len, meta, prefix: String::new() })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The shape of tensor `name` (without the prefix), if the file has it.
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
         self.meta.info(&format!("{}{}", self.prefix, name)).map(|i| i.shape.as_slice())
