@@ -22,11 +22,7 @@ impl ColbertVectors {
     }
 
     pub fn rows(&self) -> usize {
-        if self.dim == 0 {
-            0
-        } else {
-            self.data.len() / self.dim
-        }
+        self.data.len().checked_div(self.dim).unwrap_or(0)
     }
 }
 
@@ -36,7 +32,7 @@ impl ColbertVectors {
 /// [-1, 1] for unit vectors; ColBERT's un-averaged sum is this times the query's vector count.
 /// Accumulates in f64. Callers check that both have at least one row of `dim` values.
 pub fn maxsim(query: &[f32], document: &[f32], dim: usize) -> f64 {
-    assert!(dim > 0 && query.len() % dim == 0 && document.len() % dim == 0 && !query.is_empty() && !document.is_empty());
+    assert!(dim > 0 && query.len().is_multiple_of(dim) && document.len().is_multiple_of(dim) && !query.is_empty() && !document.is_empty());
     let total: f64 = query
         .chunks_exact(dim)
         .map(|q| {

@@ -17,7 +17,7 @@ impl SparseWeights {
         let mut slot: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
         for (&id, &w) in ids.iter().zip(raw) {
             // relu, then only positive weights count: both are "w > 0".
-            if !(w > 0.0) || skip.binary_search(&id).is_ok() {
+            if w.is_nan() || w <= 0.0 || skip.binary_search(&id).is_ok() {
                 continue;
             }
             match slot.get(&id) {

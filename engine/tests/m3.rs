@@ -302,7 +302,7 @@ fn prefixed_weights_and_sentence_transformers_6_configs_load_the_same() {
         let renamed: serde_json::Map<String, serde_json::Value> =
             header.into_iter().map(|(k, v)| if k == "__metadata__" { (k, v) } else { (format!("roberta.{k}"), v) }).collect();
         let mut text = serde_json::to_string(&renamed).unwrap();
-        while text.len() % 8 != 0 {
+        while !text.len().is_multiple_of(8) {
             text.push(' ');
         }
         let mut out = (text.len() as u64).to_le_bytes().to_vec();
