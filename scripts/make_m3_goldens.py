@@ -29,7 +29,10 @@ its fine-tuning and LLM-reranker code, which needs `datasets` and `peft`; infere
 touches them, so this script registers empty stand-in modules for those two names instead of
 installing them. The sparse and ColBERT numbers are FlagEmbedding's own code paths.
 
-The model directory and goldens are committed; tests and CI never need PyTorch.
+The model directory and goldens are committed; tests and CI never need PyTorch. After
+regenerating them, regenerate the SQL goldens too and review tests/pg_regress/expected/m3*.out:
+
+    python3 scripts/make_m3_golden_sql.py engine/tests/goldens/tiny-bge-m3.json tests/pg_regress/sql/m3_goldens.sql
 """
 import importlib.machinery
 import json
