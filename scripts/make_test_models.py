@@ -10,6 +10,10 @@ DEST/broken-shapes              a tensor's declared shape transposed (same byte 
 DEST/broken-no-tokenizer        tokenizer.json missing
 DEST/broken-config              config.json not JSON
 DEST/broken-unsupported         config.json of an architecture pg_bge does not run
+DEST/tiny-bge-m3                the tiny random-weight BGE-M3-shaped model committed in
+                                engine/tests/models (XLM-RoBERTa, sparse and ColBERT heads)
+DEST/tiny-bge-m3-unconverted    its heads only as .pt files (not converted to safetensors)
+DEST/tiny-bge-m3-dense-only     no head files at all
 """
 import json
 import os
@@ -17,7 +21,9 @@ import shutil
 import struct
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+TINY_M3 = os.path.join(os.path.dirname(HERE), "engine", "tests", "models", "tiny-bge-m3")
+sys.path.insert(0, HERE)
 from golden_texts import make_cls512_variant  # noqa: E402
 
 
@@ -75,6 +81,14 @@ def main():
     cfg = json.load(open(os.path.join(src, "config.json")))
     cfg["model_type"] = "gpt2"
     replace(d, "config.json", json.dumps(cfg).encode())
+
+    # Copied, not linked: the server's user may not be able to read the source checkout.
+    shutil.copytree(TINY_M3, os.path.join(dest, "tiny-bge-m3"))
+    heads = {"sparse_linear.safetensors", "colbert_linear.safetensors"}
+    d = os.path.join(dest, "tiny-bge-m3-unconverted")
+    shutil.copytree(TINY_M3, d, ignore=lambda _dir, names: [n for n in names if n in heads])
+    d = os.path.join(dest, "tiny-bge-m3-dense-only")
+    shutil.copytree(TINY_M3, d, ignore=lambda _dir, names: [n for n in names if n.startswith(("sparse_linear", "colbert_linear"))])
 
     for root, dirs, files in os.walk(dest):
         os.chmod(root, 0o755)

@@ -34,7 +34,7 @@ status=0
 /usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
     --bindir=/usr/lib/postgresql/15/bin --host=/tmp --port="${PG_BGE_PORT:-5499}" --user=postgres \
     --inputdir=tests/pg_regress --outputdir="$WORK/out" --dbname=pg_bge_regress \
-    setup embed goldens operators generated errors || status=$?
+    setup embed goldens operators generated errors m3 m3_goldens || status=$?
 if [ $status -ne 0 ]; then
     cat "$WORK/out/regression.diffs" 2>/dev/null | head -300
     echo "SQL tests failed; full diff in $WORK/out/regression.diffs" >&2

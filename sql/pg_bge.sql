@@ -18,17 +18,35 @@ COMMENT ON FUNCTION bge_embed(text, text) IS
 COMMENT ON FUNCTION bge_embed(text[], text) IS
     'Embeddings of every element of the array, in input order, computed in batched forward passes; NULL elements give NULL rows; model NULL means bge.model.';
 COMMENT ON FUNCTION bge_embed_query(text) IS
-    'Embedding of a search query: the model''s query instruction (config_sentence_transformers.json prompts, or its model card''s) is prepended; without one, equals bge_embed.';
+    'Embedding of a search query: the model''s query prompt is prepended, as sentence-transformers'' encode_query does (config_sentence_transformers.json prompts."query"; without one, the instruction its BGE model card documents); without any, equals bge_embed.';
 COMMENT ON FUNCTION bge_embed_query(text, text) IS
     'bge_embed_query with the named model.';
 COMMENT ON FUNCTION bge_token_count(text) IS
     'Number of tokens the model embeds for the text, special tokens included: at most max_seq_length when bge.truncate is on, the full count when off.';
 COMMENT ON FUNCTION bge_token_count(text, text) IS
     'bge_token_count with the named model.';
+COMMENT ON FUNCTION bge_token_count_query(text) IS
+    'Number of tokens bge_embed_query embeds for the text: the query prompt''s tokens included (truncated as bge.truncate says).';
+COMMENT ON FUNCTION bge_token_count_query(text, text) IS
+    'bge_token_count_query with the named model.';
 COMMENT ON FUNCTION bge_tokenize(text) IS
     'Token ids the model embeds for the text, special tokens included (truncated as bge.truncate says).';
 COMMENT ON FUNCTION bge_tokenize(text, text) IS
     'bge_tokenize with the named model.';
+COMMENT ON FUNCTION bge_embed_sparse(text) IS
+    'BGE-M3 sparse (lexical) weights of the text as jsonb {token: weight}: relu(sparse_linear(hidden state)) per token, the largest per token id, cls/eos/pad/unk tokens and zero weights left out. Keys are the token texts FlagEmbedding''s convert_id_to_token gives; ids that decode to the same text share a key (the later id''s weight wins, as there), so score with bge_sparse_text, which keeps ids. Needs the model''s sparse_linear head.';
+COMMENT ON FUNCTION bge_embed_sparse(text, text) IS
+    'bge_embed_sparse with the named model.';
+COMMENT ON FUNCTION bge_sparse_text(text) IS
+    'BGE-M3 sparse weights by token id as pgvector''s sparsevec text {id+1:weight,...}/vocab_size (pgvector indices are 1-based): cast with ::sparsevec; the inner product of two is BGE-M3''s lexical matching score.';
+COMMENT ON FUNCTION bge_sparse_text(text, text) IS
+    'bge_sparse_text with the named model.';
+COMMENT ON FUNCTION bge_embed_colbert(text) IS
+    'BGE-M3 ColBERT vectors of the text: a 2-D real[] with one L2-normalised colbert_linear(hidden state) row per token after the first (the <s> token is left out, the closing </s> kept), as FlagEmbedding computes them. Needs the model''s colbert_linear head.';
+COMMENT ON FUNCTION bge_embed_colbert(text, text) IS
+    'bge_embed_colbert with the named model.';
+COMMENT ON FUNCTION bge_maxsim(real[], real[]) IS
+    'Late-interaction (MaxSim) score of a query''s ColBERT vectors against a document''s: for each query row the largest dot product with any document row, averaged over the query rows (FlagEmbedding''s colbert_score; multiply by array_length(query, 1) for the plain sum). A 1-D array is one vector. Errors (SQLSTATE 22000) when the vector widths differ.';
 COMMENT ON FUNCTION bge_models() IS
     'Models installed under bge.model_dir: architecture, dimensions, max tokens, pooling, normalisation, device, whether this backend has loaded it and how long that took, or why it cannot be read.';
 COMMENT ON FUNCTION bge_cosine_distance(real[], real[]) IS

@@ -1,15 +1,19 @@
 //! SQL functions: parse arguments, call the engine, map errors. No math here.
 use bge_engine::config::ModelSpec;
-use bge_engine::Model;
+use bge_engine::{Model, TextRole};
 use pgrx::prelude::*;
 
 use crate::errors::OrRaise;
 use crate::{gucs, registry};
 
+/// Called by the engine on this thread between layers, so cancel and statement_timeout stop
+/// a long call.
+pub(crate) fn check_interrupts() {
+    pgrx::check_for_interrupts!();
+}
+
 fn embed_texts(model: &Model, texts: &[&str]) -> Vec<Vec<f32>> {
-    model.embed(texts, &gucs::run_options(), &mut || {
-        pgrx::check_for_interrupts!();
-    }).or_raise()
+    model.embed(texts, &gucs::run_options(), &mut check_interrupts).or_raise()
 }
 
 fn embed_one(input: &str, model: Option<&str>) -> Vec<f32> {
@@ -41,37 +45,48 @@ fn bge_embed_array(
     SetOfIterator::new(rows)
 }
 
-fn query_input(model: &Model, input: &str) -> String {
-    match model.query_prompt() {
-        Some(prompt) => format!("{prompt}{input}"),
-        None => input.to_string(),
-    }
+/// With the model's query prompt (engine: ModelSpec::query_prompt).
+fn embed_query(input: &str, model: Option<&str>) -> Vec<f32> {
+    let model = registry::model(model);
+    model.embed_queries(&[input], &gucs::run_options(), &mut check_interrupts).or_raise().remove(0)
 }
 
 #[pg_extern(immutable, strict, parallel_safe, name = "bge_embed_query")]
 fn bge_embed_query(input: &str) -> Vec<f32> {
-    let model = registry::model(None);
-    embed_texts(&model, &[&query_input(&model, input)]).remove(0)
+    embed_query(input, None)
 }
 
 #[pg_extern(immutable, strict, parallel_safe, name = "bge_embed_query")]
 fn bge_embed_query_model(input: &str, model: &str) -> Vec<f32> {
-    let model = registry::model(Some(model));
-    embed_texts(&model, &[&query_input(&model, input)]).remove(0)
+    embed_query(input, Some(model))
+}
+
+fn token_count(input: &str, model: Option<&str>, role: TextRole) -> i32 {
+    registry::model(model).count_tokens(input, role, gucs::truncate()).or_raise() as i32
 }
 
 #[pg_extern(immutable, strict, parallel_safe, name = "bge_token_count")]
 fn bge_token_count(input: &str) -> i32 {
-    registry::model(None).tokenizer.count(input, gucs::truncate()).or_raise() as i32
+    token_count(input, None, TextRole::Passage)
 }
 
 #[pg_extern(immutable, strict, parallel_safe, name = "bge_token_count")]
 fn bge_token_count_model(input: &str, model: &str) -> i32 {
-    registry::model(Some(model)).tokenizer.count(input, gucs::truncate()).or_raise() as i32
+    token_count(input, Some(model), TextRole::Passage)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_token_count_query")]
+fn bge_token_count_query(input: &str) -> i32 {
+    token_count(input, None, TextRole::Query)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_token_count_query")]
+fn bge_token_count_query_model(input: &str, model: &str) -> i32 {
+    token_count(input, Some(model), TextRole::Query)
 }
 
 fn token_ids(input: &str, model: Option<&str>) -> Vec<i32> {
-    let enc = registry::model(model).tokenizer.encode(input, gucs::truncate()).or_raise();
+    let enc = registry::model(model).encode(input, TextRole::Passage, gucs::truncate()).or_raise();
     enc.ids.into_iter().map(|id| id as i32).collect()
 }
 

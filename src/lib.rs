@@ -2,11 +2,13 @@
 //! pgrx; it parses arguments, reads settings and maps errors. All math lives in bge-engine.
 use pgrx::prelude::*;
 
+mod colbert;
 mod errors;
 mod functions;
 mod gucs;
 mod operators;
 mod registry;
+mod sparse;
 
 ::pgrx::pg_module_magic!(name, version);
 

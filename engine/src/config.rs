@@ -3,10 +3,12 @@
 //! sentence-transformers decides max_seq_length (sentence_bert_config.json), pooling
 //! (1_Pooling/config.json) and normalisation (a Normalize entry in modules.json); config.json
 //! gives the encoder's shape. We follow the same files so results match it exactly.
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::batch::PositionIds;
 use crate::error::{invalid_file, Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +64,15 @@ pub struct ModelSpec {
     pub do_lower_case: bool,
     pub pooling: Pooling,
     pub normalize: bool,
-    /// config_sentence_transformers.json `prompts.query`, if the model ships one.
-    pub query_prompt: Option<String>,
+    /// "bert" or "xlm-roberta" (config.json `model_type`).
+    pub model_type: String,
+    /// BERT numbers positions from 0; XLM-RoBERTa from pad_token_id + 1.
+    pub position_ids: PositionIds,
+    /// config_sentence_transformers.json `prompts` (name -> text prepended to the input).
+    pub prompts: BTreeMap<String, String>,
+    /// config_sentence_transformers.json `default_prompt_name`: the prompt sentence-transformers'
+    /// encode() prepends to every input unless told otherwise.
+    pub default_prompt_name: Option<String>,
 }
 
 impl ModelSpec {
@@ -73,6 +82,25 @@ impl ModelSpec {
 
     pub fn dimensions(&self) -> usize {
         self.hidden_size * self.pooling.modes()
+    }
+
+    /// The prompt embeddings of passages get, as sentence-transformers' encode() applies it:
+    /// the `default_prompt_name` entry of `prompts`, if any (no published BGE model sets one).
+    pub fn default_prompt(&self) -> Option<&str> {
+        self.default_prompt_name.as_ref().and_then(|n| self.prompts.get(n)).map(String::as_str).filter(|p| !p.is_empty())
+    }
+
+    /// The prompt queries get. As sentence-transformers' encode_query(): the `prompts` entry
+    /// named "query" when there is one (an empty one means none, and then no default prompt
+    /// either). A directory without a "query" prompt gets the instruction its model card
+    /// documents ([`documented_query_prompt`]); without that, no prompt at all (the encode_query
+    /// of sentence-transformers 6, whose prompts always hold a "query" key, empty by default,
+    /// never falls back to `default_prompt_name`).
+    pub fn query_prompt(&self) -> Option<&str> {
+        match self.prompts.get("query") {
+            Some(p) => Some(p.as_str()).filter(|p| !p.is_empty()),
+            None => documented_query_prompt(&self.name),
+        }
     }
 }
 
@@ -94,6 +122,8 @@ struct HfConfig {
     hidden_act: String,
     #[serde(default)]
     position_embedding_type: Option<String>,
+    #[serde(default)]
+    pad_token_id: Option<u32>,
 }
 fn default_type_vocab() -> usize {
     2
@@ -120,8 +150,14 @@ struct SbertConfig {
     do_lower_case: bool,
 }
 
+/// 1_Pooling/config.json: the classic `pooling_mode_*` booleans, or sentence-transformers 6's
+/// `pooling_mode` ("cls", or a list of modes) and `include_prompt`.
 #[derive(Deserialize, Default)]
 struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode: Option<PoolingModes>,
+    #[serde(default = "yes")]
+    include_prompt: bool,
     #[serde(default)]
     pooling_mode_cls_token: bool,
     #[serde(default)]
@@ -136,10 +172,30 @@ struct PoolingConfig {
     pooling_mode_lasttoken: bool,
 }
 
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PoolingModes {
+    One(String),
+    Several(Vec<String>),
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// tokenizer_config.json, for the length sentence-transformers 6 keeps there.
+#[derive(Deserialize, Default)]
+struct TokenizerConfig {
+    #[serde(default)]
+    model_max_length: Option<f64>,
+}
+
 #[derive(Deserialize, Default)]
 struct StConfig {
     #[serde(default)]
-    prompts: std::collections::HashMap<String, String>,
+    prompts: Option<BTreeMap<String, Option<String>>>,
+    #[serde(default)]
+    default_prompt_name: Option<String>,
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
@@ -164,9 +220,11 @@ impl ModelSpec {
         let cfg_path = dir.join("config.json");
         let cfg: HfConfig = read_json(&cfg_path)?;
         let model_type = cfg.model_type.clone().unwrap_or_default();
-        if model_type != "bert" {
-            return Err(unsupported(format!("model_type \"{model_type}\" (only \"bert\" is implemented)")));
-        }
+        let position_ids = match model_type.as_str() {
+            "bert" => PositionIds::FromZero,
+            "xlm-roberta" => PositionIds::AfterPadding { pad_token_id: cfg.pad_token_id.unwrap_or(1) },
+            _ => return Err(unsupported(format!("model_type \"{model_type}\" (\"bert\" and \"xlm-roberta\" are implemented)"))),
+        };
         if let Some(p) = &cfg.position_embedding_type {
             if p != "absolute" {
                 return Err(unsupported(format!("position_embedding_type \"{p}\"")));
@@ -202,12 +260,26 @@ impl ModelSpec {
             }
         }
 
+        // max_seq_length: sentence_bert_config.json; sentence-transformers 6 keeps it as the
+        // tokenizer's model_max_length instead; else every position the table has.
         let sbert: SbertConfig = read_optional_json(&transformer_dir.join("sentence_bert_config.json"))?.unwrap_or_default();
-        let max_seq_length = sbert.max_seq_length.unwrap_or(cfg.max_position_embeddings);
-        if max_seq_length < 2 || max_seq_length > cfg.max_position_embeddings {
+        let usable_positions = cfg.max_position_embeddings.saturating_sub(position_ids.offset());
+        let tokenizer_limit = || -> Result<Option<usize>> {
+            let tc: Option<TokenizerConfig> = read_optional_json(&transformer_dir.join("tokenizer_config.json"))?;
+            // transformers writes 1e30 for "no limit".
+            Ok(tc.and_then(|t| t.model_max_length).filter(|n| *n >= 1.0 && *n <= usable_positions as f64).map(|n| n as usize))
+        };
+        let max_seq_length = match sbert.max_seq_length {
+            Some(n) => n,
+            None => tokenizer_limit()?.unwrap_or(usable_positions),
+        };
+        if max_seq_length < 2 || max_seq_length > usable_positions {
             return Err(invalid_file(
                 &transformer_dir.join("sentence_bert_config.json"),
-                format!("max_seq_length {max_seq_length} must be between 2 and max_position_embeddings {}", cfg.max_position_embeddings),
+                format!(
+                    "max_seq_length {max_seq_length} must be between 2 and the {usable_positions} positions the model has (max_position_embeddings {})",
+                    cfg.max_position_embeddings
+                ),
             ));
         }
 
@@ -220,12 +292,30 @@ impl ModelSpec {
                 if pc.pooling_mode_weightedmean_tokens || pc.pooling_mode_lasttoken {
                     return Err(unsupported("weighted-mean and last-token pooling".into()));
                 }
-                let pooling = Pooling {
+                if !pc.include_prompt {
+                    return Err(unsupported("pooling that excludes prompt tokens (include_prompt: false)".into()));
+                }
+                let mut pooling = Pooling {
                     cls: pc.pooling_mode_cls_token,
                     max: pc.pooling_mode_max_tokens,
                     mean: pc.pooling_mode_mean_tokens,
                     mean_sqrt_len: pc.pooling_mode_mean_sqrt_len_tokens,
                 };
+                let modes = match &pc.pooling_mode {
+                    None => vec![],
+                    Some(PoolingModes::One(m)) => vec![m.clone()],
+                    Some(PoolingModes::Several(ms)) => ms.clone(),
+                };
+                for mode in modes {
+                    match mode.as_str() {
+                        "cls" => pooling.cls = true,
+                        "max" => pooling.max = true,
+                        "mean" => pooling.mean = true,
+                        "mean_sqrt_len_tokens" => pooling.mean_sqrt_len = true,
+                        "weightedmean" | "lasttoken" => return Err(unsupported("weighted-mean and last-token pooling".into())),
+                        other => return Err(invalid_file(&path, format!("unknown pooling mode \"{other}\""))),
+                    }
+                }
                 if pooling.modes() == 0 {
                     return Err(invalid_file(&path, "no pooling mode is enabled"));
                 }
@@ -238,7 +328,9 @@ impl ModelSpec {
         Ok(ModelSpec {
             name: name.to_string(),
             dir: dir.to_path_buf(),
-            architecture: cfg.architectures.and_then(|a| a.into_iter().next()).unwrap_or_else(|| "BertModel".into()),
+            architecture: cfg.architectures.and_then(|a| a.into_iter().next()).unwrap_or_else(|| {
+                if model_type == "bert" { "BertModel" } else { "XLMRobertaModel" }.into()
+            }),
             vocab_size: cfg.vocab_size,
             hidden_size: cfg.hidden_size,
             num_layers: cfg.num_hidden_layers,
@@ -252,13 +344,18 @@ impl ModelSpec {
             do_lower_case: sbert.do_lower_case,
             pooling,
             normalize,
-            query_prompt: st.prompts.get("query").cloned(),
+            model_type,
+            position_ids,
+            // sentence-transformers reads a null prompt as "".
+            prompts: st.prompts.unwrap_or_default().into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect(),
+            default_prompt_name: st.default_prompt_name,
         })
     }
 }
 
 /// Query instructions documented on the BGE model cards, for directories whose
-/// config_sentence_transformers.json carries no `prompts` (matched on the directory name).
+/// config_sentence_transformers.json has no "query" prompt (matched on the directory name):
+/// the English and Chinese BGE models (v1 and v1.5). BGE-M3 needs no instruction.
 pub fn documented_query_prompt(name: &str) -> Option<&'static str> {
     let name = name.to_ascii_lowercase();
     if !name.starts_with("bge-") {

@@ -27,6 +27,9 @@ pub enum Error {
     #[error("tensor \"{tensor}\" is missing from \"{path}\"")]
     MissingTensor { path: PathBuf, tensor: String },
 
+    #[error("model \"{model}\" has no {head} head: \"{path}\" is missing")]
+    MissingHead { model: String, head: &'static str, path: PathBuf },
+
     #[error("model \"{model}\" is not supported: {reason}")]
     Unsupported { model: String, reason: String },
 
@@ -74,7 +77,7 @@ impl Error {
         match self {
             Error::UnknownModel { .. } => ErrorKind::UndefinedModel,
             Error::InvalidModelName(_) | Error::InvalidArgument(_) => ErrorKind::InvalidParameter,
-            Error::ModelDirUnreadable { .. } | Error::MissingFile { .. } => ErrorKind::ModelFileMissing,
+            Error::ModelDirUnreadable { .. } | Error::MissingFile { .. } | Error::MissingHead { .. } => ErrorKind::ModelFileMissing,
             Error::InvalidFile { .. } | Error::TensorShape { .. } | Error::MissingTensor { .. } => ErrorKind::ModelFileCorrupt,
             Error::Unsupported { .. } => ErrorKind::FeatureNotSupported,
             Error::InputTooLong { .. } => ErrorKind::InputTooLong,
@@ -107,10 +110,24 @@ impl Error {
             Error::MissingFile { .. } | Error::InvalidFile { .. } | Error::TensorShape { .. } | Error::MissingTensor { .. } => Some(
                 "The model directory must be a complete sentence-transformers export; fetch it again with scripts/fetch_model.sh.".into(),
             ),
+            Error::MissingHead { path, .. } => {
+                let pt = path.with_extension("pt");
+                let dir = path.parent().map(|d| d.display().to_string()).unwrap_or_default();
+                Some(if pt.exists() {
+                    format!(
+                        "pg_bge reads safetensors only: convert {} with `python3 scripts/convert_m3_heads.py \"{dir}\"` (needs torch and safetensors).",
+                        pt.file_name().unwrap_or_default().to_string_lossy()
+                    )
+                } else {
+                    "Sparse and ColBERT output need BGE-M3's sparse_linear and colbert_linear heads; scripts/fetch_model.sh DIR bge-m3 fetches and converts them.".into()
+                })
+            }
             Error::InputTooLong { .. } => {
                 Some("Shorten the input, or SET bge.truncate = on to embed only its first tokens as sentence-transformers does.".into())
             }
-            Error::Unsupported { .. } => Some("pg_bge runs BERT-family sentence-transformers models (BertModel).".into()),
+            Error::Unsupported { .. } => {
+                Some("pg_bge runs BERT and XLM-RoBERTa sentence-transformers models (BertModel, XLMRobertaModel).".into())
+            }
             Error::DeviceUnavailable(_) => Some(
                 "SET bge.device = auto (or cpu) to embed on the CPU. The CUDA backend needs an NVIDIA GPU of compute capability 7.0 or newer with its driver (libcuda.so.1), and NVRTC (libnvrtc.so) and cuBLAS (libcublas.so) on the server's library path, in $CUDA_HOME/lib64 or /usr/local/cuda/lib64, or in $BGE_CUDA_LIB_DIR."
                     .into(),

@@ -1,13 +1,18 @@
-//! A loaded model: spec + tokenizer + network on a backend, and the embedding pipeline.
+//! A loaded model: spec + tokenizer + network on a backend, and the embedding pipelines:
+//! dense (pooled), and for BGE-M3 sparse lexical weights and ColBERT vectors from its heads.
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::{cpu::Cpu, cuda::CudaEncoder, reference::Reference, BackendKind};
 use crate::batch::PackedBatch;
+use crate::colbert::ColbertVectors;
 use crate::config::ModelSpec;
 use crate::error::{Error, Result};
 use crate::models::encoder::Encoder;
+use crate::models::m3_heads::{HeadKind, M3Heads};
 use crate::models::Forward;
+use crate::sparse::SparseWeights;
 use crate::threads;
 use crate::tokenize::{Encoded, TextTokenizer};
 use crate::weights::WeightFile;
@@ -29,11 +34,22 @@ impl Default for RunOptions {
     }
 }
 
+/// What a text is, which decides its prompt (config_sentence_transformers.json).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextRole {
+    /// A passage or any text embedded with bge_embed: the default prompt, if the model has one.
+    Passage,
+    /// A search query: the query prompt ([`ModelSpec::query_prompt`]).
+    Query,
+}
+
 pub struct Model {
     pub spec: ModelSpec,
     pub tokenizer: TextTokenizer,
     pub backend: BackendKind,
     network: Box<dyn Forward>,
+    /// BGE-M3's sparse and ColBERT heads, where the directory has them.
+    pub heads: M3Heads,
     /// Wall time of `load`, reported by bge_models().
     pub load_time: Duration,
 }
@@ -53,27 +69,121 @@ impl Model {
             }
             BackendKind::Cuda => Box::new(CudaEncoder::load(&spec, &weights)?),
         };
-        Ok(Model { spec, tokenizer, backend, network, load_time: started.elapsed() })
+        // The heads run on the hidden states forward() returns to the host: on the scalar
+        // oracle for the reference backend, on the CPU kernels for any other (a GPU backend's
+        // included, hence the catch-all arm).
+        let heads = match backend {
+            BackendKind::Reference => M3Heads::load(name, dir, spec.hidden_size, || Reference)?,
+            #[allow(unreachable_patterns)]
+            _ => M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?,
+        };
+        Ok(Model { spec, tokenizer, backend, network, heads, load_time: started.elapsed() })
     }
 
     pub fn load_shared(name: &str, dir: &std::path::Path, backend: BackendKind) -> Result<Arc<Model>> {
         Self::load(name, dir, backend).map(Arc::new)
     }
 
-    /// Embeddings of `texts`, in input order.
+    /// Dense embeddings of passages (`texts` with the default prompt, if any), in input order.
     pub fn embed(&self, texts: &[&str], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<Vec<f32>>> {
-        let encoded = texts.iter().map(|t| self.tokenizer.encode(t, opts.truncate)).collect::<Result<Vec<_>>>()?;
+        self.embed_as(texts, TextRole::Passage, opts, interrupt)
+    }
+
+    /// Dense embeddings of search queries (`texts` with the query prompt, if any).
+    pub fn embed_queries(&self, texts: &[&str], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<Vec<f32>>> {
+        self.embed_as(texts, TextRole::Query, opts, interrupt)
+    }
+
+    fn embed_as(&self, texts: &[&str], role: TextRole, opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<Vec<f32>>> {
+        let encoded = texts.iter().map(|t| self.encode(t, role, opts.truncate)).collect::<Result<Vec<_>>>()?;
         self.embed_encoded(&encoded, opts, interrupt)
     }
 
-    /// Embeddings of already tokenised inputs, in input order. Inputs are sorted by length and
-    /// grouped into batches of at most `max_batch_tokens`; the kernels make each row's result
-    /// independent of its batch, so the grouping never changes a vector.
+    /// The prompt a text of `role` gets: see [`ModelSpec::default_prompt`] and
+    /// [`ModelSpec::query_prompt`].
+    pub fn prompt(&self, role: TextRole) -> Option<&str> {
+        match role {
+            TextRole::Passage => self.spec.default_prompt(),
+            TextRole::Query => self.spec.query_prompt(),
+        }
+    }
+
+    /// `text` as the model reads it: its prompt, then the text (sentence-transformers
+    /// concatenates the strings before tokenising).
+    pub fn prompted<'a>(&self, text: &'a str, role: TextRole) -> Cow<'a, str> {
+        match self.prompt(role) {
+            Some(p) => Cow::Owned(format!("{p}{text}")),
+            None => Cow::Borrowed(text),
+        }
+    }
+
+    /// The tokens the model embeds for `text` in `role`, prompt included.
+    pub fn encode(&self, text: &str, role: TextRole, truncate: bool) -> Result<Encoded> {
+        self.tokenizer.encode(&self.prompted(text, role), truncate)
+    }
+
+    /// How many tokens the model embeds for `text` in `role`, prompt and special tokens
+    /// included (capped at max_seq_length when `truncate`).
+    pub fn count_tokens(&self, text: &str, role: TextRole, truncate: bool) -> Result<usize> {
+        self.tokenizer.count(&self.prompted(text, role), truncate)
+    }
+
+    /// Embeddings of already tokenised inputs, in input order.
     pub fn embed_encoded(&self, encoded: &[Encoded], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<Vec<f32>>> {
         let pool = threads::pool(opts.threads);
+        self.in_batches(encoded, opts, interrupt, |batch, interrupt| {
+            self.network.embed(&pool, batch, self.spec.hidden_size, self.spec.pooling, self.spec.normalize, interrupt)
+        })
+    }
+
+    /// BGE-M3 sparse lexical weights of `texts` (no prompt, as BGE-M3's own encode), in input
+    /// order. Errors when the directory has no sparse_linear head.
+    pub fn embed_sparse(&self, texts: &[&str], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<SparseWeights>> {
+        let head = self.heads.get(HeadKind::Sparse)?;
+        let encoded = texts.iter().map(|t| self.tokenizer.encode(t, opts.truncate)).collect::<Result<Vec<_>>>()?;
+        let pool = threads::pool(opts.threads);
+        let skip = self.tokenizer.special_ids();
+        self.in_batches(&encoded, opts, interrupt, |batch, interrupt| {
+            let hidden = self.network.forward(&pool, batch, interrupt)?;
+            let raw = head.apply(&pool, &hidden, batch.num_tokens());
+            Ok((0..batch.num_seqs()).map(|s| SparseWeights::from_tokens(&batch.ids[batch.seq_range(s)], &raw[batch.seq_range(s)], skip)).collect())
+        })
+    }
+
+    /// BGE-M3 ColBERT vectors of `texts` (no prompt), one per token after the first, in input
+    /// order. Errors when the directory has no colbert_linear head.
+    pub fn embed_colbert(&self, texts: &[&str], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<ColbertVectors>> {
+        let head = self.heads.get(HeadKind::Colbert)?;
+        let encoded = texts.iter().map(|t| self.tokenizer.encode(t, opts.truncate)).collect::<Result<Vec<_>>>()?;
+        let pool = threads::pool(opts.threads);
+        let (h, dim) = (self.spec.hidden_size, head.out_features());
+        self.in_batches(&encoded, opts, interrupt, |batch, interrupt| {
+            let hidden = self.network.forward(&pool, batch, interrupt)?;
+            Ok((0..batch.num_seqs())
+                .map(|s| {
+                    let r = batch.seq_range(s);
+                    // The first token (<s>) has no vector.
+                    let rows = &hidden[(r.start + 1).min(r.end) * h..r.end * h];
+                    ColbertVectors::normalized(head.apply(&pool, rows, rows.len() / h), dim)
+                })
+                .collect())
+        })
+    }
+
+    /// Runs `run` over `encoded` in batches and returns its per-sequence results in input
+    /// order. Inputs are sorted by length and grouped into batches of at most
+    /// `max_batch_tokens` (a longer input runs alone); the kernels make each row's result
+    /// independent of its batch, so the grouping never changes an output.
+    fn in_batches<T: Default + Clone>(
+        &self,
+        encoded: &[Encoded],
+        opts: &RunOptions,
+        interrupt: &mut dyn FnMut(),
+        mut run: impl FnMut(&PackedBatch, &mut dyn FnMut()) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| encoded[i].ids.len());
-        let mut results: Vec<Vec<f32>> = vec![Vec::new(); encoded.len()];
+        let mut results: Vec<T> = vec![T::default(); encoded.len()];
         let mut start = 0;
         while start < order.len() {
             let mut end = start;
@@ -83,21 +193,12 @@ impl Model {
                 end += 1;
             }
             let seqs: Vec<&Encoded> = order[start..end].iter().map(|&i| &encoded[i]).collect();
-            let batch = PackedBatch::new(&seqs);
-            let pooled = self.network.embed(&pool, &batch, self.spec.hidden_size, self.spec.pooling, self.spec.normalize, interrupt)?;
-            for (&i, v) in order[start..end].iter().zip(pooled) {
+            let batch = PackedBatch::with_positions(&seqs, self.spec.position_ids);
+            for (&i, v) in order[start..end].iter().zip(run(&batch, interrupt)?) {
                 results[i] = v;
             }
             start = end;
         }
         Ok(results)
-    }
-}
-
-impl Model {
-    /// The instruction prepended to queries: the model's own `prompts.query`
-    /// (config_sentence_transformers.json), else the one its model card documents.
-    pub fn query_prompt(&self) -> Option<&str> {
-        self.spec.query_prompt.as_deref().or_else(|| crate::config::documented_query_prompt(&self.spec.name))
     }
 }

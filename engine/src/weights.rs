@@ -16,14 +16,28 @@ pub struct WeightFile {
     mmap: Arc<Mmap>,
     data_start: usize,
     meta: Metadata,
-    /// "bert." or "" depending on how the model was saved.
+    /// "bert.", "roberta." or "" depending on how the model was saved.
     prefix: String,
 }
 
 const ANCHOR: &str = "embeddings.word_embeddings.weight";
 
 impl WeightFile {
+    /// An encoder's weights; tensor names may carry a prefix ("bert.", "roberta.", …), found
+    /// from the word-embedding table's name.
     pub fn open(path: &Path) -> Result<WeightFile> {
+        let mut file = Self::open_unprefixed(path)?;
+        file.prefix = file
+            .meta
+            .offset_keys()
+            .into_iter()
+            .find_map(|k| k.strip_suffix(ANCHOR).map(str::to_string))
+            .ok_or_else(|| Error::MissingTensor { path: path.to_path_buf(), tensor: ANCHOR.into() })?;
+        Ok(file)
+    }
+
+    /// A file whose tensors are named exactly as asked for (e.g. an output head's "weight").
+    pub fn open_unprefixed(path: &Path) -> Result<WeightFile> {
         let file = File::open(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::MissingFile { path: path.to_path_buf() },
             _ => invalid_file(path, e),
@@ -31,12 +45,12 @@ impl WeightFile {
         // SAFETY: the mapping is read-only; model files are not rewritten in place while served.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| invalid_file(path, e))?;
         let (header_len, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| invalid_file(path, format!("not a complete safetensors file ({e})")))?;
-        let prefix = meta
-            .offset_keys()
-            .into_iter()
-            .find_map(|k| k.strip_suffix(ANCHOR).map(str::to_string))
-            .ok_or_else(|| Error::MissingTensor { path: path.to_path_buf(), tensor: ANCHOR.into() })?;
-        Ok(WeightFile { path: path.to_path_buf(), mmap: Arc::new(mmap), data_start: 8 + header_len, meta, prefix })
+        Ok(WeightFile { path: path.to_path_buf(), mmap: Arc::new(mmap), data_start: 8 + header_len, meta, prefix: String::new() })
+    }
+
+    /// The shape of tensor `name` (without the prefix), if the file has it.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.meta.info(&format!("{}{}", self.prefix, name)).map(|i| i.shape.as_slice())
     }
 
     fn info(&self, name: &str, shape: &[usize]) -> Result<&TensorInfo> {

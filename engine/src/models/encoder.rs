@@ -1,6 +1,8 @@
 //! The BERT encoder (post-LayerNorm transformer), mirroring Hugging Face's BertModel:
 //! embeddings (word + position + token type, LayerNorm), then per layer
 //! x = LN(x + Wo·attn(Wqkv·x)), x = LN(x + W2·gelu(W1·x)).
+//! XLM-RoBERTa (BGE-M3) is the same network; only its position ids differ, and those come with
+//! the batch ([`crate::batch::PositionIds`]).
 use super::Forward;
 use crate::backend::Ops;
 use crate::batch::PackedBatch;

@@ -1,5 +1,6 @@
 //! Model architectures, written once over the backend [`Ops`](crate::backend::Ops).
 pub mod encoder;
+pub mod m3_heads;
 
 use crate::batch::PackedBatch;
 use crate::config::Pooling;

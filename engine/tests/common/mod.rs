@@ -20,6 +20,12 @@ pub fn minilm() -> PathBuf {
     model_root().join("all-MiniLM-L6-v2")
 }
 
+/// The tiny random-weight BGE-M3-shaped model committed with the tests
+/// (scripts/make_m3_goldens.py); needs no download.
+pub fn tiny_m3() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/tiny-bge-m3")
+}
+
 /// A copy of `src` with CLS pooling and max_seq_length 512, large files symlinked; the same
 /// edit scripts/golden_texts.py makes for the goldens.
 pub fn cls512_variant(src: &Path, dest_root: &Path) -> PathBuf {

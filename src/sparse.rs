@@ -1,0 +1,52 @@
+//! BGE-M3 sparse (lexical) weights in SQL: as jsonb keyed by token text, and as pgvector's
+//! sparsevec text. The rule lives in bge_engine::sparse.
+use bge_engine::sparse::SparseWeights;
+use bge_engine::Model;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+use crate::functions::check_interrupts;
+use crate::errors::OrRaise;
+use crate::{gucs, registry};
+
+fn sparse_weights(model: &Model, input: &str) -> SparseWeights {
+    model.embed_sparse(&[input], &gucs::run_options(), &mut check_interrupts).or_raise().remove(0)
+}
+
+/// {token text: weight}. Token texts are what the tokenizer decodes each id to, as
+/// FlagEmbedding's convert_id_to_token gives them; ids that decode alike share one key.
+fn weights_by_token(input: &str, model: Option<&str>) -> JsonB {
+    let model = registry::model(model);
+    let by_token = sparse_weights(&model, input).by_token_text(|id| model.tokenizer.token_text(id)).or_raise();
+    let map: serde_json::Map<String, serde_json::Value> = by_token
+        .into_iter()
+        // The f32's shortest decimal form, not its widened f64 digits.
+        .map(|(token, w)| (token, serde_json::Number::from_f64(w.to_string().parse::<f64>().unwrap_or(w as f64)).map_or(serde_json::Value::Null, Into::into)))
+        .collect();
+    JsonB(serde_json::Value::Object(map))
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_embed_sparse")]
+fn bge_embed_sparse(input: &str) -> JsonB {
+    weights_by_token(input, None)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_embed_sparse")]
+fn bge_embed_sparse_model(input: &str, model: &str) -> JsonB {
+    weights_by_token(input, Some(model))
+}
+
+fn sparsevec_text(input: &str, model: Option<&str>) -> String {
+    let model = registry::model(model);
+    sparse_weights(&model, input).sparsevec_literal(model.spec.vocab_size)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_sparse_text")]
+fn bge_sparse_text(input: &str) -> String {
+    sparsevec_text(input, None)
+}
+
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_sparse_text")]
+fn bge_sparse_text_model(input: &str, model: &str) -> String {
+    sparsevec_text(input, Some(model))
+}
