@@ -104,19 +104,25 @@ def main():
 
     # pg_bge's engine (batched by length under max_batch_tokens, the array form's path).
     exe = os.path.join(os.path.dirname(__file__), "..", "target", "release", "examples", "throughput")
-    out = subprocess.run([exe, args.model, args.corpus, str(args.threads), str(args.repeats)], check=True, capture_output=True, text=True).stdout
-    print(out.strip())
-    for line in out.splitlines():
-        if line.startswith("batched:"):
-            results["pg_bge"] = float(line.split()[1])
-        if line.startswith("single:"):
-            results["pg_bge one at a time"] = float(line.split()[1])
+    # fp32 (bge.precision = fp32, the default) and bf16 (bge.precision = bf16, AVX512-BF16 CPUs).
+    for precision, suffix in (("fp32", ""), ("bf16", " bf16")):
+        env = dict(os.environ, BGE_PRECISION=precision)
+        run = subprocess.run([exe, args.model, args.corpus, str(args.threads), str(args.repeats)], capture_output=True, text=True, env=env)
+        if run.returncode != 0:
+            print(f"pg_bge {precision}: not run ({run.stderr.strip().splitlines()[-1:]})")
+            continue
+        print(run.stdout.strip())
+        for line in run.stdout.splitlines():
+            if line.startswith("batched:"):
+                results["pg_bge" + suffix] = float(line.split()[1])
+            if line.startswith("single:"):
+                results["pg_bge one at a time" + suffix] = float(line.split()[1])
 
     print(f"\ncorpus: {len(texts)} texts, {n_tokens} tokens after truncation at {max_len}; {args.threads} threads; median of {args.repeats}")
     print(f"onnxruntime min cosine to sentence-transformers: {ort_cos:.6f}")
-    print(f"{'runtime':24} {'seconds':>8} {'tokens/s':>10} {'texts/s':>8} {'pg_bge speed-up':>16}")
+    print(f"{'runtime':28} {'seconds':>8} {'tokens/s':>10} {'texts/s':>8} {'x onnxruntime':>14}")
     for name, secs in results.items():
-        print(f"{name:24} {secs:8.3f} {n_tokens / secs:10.0f} {len(texts) / secs:8.1f} {secs / results['pg_bge']:15.2f}x")
+        print(f"{name:28} {secs:8.3f} {n_tokens / secs:10.0f} {len(texts) / secs:8.1f} {results['onnxruntime'] / secs:13.2f}x")
 
 
 if __name__ == "__main__":

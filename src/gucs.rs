@@ -29,7 +29,7 @@ static DEVICE: GucSetting<Device> = GucSetting::<Device>::new(Device::Auto);
 static PRECISION: GucSetting<Precision> = GucSetting::<Precision>::new(Precision::Fp32);
 static TRUNCATE: GucSetting<bool> = GucSetting::<bool>::new(true);
 static THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
-static MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(16384);
+static MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(4096);
 
 pub fn init() {
     GucRegistry::define_string_guc(

@@ -30,7 +30,7 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { truncate: true, threads: 0, max_batch_tokens: 16384 }
+        RunOptions { truncate: true, threads: 0, max_batch_tokens: 4096 }
     }
 }
 

@@ -225,10 +225,11 @@ pub unsafe fn gemm_block(
         for row0 in rows.clone().step_by(mr) {
             let (a, a_stride) = if row0 < tail_start { (x.add(row0 * lda), lda) } else { (tail.as_ptr(), k) };
             kernel(k, a, a_stride, b, bias, tile.as_mut_ptr());
+            // The epilogue runs on the whole register tile at once (padding lanes included).
+            activate_inplace(w.isa, act, &mut tile[..mr * nr]);
             for i in 0..mr.min(rows.end - row0) {
                 let dst = std::slice::from_raw_parts_mut(y.add((row0 + i) * ldy + col0), cols);
                 dst.copy_from_slice(&tile[i * nr..i * nr + cols]);
-                activate_inplace(w.isa, act, dst);
             }
         }
     }

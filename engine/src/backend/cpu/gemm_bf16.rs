@@ -133,10 +133,10 @@ pub fn gemm_bf16(pool: &rayon::ThreadPool, x: &[f32], m: usize, w: &PackedBf16, 
                 unsafe {
                     x86::kernel_8x32(kp / 2, xb[row0 * kp..].as_ptr(), kp, w.panels[panel * kp * NR..].as_ptr(), w.bias[col0..].as_ptr(), tile.as_mut_ptr());
                 }
+                activate_inplace(Isa::Avx512, act, &mut tile);
                 for i in 0..MR.min(rows.end - row0) {
                     let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add((row0 + i) * n + col0), cols) };
                     dst.copy_from_slice(&tile[i * NR..i * NR + cols]);
-                    activate_inplace(Isa::Avx512, act, dst);
                 }
             }
         }
