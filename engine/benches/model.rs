@@ -44,8 +44,13 @@ fn bench_models(c: &mut Criterion) {
     let path = std::env::temp_dir().join("bge-bench-small.safetensors");
     write_random_weights(&small, &path);
     let weights = bge_engine::weights::WeightFile::open(&path).unwrap();
+    let small_bf16 = Cpu::bf16().map(|cpu| Encoder::load(cpu, &small, &weights).unwrap());
     let small = Encoder::load(Cpu::new(), &small, &weights).unwrap();
     run(c, "bge-small-shape", &small);
+    // bge.precision = bf16: half the weight bytes, which batch-1 latency is bound by.
+    if let Some(net) = small_bf16 {
+        run(c, "bge-small-shape-bf16", &net);
+    }
 }
 
 /// A BertModel safetensors file of `spec`'s shape with small pseudo-random weights.
