@@ -96,6 +96,21 @@ impl PackedLinear {
         padded_bias[..n].copy_from_slice(bias);
         PackedLinear { isa, n, k, panels, bias: padded_bias }
     }
+
+    pub fn view(&self) -> Panels<'_> {
+        Panels { isa: self.isa, n: self.n, k: self.k, panels: &self.panels, bias: &self.bias }
+    }
+}
+
+/// A packed right-hand side: `panels` of k×NR floats (k-major, zero-padded to NR columns) and
+/// a bias padded to a whole number of panels.
+#[derive(Clone, Copy)]
+pub struct Panels<'a> {
+    pub isa: Isa,
+    pub n: usize,
+    pub k: usize,
+    pub panels: &'a [f32],
+    pub bias: &'a [f32],
 }
 
 /// Computes one MR×NR tile into `tile` (row stride NR): x rows at `a` (stride `lda`, exactly
@@ -168,23 +183,6 @@ fn microkernel(isa: Isa) -> Microkernel {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => x86::avx2_6x16,
         _ => portable_4x16,
-    }
-}
-
-/// A packed right-hand side: `panels` of k×NR floats (k-major, zero-padded to NR columns) and
-/// a bias padded to a whole number of panels.
-#[derive(Clone, Copy)]
-pub struct Panels<'a> {
-    pub isa: Isa,
-    pub n: usize,
-    pub k: usize,
-    pub panels: &'a [f32],
-    pub bias: &'a [f32],
-}
-
-impl PackedLinear {
-    pub fn view(&self) -> Panels<'_> {
-        Panels { isa: self.isa, n: self.n, k: self.k, panels: &self.panels, bias: &self.bias }
     }
 }
 
