@@ -10,9 +10,64 @@ use crate::config::{Activation, ModelSpec};
 use crate::error::{Error, Result};
 use crate::weights::{EmbeddingTable, WeightFile};
 
-struct LayerNorm {
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
+/// A LayerNorm's tensors.
+pub struct LayerNorm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+}
+
+/// A linear layer's tensors as the file holds them: weight [out, in], bias [out].
+pub struct LinearTensors {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub out_features: usize,
+    pub in_features: usize,
+}
+
+/// One encoder layer's tensors, read once for every backend; Q, K and V are fused into one
+/// [3h, h] linear laid out q | k | v (as the attention kernels expect).
+pub struct LayerTensors {
+    pub qkv: LinearTensors,
+    pub attn_out: LinearTensors,
+    pub attn_norm: LayerNorm,
+    pub ffn_in: LinearTensors,
+    pub ffn_out: LinearTensors,
+    pub ffn_norm: LayerNorm,
+}
+
+/// The LayerNorm `name` (without ".weight"/".bias") of width `h`.
+pub fn read_norm(w: &WeightFile, name: &str, h: usize) -> Result<LayerNorm> {
+    Ok(LayerNorm { gamma: w.f32(&format!("{name}.weight"), &[h])?, beta: w.f32(&format!("{name}.bias"), &[h])? })
+}
+
+fn read_linear(w: &WeightFile, name: &str, out_features: usize, in_features: usize) -> Result<LinearTensors> {
+    Ok(LinearTensors {
+        weight: w.f32(&format!("{name}.weight"), &[out_features, in_features])?,
+        bias: w.f32(&format!("{name}.bias"), &[out_features])?,
+        out_features,
+        in_features,
+    })
+}
+
+/// Layer `l`'s tensors, shapes checked against `spec`.
+pub fn read_layer(w: &WeightFile, spec: &ModelSpec, l: usize) -> Result<LayerTensors> {
+    let (h, i) = (spec.hidden_size, spec.intermediate_size);
+    let p = format!("encoder.layer.{l}");
+    let mut qkv = read_linear(w, &format!("{p}.attention.self.query"), h, h)?;
+    for part in ["key", "value"] {
+        let t = read_linear(w, &format!("{p}.attention.self.{part}"), h, h)?;
+        qkv.weight.extend_from_slice(&t.weight);
+        qkv.bias.extend_from_slice(&t.bias);
+    }
+    qkv.out_features = 3 * h;
+    Ok(LayerTensors {
+        qkv,
+        attn_out: read_linear(w, &format!("{p}.attention.output.dense"), h, h)?,
+        attn_norm: read_norm(w, &format!("{p}.attention.output.LayerNorm"), h)?,
+        ffn_in: read_linear(w, &format!("{p}.intermediate.dense"), i, h)?,
+        ffn_out: read_linear(w, &format!("{p}.output.dense"), h, i)?,
+        ffn_norm: read_norm(w, &format!("{p}.output.LayerNorm"), h)?,
+    })
 }
 
 struct Layer<L> {
@@ -43,30 +98,17 @@ pub struct Encoder<O: Ops> {
 impl<O: Ops> Encoder<O> {
     pub fn load(ops: O, spec: &ModelSpec, w: &WeightFile) -> Result<Encoder<O>> {
         let h = spec.hidden_size;
-        let norm = |name: &str| -> Result<LayerNorm> { Ok(LayerNorm { gamma: w.f32(&format!("{name}.weight"), &[h])?, beta: w.f32(&format!("{name}.bias"), &[h])? }) };
-        let linear = |name: &str, out_f: usize, in_f: usize| -> Result<(Vec<f32>, Vec<f32>)> {
-            Ok((w.f32(&format!("{name}.weight"), &[out_f, in_f])?, w.f32(&format!("{name}.bias"), &[out_f])?))
-        };
+        let prepare = |t: LinearTensors| ops.prepare_linear(t.weight, t.bias, t.out_features, t.in_features);
         let mut layers = Vec::with_capacity(spec.num_layers);
         for l in 0..spec.num_layers {
-            let p = format!("encoder.layer.{l}");
-            // Q, K and V become one [3h, h] GEMM.
-            let (mut wqkv, mut bqkv) = linear(&format!("{p}.attention.self.query"), h, h)?;
-            for part in ["key", "value"] {
-                let (wp, bp) = linear(&format!("{p}.attention.self.{part}"), h, h)?;
-                wqkv.extend_from_slice(&wp);
-                bqkv.extend_from_slice(&bp);
-            }
-            let (wo, bo) = linear(&format!("{p}.attention.output.dense"), h, h)?;
-            let (w1, b1) = linear(&format!("{p}.intermediate.dense"), spec.intermediate_size, h)?;
-            let (w2, b2) = linear(&format!("{p}.output.dense"), h, spec.intermediate_size)?;
+            let t = read_layer(w, spec, l)?;
             layers.push(Layer {
-                qkv: ops.prepare_linear(wqkv, bqkv, 3 * h, h),
-                attn_out: ops.prepare_linear(wo, bo, h, h),
-                attn_norm: norm(&format!("{p}.attention.output.LayerNorm"))?,
-                ffn_in: ops.prepare_linear(w1, b1, spec.intermediate_size, h),
-                ffn_out: ops.prepare_linear(w2, b2, h, spec.intermediate_size),
-                ffn_norm: norm(&format!("{p}.output.LayerNorm"))?,
+                qkv: prepare(t.qkv),
+                attn_out: prepare(t.attn_out),
+                attn_norm: t.attn_norm,
+                ffn_in: prepare(t.ffn_in),
+                ffn_out: prepare(t.ffn_out),
+                ffn_norm: t.ffn_norm,
             });
         }
         Ok(Encoder {
@@ -80,7 +122,7 @@ impl<O: Ops> Encoder<O> {
             token_type: w.f32("embeddings.token_type_embeddings.weight", &[spec.type_vocab_size, h])?,
             max_positions: spec.max_position_embeddings,
             type_vocab: spec.type_vocab_size,
-            emb_norm: norm("embeddings.LayerNorm")?,
+            emb_norm: read_norm(w, "embeddings.LayerNorm", h)?,
             layers,
             ops,
         })

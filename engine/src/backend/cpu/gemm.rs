@@ -31,19 +31,10 @@ pub enum Isa {
 impl Isa {
     /// The best kernel this CPU runs.
     pub fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Portable
+        *Isa::available().last().expect("the portable kernel is always available")
     }
 
-    /// Every kernel this CPU can run (tests check each against the reference).
+    /// Every kernel this CPU can run, best last (tests check each against the reference).
     pub fn available() -> Vec<Isa> {
         let mut v = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]

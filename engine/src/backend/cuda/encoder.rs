@@ -23,6 +23,7 @@ use super::{Device, Kernels, Precision};
 use crate::batch::PackedBatch;
 use crate::config::{Activation, ModelSpec, Pooling};
 use crate::error::{Error, Result};
+use crate::models::encoder::{read_layer, read_norm, LayerNorm, LinearTensors};
 use crate::models::Forward;
 use crate::weights::WeightFile;
 
@@ -128,46 +129,31 @@ impl CudaEncoder {
         let h = spec.hidden_size;
         let gpu = |e: String| unavailable(format!("uploading \"{}\" to {}: {e}", spec.name, device.name));
         let f32_buf = |data: &[f32]| stream.clone_htod(data).map_err(|e| gpu(format!("{e:?}")));
-        let norm = |name: &str| -> Result<DeviceNorm> {
-            Ok(DeviceNorm { gamma: f32_buf(&w.f32(&format!("{name}.weight"), &[h])?)?, beta: f32_buf(&w.f32(&format!("{name}.bias"), &[h])?)? })
-        };
-        let linear = |weight: Vec<f32>, bias: Vec<f32>, out_features: usize, in_features: usize| -> Result<DeviceLinear> {
-            let staged = f32_buf(&weight)?;
-            let mut narrow = stream.alloc_zeros::<u16>(weight.len()).map_err(|e| gpu(format!("{e:?}")))?;
-            kernels.cast_from_f32(stream, &staged, weight.len(), &mut narrow).map_err(gpu)?;
-            Ok(DeviceLinear { weight: narrow, bias: f32_buf(&bias)?, out_features, in_features })
-        };
-        let read = |name: &str, out_f: usize, in_f: usize| -> Result<(Vec<f32>, Vec<f32>)> {
-            Ok((w.f32(&format!("{name}.weight"), &[out_f, in_f])?, w.f32(&format!("{name}.bias"), &[out_f])?))
+        let norm = |t: LayerNorm| -> Result<DeviceNorm> { Ok(DeviceNorm { gamma: f32_buf(&t.gamma)?, beta: f32_buf(&t.beta)? }) };
+        let linear = |t: LinearTensors| -> Result<DeviceLinear> {
+            let staged = f32_buf(&t.weight)?;
+            let mut narrow = stream.alloc_zeros::<u16>(t.weight.len()).map_err(|e| gpu(format!("{e:?}")))?;
+            kernels.cast_from_f32(stream, &staged, t.weight.len(), &mut narrow).map_err(gpu)?;
+            Ok(DeviceLinear { weight: narrow, bias: f32_buf(&t.bias)?, out_features: t.out_features, in_features: t.in_features })
         };
 
         let mut layers = Vec::with_capacity(spec.num_layers);
         for l in 0..spec.num_layers {
-            let p = format!("encoder.layer.{l}");
-            // Q, K and V become one [3h, h] GEMM, laid out q | k | v as attention.cu expects.
-            let (mut wqkv, mut bqkv) = read(&format!("{p}.attention.self.query"), h, h)?;
-            for part in ["key", "value"] {
-                let (wp, bp) = read(&format!("{p}.attention.self.{part}"), h, h)?;
-                wqkv.extend_from_slice(&wp);
-                bqkv.extend_from_slice(&bp);
-            }
-            let (wo, bo) = read(&format!("{p}.attention.output.dense"), h, h)?;
-            let (w1, b1) = read(&format!("{p}.intermediate.dense"), spec.intermediate_size, h)?;
-            let (w2, b2) = read(&format!("{p}.output.dense"), h, spec.intermediate_size)?;
+            let t = read_layer(w, spec, l)?;
             layers.push(DeviceLayer {
-                qkv: linear(wqkv, bqkv, 3 * h, h)?,
-                attn_out: linear(wo, bo, h, h)?,
-                attn_norm: norm(&format!("{p}.attention.output.LayerNorm"))?,
-                ffn_in: linear(w1, b1, spec.intermediate_size, h)?,
-                ffn_out: linear(w2, b2, h, spec.intermediate_size)?,
-                ffn_norm: norm(&format!("{p}.output.LayerNorm"))?,
+                qkv: linear(t.qkv)?,
+                attn_out: linear(t.attn_out)?,
+                attn_norm: norm(t.attn_norm)?,
+                ffn_in: linear(t.ffn_in)?,
+                ffn_out: linear(t.ffn_out)?,
+                ffn_norm: norm(t.ffn_norm)?,
             });
         }
         // Embedding tables stay f32: they are gathered, not multiplied, and feed a LayerNorm.
         let word = f32_buf(&w.f32("embeddings.word_embeddings.weight", &[spec.vocab_size, h])?)?;
         let position = f32_buf(&w.f32("embeddings.position_embeddings.weight", &[spec.max_position_embeddings, h])?)?;
         let token_type = f32_buf(&w.f32("embeddings.token_type_embeddings.weight", &[spec.type_vocab_size, h])?)?;
-        let emb_norm = norm("embeddings.LayerNorm")?;
+        let emb_norm = norm(read_norm(w, "embeddings.LayerNorm", h)?)?;
         stream.synchronize().map_err(|e| gpu(format!("{e:?}")))?;
         drop(_exec);
         Ok(CudaEncoder {
