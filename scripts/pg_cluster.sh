@@ -31,8 +31,9 @@ start)
         for setting in "$@"; do echo "$setting"; done
     } | as_postgres tee -a "$DATA/postgresql.conf" >/dev/null
     # No Rust backtraces in error messages: the SQL tests' expected output must not depend on them.
-    as_postgres env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w start >/dev/null
-    echo "pg_cluster: PostgreSQL 15 running on /tmp port $PORT (log: $DATA/server.log)"
+    # BGE_CPU_ISA (forcing a CPU kernel family) reaches the server only when set here.
+    as_postgres env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE ${BGE_CPU_ISA:+BGE_CPU_ISA=$BGE_CPU_ISA} "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w start >/dev/null
+    echo "pg_cluster: PostgreSQL 15 running on /tmp port $PORT (log: $DATA/server.log)${BGE_CPU_ISA:+, BGE_CPU_ISA=$BGE_CPU_ISA}"
     ;;
 stop)
     as_postgres "$BIN/pg_ctl" -D "$DATA" -m fast stop >/dev/null 2>&1 || true

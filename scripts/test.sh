@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
 # Runs every pg_bge test from a fresh Debian machine: installs what is missing (scripts/setup.sh),
 # runs the engine tests (plain cargo test), installs the extension into PostgreSQL 15 and runs
-# the SQL tests (pg_regress) in a scratch cluster. Exits non-zero on any failure.
+# the SQL tests (pg_regress) in a scratch cluster. The goldens (engine and SQL) run once per CPU
+# kernel family this machine has (BGE_CPU_ISA), so an AVX-512 machine proves the AVX2 and
+# portable paths too. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+
+# Kernel families this CPU runs, best first: the rule of bge-engine's Isa::available.
+cpu_isas() {
+    local flags
+    flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+    [[ $flags == *" avx512f "* ]] && echo avx512
+    [[ $flags == *" avx2 "* && $flags == *" fma "* ]] && echo avx2
+    echo portable
+}
+ISAS=($(cpu_isas))
+echo "== CPU kernel families here: ${ISAS[*]} (the first is the default)"
 
 echo "== CUDA tools: NVRTC from PyPI into .cuda-tools, so the kernel compile test runs without a GPU"
 scripts/setup_cuda_tools.sh >/dev/null
@@ -14,6 +27,10 @@ echo "== engine tests (cargo test -p bge-engine)"
 cargo test -p bge-engine
 # Again with output shown, so a CI log says loudly which GPU tests were skipped for lack of a GPU.
 cargo test -p bge-engine --test cuda -- --nocapture 2>&1 | grep -E "SKIPPED|test result" || true
+for isa in "${ISAS[@]:1}"; do
+    echo "== engine goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
+    BGE_CPU_ISA=$isa cargo test -p bge-engine --test goldens --test m3 --test batching
+done
 
 echo "== extension build and install"
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
@@ -25,18 +42,31 @@ fi
 
 echo "== SQL tests (pg_regress)"
 WORK=/tmp/pg_bge_regress
-rm -rf "$WORK" && mkdir -p "$WORK/out"
+rm -rf "$WORK" && mkdir -p "$WORK"
 python3 scripts/make_test_models.py "$($PG_CONFIG --sharedir)/bge_models/all-MiniLM-L6-v2" "$WORK/models"
 chmod -R a+rX "$WORK"
-scripts/pg_cluster.sh start "bge.model_dir = '$WORK/models'"
 trap 'scripts/pg_cluster.sh stop' EXIT
+
+# regress NAME TEST...: a fresh cluster (with the caller's BGE_CPU_ISA), then pg_regress.
+regress() {
+    local name=$1 out="$WORK/out-$1" status=0
+    shift
+    mkdir -p "$out"
+    scripts/pg_cluster.sh start "bge.model_dir = '$WORK/models'"
+    /usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
+        --bindir=/usr/lib/postgresql/15/bin --host=/tmp --port="${PG_BGE_PORT:-5499}" --user=postgres \
+        --inputdir=tests/pg_regress --outputdir="$out" --dbname=pg_bge_regress "$@" || status=$?
+    if [ $status -ne 0 ]; then
+        head -300 "$out/regression.diffs" 2>/dev/null || true
+        echo "SQL tests ($name) failed; full diff in $out/regression.diffs" >&2
+    fi
+    return $status
+}
+
 status=0
-/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
-    --bindir=/usr/lib/postgresql/15/bin --host=/tmp --port="${PG_BGE_PORT:-5499}" --user=postgres \
-    --inputdir=tests/pg_regress --outputdir="$WORK/out" --dbname=pg_bge_regress \
-    setup embed goldens operators generated errors m3 m3_goldens || status=$?
-if [ $status -ne 0 ]; then
-    cat "$WORK/out/regression.diffs" 2>/dev/null | head -300
-    echo "SQL tests failed; full diff in $WORK/out/regression.diffs" >&2
-fi
+regress all setup embed goldens operators generated errors m3 m3_goldens || status=1
+for isa in "${ISAS[@]:1}"; do
+    echo "== SQL goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
+    BGE_CPU_ISA=$isa regress "$isa" setup embed goldens m3 m3_goldens || status=1
+done
 exit $status

@@ -48,7 +48,7 @@ COMMENT ON FUNCTION bge_embed_colbert(text, text) IS
 COMMENT ON FUNCTION bge_maxsim(real[], real[]) IS
     'Late-interaction (MaxSim) score of a query''s ColBERT vectors against a document''s: for each query row the largest dot product with any document row, averaged over the query rows (FlagEmbedding''s colbert_score; multiply by array_length(query, 1) for the plain sum). A 1-D array is one vector. Errors (SQLSTATE 22000) when the vector widths differ.';
 COMMENT ON FUNCTION bge_models() IS
-    'Models installed under bge.model_dir: architecture, dimensions, max tokens, pooling, normalisation, device, whether this backend has loaded it and how long that took, or why it cannot be read.';
+    'Models installed under bge.model_dir: architecture, dimensions, max tokens, pooling, normalisation, device, CPU kernel family (isa: avx512, avx2 or portable; NULL on a GPU) and linear-layer precision (fp32, bf16; fp16 on a GPU), whether this backend has loaded it and how long that took, or why it cannot be read.';
 COMMENT ON FUNCTION bge_cosine_distance(real[], real[]) IS
     '1 - cosine similarity; the <=> operator. Errors on different lengths or NULL elements.';
 COMMENT ON FUNCTION bge_negative_inner_product(real[], real[]) IS

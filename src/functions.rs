@@ -112,6 +112,8 @@ fn bge_models() -> TableIterator<
         name!(pooling, Option<String>),
         name!(normalize, Option<bool>),
         name!(device, Option<String>),
+        name!(isa, Option<String>),
+        name!(precision, Option<String>),
         name!(loaded, bool),
         name!(load_ms, Option<f64>),
         name!(error, Option<String>),
@@ -129,6 +131,7 @@ fn bge_models() -> TableIterator<
                 };
                 let load_ms = loaded.as_ref().map(|m| m.load_time.as_secs_f64() * 1e3);
                 let device = loaded.as_ref().map(|m| m.backend.name().to_string()).unwrap_or_else(|| registry::device_name().into());
+                let (isa, precision) = loaded.as_ref().map(|m| (m.isa, m.precision)).unwrap_or_else(registry::planned_compute);
                 match spec {
                     Ok(s) => (
                         name,
@@ -138,11 +141,13 @@ fn bge_models() -> TableIterator<
                         Some(s.pooling.describe()),
                         Some(s.normalize),
                         Some(device),
+                        isa.map(str::to_string),
+                        Some(precision.to_string()),
                         loaded.is_some(),
                         load_ms,
                         None,
                     ),
-                    Err(e) => (name, None, None, None, None, None, None, false, None, Some(e.to_string())),
+                    Err(e) => (name, None, None, None, None, None, None, None, None, false, None, Some(e.to_string())),
                 }
             })
             .collect::<Vec<_>>()

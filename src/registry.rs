@@ -27,6 +27,19 @@ pub fn device_name() -> &'static str {
     }
 }
 
+/// The CPU kernel family and linear-layer precision a model not loaded yet would run with
+/// (None for the kernel family on a GPU, or where BGE_CPU_ISA names one this CPU lacks).
+pub fn planned_compute() -> (Option<&'static str>, &'static str) {
+    if device_name() == BackendKind::Cuda.name() {
+        return (None, "fp16");
+    }
+    let precision = match gucs::precision() {
+        Precision::Fp32 => "fp32",
+        Precision::Bf16 => "bf16",
+    };
+    (bge_engine::backend::cpu::Isa::selected().ok().map(|i| i.name()), precision)
+}
+
 /// The CPU backend bge.precision selects.
 fn cpu_kind() -> BackendKind {
     match gucs::precision() {

@@ -42,7 +42,7 @@ fn main() {
         }
         t.elapsed().as_secs_f64()
     }).collect());
-    println!("model {name} ({}): load {:.1} ms, {} texts, {} tokens, {} threads, isa {:?}", backend.name(), load * 1e3, texts.len(), tokens, threads, bge_engine::backend::cpu::Isa::detect());
+    println!("model {name} ({}): load {:.1} ms, {} texts, {} tokens, {} threads, isa {:?}", backend.name(), load * 1e3, texts.len(), tokens, threads, bge_engine::backend::cpu::Isa::selected());
     println!("batched:  {:8.3} s  {:9.0} tokens/s  {:7.1} texts/s", batched, tokens as f64 / batched, texts.len() as f64 / batched);
     println!("single:   {:8.3} s  {:9.0} tokens/s  {:7.1} texts/s", single, tokens as f64 / single, texts.len() as f64 / single);
 }

@@ -33,6 +33,10 @@ pub enum Error {
     #[error("model \"{model}\" is not supported: {reason}")]
     Unsupported { model: String, reason: String },
 
+    /// The CPU (or the kernel family forced by BGE_CPU_ISA) lacks an instruction set.
+    #[error("{reason}")]
+    CpuFeatureMissing { reason: String, hint: String },
+
     #[error("input has {tokens} tokens, more than the {limit} that model \"{model}\" accepts")]
     InputTooLong { model: String, tokens: usize, limit: usize },
 
@@ -79,7 +83,7 @@ impl Error {
             Error::InvalidModelName(_) | Error::InvalidArgument(_) => ErrorKind::InvalidParameter,
             Error::ModelDirUnreadable { .. } | Error::MissingFile { .. } | Error::MissingHead { .. } => ErrorKind::ModelFileMissing,
             Error::InvalidFile { .. } | Error::TensorShape { .. } | Error::MissingTensor { .. } => ErrorKind::ModelFileCorrupt,
-            Error::Unsupported { .. } => ErrorKind::FeatureNotSupported,
+            Error::Unsupported { .. } | Error::CpuFeatureMissing { .. } => ErrorKind::FeatureNotSupported,
             Error::InputTooLong { .. } => ErrorKind::InputTooLong,
             Error::DeviceUnavailable(_) => ErrorKind::DeviceUnavailable,
             Error::Tokenizer(_) | Error::Internal(_) => ErrorKind::Internal,
@@ -128,6 +132,7 @@ impl Error {
             Error::Unsupported { .. } => {
                 Some("pg_bge runs BERT and XLM-RoBERTa sentence-transformers models (BertModel, XLMRobertaModel).".into())
             }
+            Error::CpuFeatureMissing { hint, .. } => Some(hint.clone()),
             Error::DeviceUnavailable(_) => Some(
                 "SET bge.device = auto (or cpu) to embed on the CPU. The CUDA backend needs an NVIDIA GPU of compute capability 7.0 or newer with its driver (libcuda.so.1), and NVRTC (libnvrtc.so) and cuBLAS (libcublas.so) on the server's library path, in $CUDA_HOME/lib64 or /usr/local/cuda/lib64, or in $BGE_CUDA_LIB_DIR."
                     .into(),

@@ -47,6 +47,11 @@ pub struct Model {
     pub spec: ModelSpec,
     pub tokenizer: TextTokenizer,
     pub backend: BackendKind,
+    /// The CPU kernel family it runs on ("avx512", "avx2", "portable"; "scalar" for the
+    /// reference backend), None on a GPU.
+    pub isa: Option<&'static str>,
+    /// Arithmetic of its linear layers: "fp32", "bf16" (CPU), "fp16" (GPU), "fp64" (reference).
+    pub precision: &'static str,
     network: Box<dyn Forward>,
     /// BGE-M3's sparse and ColBERT heads, where the directory has them.
     pub heads: M3Heads,
@@ -60,24 +65,26 @@ impl Model {
         let spec = ModelSpec::load(name, dir)?;
         let tokenizer = TextTokenizer::load(&spec)?;
         let weights = WeightFile::open(&dir.join("model.safetensors"))?;
-        let network: Box<dyn Forward> = match backend {
-            BackendKind::Reference => Box::new(Encoder::load(Reference, &spec, &weights)?),
-            BackendKind::Cpu => Box::new(Encoder::load(Cpu::new(), &spec, &weights)?),
-            BackendKind::CpuBf16 => {
-                let cpu = Cpu::bf16().ok_or_else(|| Error::Unsupported { model: name.to_string(), reason: "bf16 precision needs a CPU with AVX512-BF16".into() })?;
-                Box::new(Encoder::load(cpu, &spec, &weights)?)
-            }
-            BackendKind::Cuda => Box::new(CudaEncoder::load(&spec, &weights)?),
-        };
         // The heads run on the hidden states forward() returns to the host: on the scalar
         // oracle for the reference backend, on the CPU kernels for any other (a GPU backend's
-        // included, hence the catch-all arm).
-        let heads = match backend {
-            BackendKind::Reference => M3Heads::load(name, dir, spec.hidden_size, || Reference)?,
-            #[allow(unreachable_patterns)]
-            _ => M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?,
+        // included).
+        let (network, heads, isa, precision): (Box<dyn Forward>, M3Heads, Option<&'static str>, &'static str) = match backend {
+            BackendKind::Reference => {
+                let heads = M3Heads::load(name, dir, spec.hidden_size, || Ok(Reference))?;
+                (Box::new(Encoder::load(Reference, &spec, &weights)?), heads, Some("scalar"), "fp64")
+            }
+            BackendKind::Cpu | BackendKind::CpuBf16 => {
+                let cpu = if backend == BackendKind::Cpu { Cpu::new()? } else { Cpu::bf16()? };
+                let heads = M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?;
+                let (isa, precision) = cpu.describe();
+                (Box::new(Encoder::load(cpu, &spec, &weights)?), heads, Some(isa), precision)
+            }
+            BackendKind::Cuda => {
+                let network = Box::new(CudaEncoder::load(&spec, &weights)?);
+                (network, M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?, None, "fp16")
+            }
         };
-        Ok(Model { spec, tokenizer, backend, network, heads, load_time: started.elapsed() })
+        Ok(Model { spec, tokenizer, backend, isa, precision, network, heads, load_time: started.elapsed() })
     }
 
     pub fn load_shared(name: &str, dir: &std::path::Path, backend: BackendKind) -> Result<Arc<Model>> {

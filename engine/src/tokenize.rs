@@ -7,17 +7,18 @@ use std::path::Path;
 
 use serde::Deserialize;
 use tokenizers::models::ModelWrapper;
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationDirection};
 
 use crate::config::ModelSpec;
 use crate::error::{invalid_file, Error, Result};
 
 pub struct TextTokenizer {
     model: String,
-    /// Truncates to max_seq_length.
-    truncating: Tokenizer,
-    /// Never truncates: used for `bge.truncate = off` and for counting.
+    /// The model's tokenizer with its own truncation and padding switched off: truncation is
+    /// ours ([`TextTokenizer::encode`]).
     full: Tokenizer,
+    /// Special tokens its post-processor adds to one sequence ([CLS] … [SEP]: 2).
+    added_tokens: usize,
     max_seq_length: usize,
     do_lower_case: bool,
     /// Ids of the cls, eos, pad and unk tokens: the ones BGE-M3's sparse output leaves out.
@@ -80,15 +81,6 @@ impl TextTokenizer {
         let mut full = Tokenizer::from_file(path).map_err(|e| invalid_file(path, e))?;
         full.with_padding(None);
         full.with_truncation(None).map_err(|e| invalid_file(path, e))?;
-        let mut truncating = full.clone();
-        truncating
-            .with_truncation(Some(TruncationParams {
-                max_length: spec.max_seq_length,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: TruncationDirection::Right,
-            }))
-            .map_err(|e| invalid_file(path, e))?;
         if full.get_vocab_size(true) > spec.vocab_size {
             return Err(invalid_file(
                 path,
@@ -121,10 +113,11 @@ impl TextTokenizer {
         // transformers skips the clean-up for BPE vocabularies, whatever the setting says.
         let clean_up_spaces = cfg.clean_up_tokenization_spaces.unwrap_or(false) && !matches!(full.get_model(), ModelWrapper::BPE(_));
 
+        let added_tokens = full.get_post_processor().map_or(0, |p| p.added_tokens(false));
         Ok(TextTokenizer {
             model: spec.name.clone(),
-            truncating,
             full,
+            added_tokens,
             max_seq_length: spec.max_seq_length,
             do_lower_case: spec.do_lower_case,
             special_ids,
@@ -150,37 +143,123 @@ impl TextTokenizer {
         self.max_seq_length
     }
 
-    fn run(&self, tok: &Tokenizer, text: &str) -> Result<Encoded> {
-        let lowered;
-        let text = if self.do_lower_case {
-            lowered = text.to_lowercase();
-            lowered.as_str()
-        } else {
-            text
-        };
-        let enc = tok.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+    /// Bytes of text handed to the tokenizer at a time. Tokenizers need about 250 bytes of
+    /// memory per input byte, so a long text is read in windows: enough for max_seq_length
+    /// tokens of any real text (32 bytes a token), within 16 KiB..1 MiB.
+    pub fn window_bytes(&self) -> usize {
+        (self.max_seq_length * 32).clamp(16 << 10, 1 << 20)
+    }
+
+    /// Content tokens (no special tokens) of `prompt` + `text`, windowed: returns the first
+    /// `keep` of them and how many there are in all (counting stops early at `keep` unless
+    /// `count_all`). `interrupt` runs between windows.
+    fn scan(&self, prompt: &str, text: &str, keep: usize, count_all: bool, window: usize, interrupt: &mut dyn FnMut()) -> Result<(Encoding, usize)> {
+        let mut kept: Option<Encoding> = None;
+        let mut total = 0;
+        for (i, piece) in windows(text, window).enumerate() {
+            if i > 0 {
+                interrupt();
+            }
+            let joined;
+            let piece = if i == 0 && !prompt.is_empty() {
+                joined = format!("{prompt}{piece}");
+                joined.as_str()
+            } else {
+                piece
+            };
+            let lowered;
+            let piece = if self.do_lower_case {
+                lowered = piece.to_lowercase();
+                lowered.as_str()
+            } else {
+                piece
+            };
+            let enc = self.full.encode(piece, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+            total += enc.len();
+            match &mut kept {
+                None => kept = Some(enc),
+                Some(k) if k.len() < keep => k.merge_with(enc, true),
+                Some(_) => {}
+            }
+            if total >= keep && !count_all {
+                break;
+            }
+        }
+        let mut kept = kept.unwrap_or_default();
+        kept.truncate(keep, 0, TruncationDirection::Right);
+        Ok((kept, total))
+    }
+
+    /// Tokens the model embeds for `prompt` + `text`. With `truncate`, the first
+    /// max_seq_length tokens (special tokens included), exactly as sentence-transformers; without,
+    /// an error when longer. Long texts are read in windows ([`TextTokenizer::window_bytes`]).
+    pub fn encode_prompted(&self, prompt: &str, text: &str, truncate: bool, interrupt: &mut dyn FnMut()) -> Result<Encoded> {
+        self.encode_windowed(prompt, text, truncate, self.window_bytes(), interrupt)
+    }
+
+    /// [`TextTokenizer::encode_prompted`] with an explicit window (tests use small ones).
+    pub fn encode_windowed(&self, prompt: &str, text: &str, truncate: bool, window: usize, interrupt: &mut dyn FnMut()) -> Result<Encoded> {
+        let room = self.max_seq_length.saturating_sub(self.added_tokens);
+        let (kept, total) = self.scan(prompt, text, room, !truncate, window, interrupt)?;
+        if !truncate && total > room {
+            return Err(Error::InputTooLong { model: self.model.clone(), tokens: total + self.added_tokens, limit: self.max_seq_length });
+        }
+        let enc = self.full.post_process(kept, None, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(Encoded { ids: enc.get_ids().to_vec(), type_ids: enc.get_type_ids().to_vec() })
     }
 
-    /// Tokens the model will embed. With `truncate`, the first max_seq_length tokens (special
-    /// tokens included), exactly as sentence-transformers; without, an error when too long.
     pub fn encode(&self, text: &str, truncate: bool) -> Result<Encoded> {
-        if truncate {
-            return self.run(&self.truncating, text);
-        }
-        let enc = self.run(&self.full, text)?;
-        if enc.ids.len() > self.max_seq_length {
-            return Err(Error::InputTooLong { model: self.model.clone(), tokens: enc.ids.len(), limit: self.max_seq_length });
-        }
-        Ok(enc)
+        self.encode_prompted("", text, truncate, &mut || {})
     }
 
-    /// Number of tokens of `text` with special tokens: capped at max_seq_length when
-    /// `truncate` (what sentence-transformers feeds the model), the full count otherwise.
-    pub fn count(&self, text: &str, truncate: bool) -> Result<usize> {
-        let n = self.run(&self.full, text)?.ids.len();
-        Ok(if truncate { n.min(self.max_seq_length) } else { n })
+    /// Number of tokens of `prompt` + `text` with special tokens: capped at max_seq_length when
+    /// `truncate` (what sentence-transformers feeds the model), the full count otherwise
+    /// (windowed, so memory stays bounded whatever the length).
+    pub fn count_prompted(&self, prompt: &str, text: &str, truncate: bool, interrupt: &mut dyn FnMut()) -> Result<usize> {
+        self.count_windowed(prompt, text, truncate, self.window_bytes(), interrupt)
     }
+
+    pub fn count_windowed(&self, prompt: &str, text: &str, truncate: bool, window: usize, interrupt: &mut dyn FnMut()) -> Result<usize> {
+        let room = self.max_seq_length.saturating_sub(self.added_tokens);
+        let (_, total) = self.scan(prompt, text, if truncate { room } else { 0 }, !truncate, window, interrupt)?;
+        Ok(if truncate { total.min(room) } else { total } + self.added_tokens)
+    }
+
+    pub fn count(&self, text: &str, truncate: bool) -> Result<usize> {
+        self.count_prompted("", text, truncate, &mut || {})
+    }
+}
+
+/// `text` in pieces of at most `window` bytes, each cut just before a single ASCII space
+/// between two non-space characters: every tokenizer pg_bge reads splits words there, so the
+/// pieces' tokens are the whole text's tokens. Where the last half of a window has no such
+/// space (one "word" longer than half a window), the cut falls at a character boundary and
+/// that word is tokenised as two.
+pub fn windows(text: &str, window: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    let mut first = true;
+    std::iter::from_fn(move || {
+        if rest.is_empty() && !std::mem::take(&mut first) {
+            return None;
+        }
+        first = false;
+        let cut = cut_point(rest, window.max(8));
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
+}
+
+fn cut_point(text: &str, window: usize) -> usize {
+    if text.len() <= window {
+        return text.len();
+    }
+    let b = text.as_bytes();
+    let space = |i: usize| b[i].is_ascii_whitespace();
+    if let Some(p) = (window / 2..window).rev().find(|&p| b[p] == b' ' && !space(p - 1) && !space(p + 1)) {
+        return p;
+    }
+    (1..=window).rev().find(|&p| text.is_char_boundary(p)).unwrap_or(window)
 }
 
 /// transformers' `clean_up_tokenization`: drops the space before punctuation and English

@@ -193,3 +193,45 @@ fn bf16_gemm_matches_reference_within_bf16_rounding() {
         }
     }
 }
+
+#[test]
+fn isa_choice_follows_the_environment_variable() {
+    let available = Isa::available();
+    let best = *available.last().unwrap();
+    assert_eq!(Isa::detect(), best);
+    for unset in [None, Some(""), Some("auto"), Some(" AUTO ")] {
+        assert_eq!(Isa::choose(unset), Ok(best), "{unset:?}");
+    }
+    for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+        assert_eq!(Isa::parse(isa.name()), Some(isa));
+        let got = Isa::choose(Some(&isa.name().to_uppercase()));
+        if available.contains(&isa) {
+            assert_eq!(got, Ok(isa));
+        } else {
+            let msg = got.unwrap_err();
+            assert!(msg.contains("this CPU cannot run") && msg.contains(isa.name()), "{msg}");
+        }
+    }
+    let msg = Isa::choose(Some("avx9000")).unwrap_err();
+    assert!(msg.contains("BGE_CPU_ISA=avx9000 is not a kernel family"), "{msg}");
+    // The process-wide choice is whatever BGE_CPU_ISA says for this test run (scripts/test.sh
+    // runs the goldens once per family), and the CPU backend runs on it.
+    let want = Isa::choose(std::env::var(Isa::ENV).ok().as_deref());
+    assert_eq!(Isa::selected().ok(), want.clone().ok());
+    assert_eq!(bge_engine::backend::cpu::Cpu::new().ok().map(|c| c.isa), want.ok());
+}
+
+#[test]
+fn bf16_backend_needs_avx512_bf16_and_says_what_to_use_instead() {
+    use bge_engine::backend::cpu::{gemm_bf16, Cpu};
+    let avx512_selected = Isa::selected().ok() == Some(Isa::Avx512);
+    match Cpu::bf16() {
+        Ok(cpu) => assert!(gemm_bf16::available() && avx512_selected && cpu.bf16 && cpu.describe() == ("avx512", "bf16")),
+        Err(e) => {
+            assert!(!(gemm_bf16::available() && avx512_selected), "bf16 refused on a CPU that runs it: {e}");
+            assert_eq!(e.kind(), bge_engine::error::ErrorKind::FeatureNotSupported);
+            assert!(e.to_string().starts_with("bf16 precision needs a CPU with AVX512-BF16 and the avx512 kernels; this "), "{e}");
+            assert!(e.hint().unwrap().starts_with("SET bge.precision = fp32 (the default)"), "{:?}", e.hint());
+        }
+    }
+}

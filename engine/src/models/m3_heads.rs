@@ -81,14 +81,14 @@ fn load_head<O: Ops>(ops: O, path: &Path, hidden: usize, kind: HeadKind) -> Resu
 
 impl M3Heads {
     /// Loads the heads whose files `dir` has; `new_ops` makes an instance of the backend.
-    pub fn load<O: Ops>(model: &str, dir: &Path, hidden: usize, new_ops: impl Fn() -> O) -> Result<M3Heads> {
+    pub fn load<O: Ops>(model: &str, dir: &Path, hidden: usize, new_ops: impl Fn() -> Result<O>) -> Result<M3Heads> {
         let mut heads = M3Heads { model: model.to_string(), dir: dir.to_path_buf(), sparse: None, colbert: None };
         for kind in [HeadKind::Sparse, HeadKind::Colbert] {
             let path = heads.path(kind);
             if !path.exists() {
                 continue;
             }
-            let head = Some(load_head(new_ops(), &path, hidden, kind)?);
+            let head = Some(load_head(new_ops()?, &path, hidden, kind)?);
             match kind {
                 HeadKind::Sparse => heads.sparse = head,
                 HeadKind::Colbert => heads.colbert = head,

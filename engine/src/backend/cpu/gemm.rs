@@ -14,12 +14,14 @@
 //! split over (row block × panel group) tasks, never over k, so the thread count cannot change
 //! a result either.
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 use super::activation::activate_inplace;
 use super::SendPtr;
 use crate::config::Activation;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
@@ -29,6 +31,43 @@ pub enum Isa {
 }
 
 impl Isa {
+    /// The environment variable that forces a kernel family (`avx512`, `avx2`, `portable`;
+    /// unset, empty or `auto` means the best this CPU runs). Read once per process: for a
+    /// server, set it in the postmaster's environment. Tests use it to prove every path.
+    pub const ENV: &'static str = "BGE_CPU_ISA";
+
+    /// The kernel family this process runs: [`Isa::ENV`] when set, else the best available.
+    /// An unknown name, or one this CPU cannot run, is an error (never a silent fallback).
+    pub fn selected() -> Result<Isa> {
+        static SELECTED: OnceLock<std::result::Result<Isa, String>> = OnceLock::new();
+        SELECTED
+            .get_or_init(|| Isa::choose(std::env::var(Isa::ENV).ok().as_deref()))
+            .clone()
+            .map_err(|reason| Error::CpuFeatureMissing { reason, hint: Isa::env_hint() })
+    }
+
+    /// The choice `BGE_CPU_ISA=requested` makes on this CPU.
+    pub fn choose(requested: Option<&str>) -> std::result::Result<Isa, String> {
+        let best = Isa::detect();
+        match requested.map(str::trim).filter(|r| !r.is_empty() && !r.eq_ignore_ascii_case("auto")) {
+            None => Ok(best),
+            Some(name) => match Isa::parse(name) {
+                Some(isa) if Isa::available().contains(&isa) => Ok(isa),
+                Some(isa) => Err(format!("{}={} asks for {} kernels, which this CPU cannot run", Isa::ENV, name, isa.name())),
+                None => Err(format!("{}={name} is not a kernel family", Isa::ENV)),
+            },
+        }
+    }
+
+    fn env_hint() -> String {
+        let names: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
+        format!(
+            "This CPU runs: {}. Set {} in the server's environment to one of those or to auto (the default), then restart the server.",
+            names.join(", "),
+            Isa::ENV
+        )
+    }
+
     /// The best kernel this CPU runs.
     pub fn detect() -> Isa {
         *Isa::available().last().expect("the portable kernel is always available")
@@ -47,6 +86,18 @@ impl Isa {
             }
         }
         v
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Isa> {
+        [Isa::Avx512, Isa::Avx2, Isa::Portable].into_iter().find(|i| i.name().eq_ignore_ascii_case(name))
     }
 
     /// (MR, NR): rows and columns of the register tile.

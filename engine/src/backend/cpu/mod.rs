@@ -2,6 +2,7 @@
 use super::Ops;
 use crate::batch::PackedBatch;
 use crate::config::Activation;
+use crate::error::{Error, Result};
 
 pub mod activation;
 pub mod attention;
@@ -24,6 +25,7 @@ impl SendPtr {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
 pub struct Cpu {
     pub isa: Isa,
     /// Linear layers in bfloat16 (AVX512-BF16); everything else stays f32.
@@ -31,13 +33,31 @@ pub struct Cpu {
 }
 
 impl Cpu {
-    pub fn new() -> Cpu {
-        Cpu { isa: Isa::detect(), bf16: false }
+    /// The f32 backend on the kernel family [`Isa::selected`] picks.
+    pub fn new() -> Result<Cpu> {
+        Ok(Cpu { isa: Isa::selected()?, bf16: false })
     }
 
-    /// The reduced-precision variant; None when the CPU has no AVX512-BF16.
-    pub fn bf16() -> Option<Cpu> {
-        gemm_bf16::available().then(|| Cpu { isa: Isa::detect(), bf16: true })
+    /// The reduced-precision variant: needs AVX512-BF16 and the AVX-512 kernels selected.
+    pub fn bf16() -> Result<Cpu> {
+        let isa = Isa::selected()?;
+        if isa == Isa::Avx512 && gemm_bf16::available() {
+            return Ok(Cpu { isa, bf16: true });
+        }
+        let why = if gemm_bf16::available() {
+            format!("this server runs the {} kernels ({}={})", isa.name(), Isa::ENV, std::env::var(Isa::ENV).unwrap_or_default())
+        } else {
+            format!("this CPU has no AVX512-BF16 (it runs the {} kernels)", isa.name())
+        };
+        Err(Error::CpuFeatureMissing {
+            reason: format!("bf16 precision needs a CPU with AVX512-BF16 and the avx512 kernels; {why}"),
+            hint: "SET bge.precision = fp32 (the default): it runs on every CPU and matches sentence-transformers exactly. bf16 helps only on CPUs with AVX512-BF16 (Intel Cooper Lake, Sapphire Rapids and later; AMD Zen 4 and later).".into(),
+        })
+    }
+
+    /// What it computes with, for bge_models(): the kernel family and the linear layers' precision.
+    pub fn describe(&self) -> (&'static str, &'static str) {
+        (self.isa.name(), if self.bf16 { "bf16" } else { "fp32" })
     }
 }
 
@@ -45,12 +65,6 @@ impl Cpu {
 pub enum CpuLinear {
     F32(PackedLinear),
     Bf16(gemm_bf16::PackedBf16),
-}
-
-impl Default for Cpu {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl Ops for Cpu {

@@ -85,7 +85,7 @@ macro_rules! multiversion {
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { $imp::<core::arch::x86_64::__m256>($($arg),*) }
             match isa {
-                // SAFETY: Isa::detect/available only report features this CPU has.
+                // SAFETY: Isa::selected/available only report features this CPU has.
                 #[cfg(target_arch = "x86_64")]
                 $crate::backend::cpu::Isa::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
@@ -104,7 +104,7 @@ mod x86 {
 
     macro_rules! impl_x86 {
         ($v:ty, $lanes:literal, $zero:ident, $set1:ident, $load:ident, $store:ident, $add:ident, $sub:ident,
-         $mul:ident, $div:ident, $fma:ident, $max:ident, $min:ident, $and:ident, $round:ident, $scale:ident) => {
+         $mul:ident, $div:ident, $fma:ident, $max:ident, $min:ident, $abs:ident, $round:ident, $scale:ident) => {
             impl F32s for $v {
                 const LANES: usize = $lanes;
                 #[inline(always)]
@@ -130,7 +130,7 @@ mod x86 {
                 #[inline(always)]
                 fn min(self, o: Self) -> Self { unsafe { $min(self, o) } }
                 #[inline(always)]
-                fn abs(self) -> Self { unsafe { $and(self, $set1(f32::from_bits(0x7fff_ffff))) } }
+                fn abs(self) -> Self { unsafe { $abs(self) } }
                 #[inline(always)]
                 fn round(self) -> Self { unsafe { $round(self) } }
                 #[inline(always)]
@@ -147,6 +147,16 @@ mod x86 {
     unsafe fn round256(x: __m256) -> __m256 {
         _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x)
     }
+    // |x| by clearing the sign bit. On 512-bit vectors with integer AND: the float form
+    // (_mm512_and_ps) is AVX512DQ, which the avx512 kernels do not require.
+    #[inline(always)]
+    unsafe fn abs512(x: __m512) -> __m512 {
+        _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fff_ffff)))
+    }
+    #[inline(always)]
+    unsafe fn abs256(x: __m256) -> __m256 {
+        _mm256_and_ps(x, _mm256_set1_ps(f32::from_bits(0x7fff_ffff)))
+    }
     #[inline(always)]
     unsafe fn scale256(x: __m256, n: __m256) -> __m256 {
         // 2^n built in the exponent field.
@@ -155,9 +165,9 @@ mod x86 {
     }
 
     impl_x86!(__m512, 16, _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_add_ps, _mm512_sub_ps,
-        _mm512_mul_ps, _mm512_div_ps, _mm512_fmadd_ps, _mm512_max_ps, _mm512_min_ps, _mm512_and_ps, round512, _mm512_scalef_ps);
+        _mm512_mul_ps, _mm512_div_ps, _mm512_fmadd_ps, _mm512_max_ps, _mm512_min_ps, abs512, round512, _mm512_scalef_ps);
     impl_x86!(__m256, 8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps,
-        _mm256_mul_ps, _mm256_div_ps, _mm256_fmadd_ps, _mm256_max_ps, _mm256_min_ps, _mm256_and_ps, round256, scale256);
+        _mm256_mul_ps, _mm256_div_ps, _mm256_fmadd_ps, _mm256_max_ps, _mm256_min_ps, abs256, round256, scale256);
 }
 
 impl F32s for f32x8 {
