@@ -29,7 +29,7 @@ cargo test -p bge-engine
 cargo test -p bge-engine --test cuda -- --nocapture 2>&1 | grep -E "SKIPPED|test result" || true
 for isa in "${ISAS[@]:1}"; do
     echo "== engine goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
-    BGE_CPU_ISA=$isa cargo test -p bge-engine --test goldens --test m3 --test batching
+    BGE_CPU_ISA=$isa cargo test -p bge-engine --test goldens --test m3 --test batching --test ops
 done
 
 echo "== extension build and install"

@@ -54,14 +54,17 @@ pub fn with_store<T>(f: impl FnOnce(&mut ModelStore) -> T) -> T {
     STORES.with(|s| f(s.borrow_mut().entry(dir.clone()).or_insert_with(|| ModelStore::new(dir))))
 }
 
-/// The model `name` (bge.model when None), loaded on first use on the device bge.device picks:
-/// `auto` falls back to the CPU quietly, `cuda` raises an ERROR when there is no usable GPU.
+/// The model `name`, loaded on first use on the device bge.device picks: `auto` falls back to
+/// the CPU quietly, `cuda` raises an ERROR when there is no usable GPU. A named model runs in
+/// fp32 whatever bge.precision says (its SQL forms are IMMUTABLE); None means bge.model with
+/// bge.precision.
 pub fn model(name: Option<&str>) -> Arc<Model> {
     require_utf8();
+    let cpu = if name.is_some() { BackendKind::Cpu } else { cpu_kind() };
     let name = name.map(str::to_string).unwrap_or_else(gucs::model);
     match gucs::device() {
-        Device::Auto => with_store(|store| store.get_auto(&name, cpu_kind())),
-        Device::Cpu => with_store(|store| store.get(&name, cpu_kind())),
+        Device::Auto => with_store(|store| store.get_auto(&name, cpu)),
+        Device::Cpu => with_store(|store| store.get(&name, cpu)),
         Device::Cuda => {
             // Say there is no GPU before (not after) reading the model's files.
             cuda::device().or_raise();
