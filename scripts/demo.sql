@@ -1,6 +1,6 @@
 CREATE EXTENSION IF NOT EXISTS pg_bge;
 
-SELECT name, architecture, dimensions, max_tokens, pooling, normalize, device FROM bge_models();
+SELECT name, architecture, dimensions, max_tokens, pooling, normalize, device, isa, precision FROM bge_models();
 
 -- One embedding (first 8 of its 384 numbers).
 SELECT (bge_embed('Paris is the capital of France'))[1:8] AS first_dims;
@@ -10,7 +10,7 @@ DROP TABLE IF EXISTS demo_docs;
 CREATE TABLE demo_docs (
     id serial PRIMARY KEY,
     body text NOT NULL,
-    emb real[] GENERATED ALWAYS AS (bge_embed(body)) STORED
+    emb real[] GENERATED ALWAYS AS (bge_embed(body, 'all-MiniLM-L6-v2')) STORED
 );
 INSERT INTO demo_docs (body) VALUES
     ('Paris is the capital and most populous city of France.'),

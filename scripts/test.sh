@@ -64,7 +64,7 @@ regress() {
 }
 
 status=0
-regress all setup embed goldens operators generated errors m3 m3_goldens || status=1
+regress all setup embed goldens operators generated errors m3 m3_goldens hardening || status=1
 for isa in "${ISAS[@]:1}"; do
     echo "== SQL goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
     BGE_CPU_ISA=$isa regress "$isa" setup embed goldens m3 m3_goldens || status=1

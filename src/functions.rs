@@ -130,7 +130,7 @@ fn bge_models() -> TableIterator<
         names
             .into_iter()
             .map(|name| {
-                let loaded = store.loaded(&name).cloned();
+                let loaded = registry::loaded_copy(store, &name);
                 let spec = match &loaded {
                     Some(m) => Ok(m.spec.clone()),
                     None => ModelSpec::load(&name, &store.dir().join(&name)),

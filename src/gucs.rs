@@ -78,7 +78,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"bge.threads",
         c"CPU threads one backend uses for a forward pass.",
-        c"0 (auto): the cores shared out among the connected backends (at least 1), and 1 inside a parallel query, so many connections never oversubscribe the CPUs. Values above the core count mean the core count.",
+        c"0 (auto): the cores shared out among the backends connected to the database (all of them for a lone session, at least 1 each), and 1 inside a parallel query, so many connections never oversubscribe the CPUs. Values above the core count mean the core count.",
         &THREADS,
         0,
         1024,
@@ -142,20 +142,18 @@ pub fn run_options(immutable: bool) -> bge_engine::RunOptions {
 }
 
 /// Worker threads for this call: bge.threads, or for 0 (auto) the cores divided among the
-/// connected backends, and 1 inside a parallel query (each process there has its own core).
+/// backends connected to this database (all of them for a lone session), and 1 inside a
+/// parallel query (each of its processes then has a core to itself).
 fn threads() -> usize {
     let set = THREADS.get();
     if set > 0 {
         return set as usize;
     }
     // SAFETY: plain reads of backend state on the main thread.
-    let (parallel, backends) = unsafe { (pg_sys::IsInParallelMode(), pg_sys::CountDBBackends(pg_sys::InvalidOid)) };
+    let (parallel, backends) = unsafe { (pg_sys::IsInParallelMode(), pg_sys::CountDBBackends(pg_sys::MyDatabaseId)) };
     if parallel {
         return 1;
     }
     (bge_engine::threads::available() / backends.max(1) as usize).max(1)
 }
 
-pub fn truncate() -> bool {
-    TRUNCATE.get()
-}

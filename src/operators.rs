@@ -81,7 +81,7 @@ fn bge_cosine_distance(a: Array<'_, f32>, b: Array<'_, f32>) -> f64 {
 #[pg_extern(immutable, strict, parallel_safe)]
 fn bge_negative_inner_product(a: Array<'_, f32>, b: Array<'_, f32>) -> f64 {
     let (x, y) = pair(a, b);
-    -dot(x, y)
+    0.0 - dot(x, y) // not -dot: a zero product is 0, not -0
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]

@@ -40,6 +40,17 @@ pub fn planned_compute() -> (Option<&'static str>, &'static str) {
     (bge_engine::backend::cpu::Isa::selected().ok().map(|i| i.name()), precision)
 }
 
+/// The loaded copy of `name` that bge_embed(text) would use under the current settings, else
+/// any loaded copy.
+pub fn loaded_copy(store: &ModelStore, name: &str) -> Option<Arc<Model>> {
+    let preferred = match gucs::device() {
+        Device::Cpu => [cpu_kind(), cpu_kind()],
+        Device::Cuda => [BackendKind::Cuda, BackendKind::Cuda],
+        Device::Auto => [BackendKind::Cuda, cpu_kind()],
+    };
+    preferred.into_iter().find_map(|b| store.loaded_on(name, b)).or_else(|| store.loaded(name)).cloned()
+}
+
 /// The CPU backend bge.precision selects.
 fn cpu_kind() -> BackendKind {
     match gucs::precision() {

@@ -47,6 +47,11 @@ impl ModelStore {
         self.loaded(name).is_some()
     }
 
+    /// The copy of `name` loaded for `backend`, if any.
+    pub fn loaded_on(&self, name: &str, backend: BackendKind) -> Option<&Arc<Model>> {
+        self.loaded.get(&(name.to_string(), backend))
+    }
+
     /// A loaded copy of `name`: on the GPU if there is one, else the fp32 CPU one, else any.
     pub fn loaded(&self, name: &str) -> Option<&Arc<Model>> {
         [BackendKind::Cuda, BackendKind::Cpu, BackendKind::CpuBf16, BackendKind::Reference]

@@ -96,6 +96,10 @@ impl WeightFile {
         // every tensor's byte range is checked against its shape and the file in `info`.
         let json = std::str::from_utf8(&header[8..]).map_err(|_| truncated("header is not UTF-8"))?;
         let meta_data: Metadata = serde_json::from_str(json).map_err(|e| invalid_file(path, format!("safetensors header: {e}")))?;
+        let data_len = meta_data.tensors().values().map(|t| t.data_offsets.1).max().unwrap_or(0) as u64;
+        if 8 + header_len + data_len > meta.len() {
+            return Err(truncated(&format!("{data_len} bytes of tensor data declared, {} present", meta.len() - 8 - header_len)));
+        }
         let parsed_len = header_len as usize;
         Ok(WeightFile { file: Arc::new(file), data_start: 8 + parsed_len, meta: meta_data, prefix: String::new() })
     }

@@ -35,7 +35,7 @@ fn broken_directories_are_errors() {
     linked_copy(&d, &["model.safetensors"]);
     std::fs::write(d.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
     let e = load(&d);
-    assert!(matches!(e, Error::InvalidFile { .. }) && e.kind() == ErrorKind::ModelFileCorrupt, "{e}");
+    assert!(matches!(e, Error::InvalidFile { .. }) && e.kind() == ErrorKind::ModelFileCorrupt && e.to_string().contains("not a complete safetensors file"), "{e}");
 
     let d = root.join("shapes");
     linked_copy(&d, &["model.safetensors"]);
