@@ -69,4 +69,14 @@ for isa in "${ISAS[@]:1}"; do
     echo "== SQL goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
     BGE_CPU_ISA=$isa regress "$isa" setup embed goldens m3 m3_goldens || status=1
 done
+
+echo "== cargo pgrx test pg15 (the #[pg_test] suite in src/tests.rs)"
+if [ "$(id -u)" -eq 0 ]; then
+    # initdb refuses root: the test cluster runs as an unprivileged user.
+    id pgrx_test >/dev/null 2>&1 || useradd -m pgrx_test
+    rm -rf /tmp/pg_bge_pgrx_test && mkdir -p /tmp/pg_bge_pgrx_test && chown pgrx_test /tmp/pg_bge_pgrx_test
+    cargo pgrx test pg15 --runas pgrx_test --pgdata /tmp/pg_bge_pgrx_test/data || status=1
+else
+    cargo pgrx test pg15 || status=1
+fi
 exit $status

@@ -21,13 +21,46 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
 }
 
-/// Required by `cargo pgrx test`; the SQL-level tests live in tests/pg_regress.
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+/// `cargo pgrx test` harness: the test models are copied to a directory the server's user can
+/// read (the checkout may be private to root), and bge.model_dir points there.
 #[cfg(test)]
 pub mod pg_test {
-    pub fn setup(_options: Vec<&str>) {}
+    const MODEL_DIR: &str = "/tmp/pg_bge_pg_test_models";
+
+    pub fn setup(_options: Vec<&str>) {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            let dest = std::path::Path::new(MODEL_DIR);
+            let _ = std::fs::remove_dir_all(dest);
+            for (src, name) in [(root.join("models/all-MiniLM-L6-v2"), "all-MiniLM-L6-v2"), (root.join("engine/tests/models/tiny-bge-m3"), "tiny-bge-m3")] {
+                assert!(src.join("config.json").is_file(), "{} missing: run scripts/setup.sh first", src.display());
+                copy_dir(&src, &dest.join(name));
+            }
+        });
+    }
+
+    fn copy_dir(src: &std::path::Path, dest: &std::path::Path) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dest).unwrap();
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for entry in std::fs::read_dir(src).unwrap() {
+            let path = entry.unwrap().path();
+            let target = dest.join(path.file_name().unwrap());
+            if path.is_dir() {
+                copy_dir(&path, &target);
+            } else {
+                std::fs::copy(&path, &target).unwrap();
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+    }
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        vec!["bge.model_dir = '/tmp/pg_bge_pg_test_models'"]
     }
 }

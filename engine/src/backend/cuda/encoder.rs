@@ -10,7 +10,8 @@
 //!   h    = gelu(x16 · W1ᵀ + b1)     (cuBLAS, then activation.cu, 16-bit out)
 //!   y    = h · W2ᵀ                  (cuBLAS)
 //!   x    = LN(y + b2 + x)           (layer_norm.cu)
-//! Weights are uploaded once, when the model loads; buffers are kept and grown across calls.
+//! Weights are uploaded once, when the model loads; buffers are kept across calls, grown when
+//! a batch needs more and shrunk after a batch far smaller than them.
 //!
 //! [`Ops`]: crate::backend::Ops
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -191,19 +192,20 @@ impl CudaEncoder {
         Ok(())
     }
 
-    /// A workspace able to hold `tokens` tokens in `seqs` sequences, reusing the last one.
+    /// A workspace able to hold `tokens` tokens in `seqs` sequences, reusing the last one while
+    /// it fits and is not more than 4× too large (so one huge batch does not pin GPU memory
+    /// for the life of the backend). Batch sizes are bounded upstream (Model::in_batches).
     fn ensure_workspace(&self, slot: &mut Option<Workspace>, stream: &Arc<CudaStream>, tokens: usize, seqs: usize) -> Result<()> {
         if let Some(ws) = slot.as_ref() {
-            if ws.tokens >= tokens && ws.seqs >= seqs {
+            let fits = ws.tokens >= tokens && ws.seqs >= seqs;
+            let oversized = ws.tokens > (4 * tokens).max(4096) || ws.seqs > (4 * seqs).max(256);
+            if fits && !oversized {
                 return Ok(());
             }
         }
-        // Grow with headroom so a run of slightly longer batches does not reallocate each time.
-        let (tokens, seqs) = match slot.as_ref() {
-            Some(ws) => (tokens.max(ws.tokens + ws.tokens / 2), seqs.max(ws.seqs + ws.seqs / 2)),
-            None => (tokens.next_multiple_of(256), seqs.next_multiple_of(16)),
-        };
-        *slot = None; // free the old buffers before allocating the larger ones
+        // Headroom so a run of slightly longer batches does not reallocate each time.
+        let (tokens, seqs) = ((tokens + tokens / 2).next_multiple_of(256), (seqs + seqs / 2).next_multiple_of(16));
+        *slot = None; // free the old buffers before allocating new ones
         let h = self.hidden;
         let alloc_err = |e: cudarc::driver::DriverError| internal(format!("cannot allocate buffers for {tokens} tokens on {} ({e:?})", self.device.name));
         let ws = Workspace {
