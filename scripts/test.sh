@@ -34,9 +34,9 @@ for isa in "${ISAS[@]:1}"; do
     BGE_CPU_ISA=$isa cargo test -p bge-engine --test goldens --test m3 --test batching
 done
 
-# install MAJOR: builds pg_bge for that major (cargo pgrx picks the pgNN feature from its
+# install_for MAJOR: builds pg_bge for that major (cargo pgrx picks the pgNN feature from its
 # pg_config) and installs it there.
-install() {
+install_for() {
     echo "== extension build and install (PostgreSQL $1)"
     local sudo=()
     [ "$(id -u)" -eq 0 ] || sudo=(--sudo)
@@ -70,7 +70,7 @@ regress() {
 
 SQL_TESTS=(setup embed goldens operators generated errors m3 m3_goldens)
 status=0
-install 15
+install_for 15
 echo "== SQL tests on PostgreSQL 15 (pg_regress)"
 regress 15 all "${SQL_TESTS[@]}" || status=1
 for isa in "${ISAS[@]:1}"; do
@@ -78,9 +78,9 @@ for isa in "${ISAS[@]:1}"; do
     BGE_CPU_ISA=$isa regress 15 "$isa" setup embed goldens m3 m3_goldens || status=1
 done
 
-install 18
-echo "== SQL tests on PostgreSQL 18, and pgvector (pg_regress)"
 start=$SECONDS
+install_for 18
+echo "== SQL tests on PostgreSQL 18, and pgvector (pg_regress)"
 regress 18 pg18 "${SQL_TESTS[@]}" pgvector || status=1
-echo "== PostgreSQL 18 SQL tests took $((SECONDS - start)) s"
+echo "== PostgreSQL 18 build, install and SQL tests took $((SECONDS - start)) s"
 exit $status
