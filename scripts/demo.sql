@@ -4,7 +4,7 @@
 CREATE EXTENSION IF NOT EXISTS pg_bge;
 SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'vector') AS have_pgvector \gset
 
-SELECT name, architecture, dimensions, max_tokens, pooling, normalize, device FROM bge_models();
+SELECT name, architecture, dimensions, max_tokens, pooling, normalize, device, isa, precision FROM bge_models();
 
 -- One embedding (first 8 of its 384 numbers).
 SELECT (bge_embed('Paris is the capital of France', 'all-MiniLM-L6-v2'))[1:8] AS first_dims;

@@ -10,6 +10,8 @@ DEST/broken-shapes              a tensor's declared shape transposed (same byte 
 DEST/broken-no-tokenizer        tokenizer.json missing
 DEST/broken-config              config.json not JSON
 DEST/broken-unsupported         config.json of an architecture pg_bge does not run
+DEST/broken-bounds              config.json with 10^12 layers
+DEST/broken-modules-escape      modules.json pointing a module outside the directory
 DEST/tiny-bge-m3                the tiny random-weight BGE-M3-shaped model committed in
                                 engine/tests/models (XLM-RoBERTa, sparse and ColBERT heads)
 DEST/tiny-bge-m3-unconverted    its heads only as .pt files (not converted to safetensors)
@@ -81,6 +83,20 @@ def main():
     cfg = json.load(open(os.path.join(src, "config.json")))
     cfg["model_type"] = "gpt2"
     replace(d, "config.json", json.dumps(cfg).encode())
+
+    d = os.path.join(dest, "broken-bounds")
+    linked_copy(src, d, skip={"config.json"})
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    cfg["num_hidden_layers"] = 10**12
+    replace(d, "config.json", json.dumps(cfg).encode())
+
+    d = os.path.join(dest, "broken-modules-escape")
+    linked_copy(src, d, skip={"modules.json"})
+    modules = json.load(open(os.path.join(src, "modules.json")))
+    for m in modules:
+        if m["type"].endswith("Pooling"):
+            m["path"] = "../../../etc"
+    replace(d, "modules.json", json.dumps(modules).encode())
 
     # Copied, not linked: the server's user may not be able to read the source checkout.
     shutil.copytree(TINY_M3, os.path.join(dest, "tiny-bge-m3"))

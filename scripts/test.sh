@@ -31,7 +31,7 @@ cargo test -p bge-engine
 cargo test -p bge-engine --test cuda -- --nocapture 2>&1 | grep -E "SKIPPED|test result" || true
 for isa in "${ISAS[@]:1}"; do
     echo "== engine goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
-    BGE_CPU_ISA=$isa cargo test -p bge-engine --test goldens --test m3 --test batching
+    BGE_CPU_ISA=$isa cargo test -p bge-engine --test goldens --test m3 --test batching --test ops
 done
 
 # install_for MAJOR: builds pg_bge for that major (cargo pgrx picks the pgNN feature from its
@@ -68,7 +68,7 @@ regress() {
     return $status
 }
 
-SQL_TESTS=(setup embed goldens operators generated errors m3 m3_goldens)
+SQL_TESTS=(setup embed goldens operators generated errors m3 m3_goldens hardening)
 status=0
 install_for 15
 echo "== SQL tests on PostgreSQL 15 (pg_regress)"

@@ -9,9 +9,9 @@ use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, Returns
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-use crate::functions::check_interrupts;
+use crate::functions::{check_interrupts, options};
 use crate::errors::{raise_with, OrRaise};
-use crate::{gucs, registry};
+use crate::registry;
 
 /// A 2-D real[] ([rows, cols], lower bounds 1) returned to SQL; its SQL type is Vec<f32>'s
 /// (real[]), which pgrx only builds one-dimensional.
@@ -56,12 +56,11 @@ unsafe impl BoxRet for RealMatrix {
 }
 
 fn colbert(input: &str, model: Option<&str>) -> RealMatrix {
-    let model = registry::model(model);
-    let vectors = model.embed_colbert(&[input], &gucs::run_options(), &mut check_interrupts).or_raise().remove(0);
+    let vectors = registry::model(model).embed_colbert(&[input], &options(model), &mut check_interrupts).or_raise().remove(0);
     RealMatrix::new(&vectors)
 }
 
-#[pg_extern(immutable, strict, parallel_safe, name = "bge_embed_colbert")]
+#[pg_extern(stable, strict, parallel_safe, name = "bge_embed_colbert")]
 fn bge_embed_colbert(input: &str) -> RealMatrix {
     colbert(input, None)
 }
@@ -115,5 +114,5 @@ fn bge_maxsim(query: Array<'_, f32>, document: Array<'_, f32>) -> f64 {
             "Score ColBERT vectors of the same model (bge_embed_colbert with the same model on both sides).",
         );
     }
-    maxsim(q, d, q_dim)
+    maxsim(q, d, q_dim, &mut check_interrupts)
 }

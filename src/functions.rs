@@ -1,6 +1,6 @@
 //! SQL functions: parse arguments, call the engine, map errors. No math here.
 use bge_engine::config::ModelSpec;
-use bge_engine::{Model, TextRole};
+use bge_engine::TextRole;
 use pgrx::prelude::*;
 
 use crate::errors::OrRaise;
@@ -12,16 +12,21 @@ pub(crate) fn check_interrupts() {
     pgrx::check_for_interrupts!();
 }
 
-fn embed_texts(model: &Model, texts: &[&str]) -> Vec<Vec<f32>> {
-    model.embed(texts, &gucs::run_options(), &mut check_interrupts).or_raise()
+/// Settings for a call: naming the model gives the fixed (IMMUTABLE) semantics, leaving it
+/// to bge.model follows the session's bge.truncate and bge.precision (STABLE).
+pub(crate) fn options(model: Option<&str>) -> bge_engine::RunOptions {
+    gucs::run_options(model.is_some())
+}
+
+fn embed_texts(texts: &[&str], model: Option<&str>) -> Vec<Vec<f32>> {
+    registry::model(model).embed(texts, &options(model), &mut check_interrupts).or_raise()
 }
 
 fn embed_one(input: &str, model: Option<&str>) -> Vec<f32> {
-    let model = registry::model(model);
-    embed_texts(&model, &[input]).remove(0)
+    embed_texts(&[input], model).remove(0)
 }
 
-#[pg_extern(immutable, strict, parallel_safe, name = "bge_embed")]
+#[pg_extern(stable, strict, parallel_safe, name = "bge_embed")]
 fn bge_embed(input: &str) -> Vec<f32> {
     embed_one(input, None)
 }
@@ -32,7 +37,7 @@ fn bge_embed_model(input: &str, model: &str) -> Vec<f32> {
 }
 
 /// One batched pass over the array; NULL elements give NULL rows; rows come in input order.
-#[pg_extern(immutable, parallel_safe, name = "bge_embed")]
+#[pg_extern(stable, parallel_safe, name = "bge_embed")]
 fn bge_embed_array(
     inputs: Option<Array<'_, &str>>,
     model: default!(Option<&str>, "NULL"),
@@ -40,18 +45,17 @@ fn bge_embed_array(
     let Some(inputs) = inputs else { return SetOfIterator::new(Vec::new()) };
     let items: Vec<Option<&str>> = inputs.iter().collect();
     let present: Vec<&str> = items.iter().flatten().copied().collect();
-    let mut vectors = if present.is_empty() { Vec::new() } else { embed_texts(&registry::model(model), &present) }.into_iter();
+    let mut vectors = if present.is_empty() { Vec::new() } else { embed_texts(&present, model) }.into_iter();
     let rows: Vec<Option<Vec<f32>>> = items.iter().map(|item| item.and_then(|_| vectors.next())).collect();
     SetOfIterator::new(rows)
 }
 
 /// With the model's query prompt (engine: ModelSpec::query_prompt).
 fn embed_query(input: &str, model: Option<&str>) -> Vec<f32> {
-    let model = registry::model(model);
-    model.embed_queries(&[input], &gucs::run_options(), &mut check_interrupts).or_raise().remove(0)
+    registry::model(model).embed_queries(&[input], &options(model), &mut check_interrupts).or_raise().remove(0)
 }
 
-#[pg_extern(immutable, strict, parallel_safe, name = "bge_embed_query")]
+#[pg_extern(stable, strict, parallel_safe, name = "bge_embed_query")]
 fn bge_embed_query(input: &str) -> Vec<f32> {
     embed_query(input, None)
 }
@@ -62,10 +66,11 @@ fn bge_embed_query_model(input: &str, model: &str) -> Vec<f32> {
 }
 
 fn token_count(input: &str, model: Option<&str>, role: TextRole) -> i32 {
-    registry::model(model).count_tokens(input, role, gucs::truncate()).or_raise() as i32
+    let opts = options(model);
+    registry::model(model).count_tokens(input, role, opts.truncate, &mut check_interrupts).or_raise() as i32
 }
 
-#[pg_extern(immutable, strict, parallel_safe, name = "bge_token_count")]
+#[pg_extern(stable, strict, parallel_safe, name = "bge_token_count")]
 fn bge_token_count(input: &str) -> i32 {
     token_count(input, None, TextRole::Passage)
 }
@@ -75,7 +80,7 @@ fn bge_token_count_model(input: &str, model: &str) -> i32 {
     token_count(input, Some(model), TextRole::Passage)
 }
 
-#[pg_extern(immutable, strict, parallel_safe, name = "bge_token_count_query")]
+#[pg_extern(stable, strict, parallel_safe, name = "bge_token_count_query")]
 fn bge_token_count_query(input: &str) -> i32 {
     token_count(input, None, TextRole::Query)
 }
@@ -86,11 +91,12 @@ fn bge_token_count_query_model(input: &str, model: &str) -> i32 {
 }
 
 fn token_ids(input: &str, model: Option<&str>) -> Vec<i32> {
-    let enc = registry::model(model).encode(input, TextRole::Passage, gucs::truncate()).or_raise();
+    let opts = options(model);
+    let enc = registry::model(model).encode(input, TextRole::Passage, opts.truncate, &mut check_interrupts).or_raise();
     enc.ids.into_iter().map(|id| id as i32).collect()
 }
 
-#[pg_extern(immutable, strict, parallel_safe, name = "bge_tokenize")]
+#[pg_extern(stable, strict, parallel_safe, name = "bge_tokenize")]
 fn bge_tokenize(input: &str) -> Vec<i32> {
     token_ids(input, None)
 }
@@ -124,7 +130,7 @@ fn bge_models() -> TableIterator<
         names
             .into_iter()
             .map(|name| {
-                let loaded = store.loaded(&name).cloned();
+                let loaded = registry::loaded_copy(store, &name);
                 let spec = match &loaded {
                     Some(m) => Ok(m.spec.clone()),
                     None => ModelSpec::load(&name, &store.dir().join(&name)),

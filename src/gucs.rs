@@ -30,6 +30,9 @@ static PRECISION: GucSetting<Precision> = GucSetting::<Precision>::new(Precision
 static TRUNCATE: GucSetting<bool> = GucSetting::<bool>::new(true);
 static THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(4096);
+/// bge.max_batch_tokens' upper bound: a setting any user may change must not size memory
+/// without limit (the engine also splits batches by memory).
+const MAX_BATCH_TOKENS_LIMIT: i32 = 65_536;
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -75,7 +78,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"bge.threads",
         c"CPU threads one backend uses for a forward pass.",
-        c"0 means one per available core.",
+        c"0 (auto): the cores shared out among the backends connected to the database (all of them for a lone session, at least 1 each), and 1 inside a parallel query, so many connections never oversubscribe the CPUs. Values above the core count mean the core count.",
         &THREADS,
         0,
         1024,
@@ -85,10 +88,10 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"bge.max_batch_tokens",
         c"Most tokens in one forward pass of the array form of bge_embed.",
-        c"Inputs are grouped by length into passes of at most this many tokens; results do not depend on it.",
+        c"Inputs are grouped by length into passes of at most this many tokens (and of bounded memory); results do not depend on it.",
         &MAX_BATCH_TOKENS,
         1,
-        1 << 22,
+        MAX_BATCH_TOKENS_LIMIT,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -128,14 +131,29 @@ pub fn precision() -> Precision {
     PRECISION.get()
 }
 
-pub fn run_options() -> bge_engine::RunOptions {
+/// Settings for one call. `immutable` calls (the forms that name their model) ignore the
+/// settings that would change a result: they always truncate.
+pub fn run_options(immutable: bool) -> bge_engine::RunOptions {
     bge_engine::RunOptions {
-        truncate: TRUNCATE.get(),
-        threads: THREADS.get().max(0) as usize,
+        truncate: immutable || TRUNCATE.get(),
+        threads: threads(),
         max_batch_tokens: MAX_BATCH_TOKENS.get().max(1) as usize,
     }
 }
 
-pub fn truncate() -> bool {
-    TRUNCATE.get()
+/// Worker threads for this call: bge.threads, or for 0 (auto) the cores divided among the
+/// backends connected to this database (all of them for a lone session), and 1 inside a
+/// parallel query (each of its processes then has a core to itself).
+fn threads() -> usize {
+    let set = THREADS.get();
+    if set > 0 {
+        return set as usize;
+    }
+    // SAFETY: plain reads of backend state on the main thread.
+    let (parallel, backends) = unsafe { (pg_sys::IsInParallelMode(), pg_sys::CountDBBackends(pg_sys::MyDatabaseId)) };
+    if parallel {
+        return 1;
+    }
+    (bge_engine::threads::available() / backends.max(1) as usize).max(1)
 }
+

@@ -1,22 +1,41 @@
 //! Distance functions on real[] behind the operators <=>, <#> and <-> (sql/pg_bge.sql).
-//! Accumulated in f64; the result is double precision, as pgvector's.
+//! Accumulated in f64; the result is double precision, as pgvector's. Embeddings are
+//! one-dimensional arrays; anything else, NULL elements, different lengths, and the cosine
+//! distance of a zero vector (undefined) are errors.
+use std::ptr::NonNull;
+
+use pgrx::array::RawArray;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use crate::errors::raise_with;
+use crate::functions::check_interrupts;
 
-fn values<'a>(a: &'a Array<'_, f32>, side: &str) -> &'a [f32] {
-    if a.contains_nulls() {
+fn values<'a>(a: Array<'a, f32>, side: &str) -> &'a [f32] {
+    // SAFETY: a detoasted float4[] argument, alive for this call; read-only below.
+    let mut raw = unsafe { RawArray::from_array(a) }.expect("array argument");
+    let ndim = raw.dims().len();
+    if ndim > 1 {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            format!("{side} vector is a {ndim}-dimensional array"),
+            "Embeddings are one-dimensional real[]; for ColBERT's 2-D arrays use bge_maxsim.",
+        );
+    }
+    // SAFETY: as above.
+    if unsafe { raw.any_nulls() } {
         raise_with(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             format!("{side} vector contains NULL elements"),
             "Embeddings have no NULL elements; remove them or use COALESCE on the elements.",
         );
     }
-    a.as_slice().unwrap_or_else(|e| raise_with(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("{side} vector is unreadable: {e:?}"), "Pass a real[]."))
+    let data: NonNull<[f32]> = raw.data();
+    // SAFETY: no NULLs, so the data are len() consecutive float4 values.
+    unsafe { data.as_ref() }
 }
 
-fn pair<'a>(a: &'a Array<'_, f32>, b: &'a Array<'_, f32>) -> (&'a [f32], &'a [f32]) {
+fn pair<'a>(a: Array<'a, f32>, b: Array<'a, f32>) -> (&'a [f32], &'a [f32]) {
     let (x, y) = (values(a, "left"), values(b, "right"));
     if x.len() != y.len() {
         raise_with(
@@ -28,24 +47,45 @@ fn pair<'a>(a: &'a Array<'_, f32>, b: &'a Array<'_, f32>) -> (&'a [f32], &'a [f3
     (x, y)
 }
 
+/// Σ f(x_i, y_i) in f64, checking for interrupts every 2^20 elements (arrays can hold 2^28).
+fn sum(x: &[f32], y: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
+    let mut total = 0.0;
+    for (cx, cy) in x.chunks(1 << 20).zip(y.chunks(1 << 20)) {
+        total += cx.iter().zip(cy).map(|(a, b)| f(*a as f64, *b as f64)).sum::<f64>();
+        if x.len() > 1 << 20 {
+            check_interrupts();
+        }
+    }
+    total
+}
+
 fn dot(x: &[f32], y: &[f32]) -> f64 {
-    x.iter().zip(y).map(|(a, b)| *a as f64 * *b as f64).sum()
+    sum(x, y, |a, b| a * b)
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
 fn bge_cosine_distance(a: Array<'_, f32>, b: Array<'_, f32>) -> f64 {
-    let (x, y) = pair(&a, &b);
-    1.0 - dot(x, y) / (dot(x, x).sqrt() * dot(y, y).sqrt())
+    let (x, y) = pair(a, b);
+    let norms = dot(x, x).sqrt() * dot(y, y).sqrt();
+    if norms == 0.0 {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+            "cosine distance is undefined for a zero vector".into(),
+            "Embeddings are never zero vectors; filter rows with a zero vector out, or rank them with <#> or <->.",
+        );
+    }
+    // Rounding can leave the cosine a hair outside [-1, 1].
+    (1.0 - dot(x, y) / norms).clamp(0.0, 2.0)
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
 fn bge_negative_inner_product(a: Array<'_, f32>, b: Array<'_, f32>) -> f64 {
-    let (x, y) = pair(&a, &b);
-    -dot(x, y)
+    let (x, y) = pair(a, b);
+    0.0 - dot(x, y) // not -dot: a zero product is 0, not -0
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
 fn bge_l2_distance(a: Array<'_, f32>, b: Array<'_, f32>) -> f64 {
-    let (x, y) = pair(&a, &b);
-    x.iter().zip(y).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt()
+    let (x, y) = pair(a, b);
+    sum(x, y, |a, b| (a - b).powi(2)).sqrt()
 }

@@ -40,6 +40,17 @@ pub fn planned_compute() -> (Option<&'static str>, &'static str) {
     (bge_engine::backend::cpu::Isa::selected().ok().map(|i| i.name()), precision)
 }
 
+/// The loaded copy of `name` that bge_embed(text) would use under the current settings, else
+/// any loaded copy.
+pub fn loaded_copy(store: &ModelStore, name: &str) -> Option<Arc<Model>> {
+    let preferred = match gucs::device() {
+        Device::Cpu => [cpu_kind(), cpu_kind()],
+        Device::Cuda => [BackendKind::Cuda, BackendKind::Cuda],
+        Device::Auto => [BackendKind::Cuda, cpu_kind()],
+    };
+    preferred.into_iter().find_map(|b| store.loaded_on(name, b)).or_else(|| store.loaded(name)).cloned()
+}
+
 /// The CPU backend bge.precision selects.
 fn cpu_kind() -> BackendKind {
     match gucs::precision() {
@@ -54,14 +65,17 @@ pub fn with_store<T>(f: impl FnOnce(&mut ModelStore) -> T) -> T {
     STORES.with(|s| f(s.borrow_mut().entry(dir.clone()).or_insert_with(|| ModelStore::new(dir))))
 }
 
-/// The model `name` (bge.model when None), loaded on first use on the device bge.device picks:
-/// `auto` falls back to the CPU quietly, `cuda` raises an ERROR when there is no usable GPU.
+/// The model `name`, loaded on first use on the device bge.device picks: `auto` falls back to
+/// the CPU quietly, `cuda` raises an ERROR when there is no usable GPU. A named model runs in
+/// fp32 whatever bge.precision says (its SQL forms are IMMUTABLE); None means bge.model with
+/// bge.precision.
 pub fn model(name: Option<&str>) -> Arc<Model> {
     require_utf8();
+    let cpu = if name.is_some() { BackendKind::Cpu } else { cpu_kind() };
     let name = name.map(str::to_string).unwrap_or_else(gucs::model);
     match gucs::device() {
-        Device::Auto => with_store(|store| store.get_auto(&name, cpu_kind())),
-        Device::Cpu => with_store(|store| store.get(&name, cpu_kind())),
+        Device::Auto => with_store(|store| store.get_auto(&name, cpu)),
+        Device::Cpu => with_store(|store| store.get(&name, cpu)),
         Device::Cuda => {
             // Say there is no GPU before (not after) reading the model's files.
             cuda::device().or_raise();

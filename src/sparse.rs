@@ -5,19 +5,21 @@ use bge_engine::Model;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use crate::functions::check_interrupts;
+use crate::functions::{check_interrupts, options};
 use crate::errors::OrRaise;
-use crate::{gucs, registry};
+use crate::registry;
 
-fn sparse_weights(model: &Model, input: &str) -> SparseWeights {
-    model.embed_sparse(&[input], &gucs::run_options(), &mut check_interrupts).or_raise().remove(0)
+/// `name`: the model as the caller named it (None: bge.model, with the session's settings).
+fn sparse_weights(model: &Model, name: Option<&str>, input: &str) -> SparseWeights {
+    model.embed_sparse(&[input], &options(name), &mut check_interrupts).or_raise().remove(0)
 }
 
 /// {token text: weight}. Token texts are what the tokenizer decodes each id to, as
 /// FlagEmbedding's convert_id_to_token gives them; ids that decode alike share one key.
 fn weights_by_token(input: &str, model: Option<&str>) -> JsonB {
-    let model = registry::model(model);
-    let by_token = sparse_weights(&model, input).by_token_text(|id| model.tokenizer.token_text(id)).or_raise();
+    let name = model;
+    let model = registry::model(name);
+    let by_token = sparse_weights(&model, name, input).by_token_text(|id| model.tokenizer.token_text(id)).or_raise();
     let map: serde_json::Map<String, serde_json::Value> = by_token
         .into_iter()
         // The f32's shortest decimal form, not its widened f64 digits.
@@ -26,7 +28,7 @@ fn weights_by_token(input: &str, model: Option<&str>) -> JsonB {
     JsonB(serde_json::Value::Object(map))
 }
 
-#[pg_extern(immutable, strict, parallel_safe, name = "bge_embed_sparse")]
+#[pg_extern(stable, strict, parallel_safe, name = "bge_embed_sparse")]
 fn bge_embed_sparse(input: &str) -> JsonB {
     weights_by_token(input, None)
 }
@@ -37,11 +39,12 @@ fn bge_embed_sparse_model(input: &str, model: &str) -> JsonB {
 }
 
 fn sparsevec_text(input: &str, model: Option<&str>) -> String {
-    let model = registry::model(model);
-    sparse_weights(&model, input).sparsevec_literal(model.spec.vocab_size)
+    let name = model;
+    let model = registry::model(name);
+    sparse_weights(&model, name, input).sparsevec_literal(model.spec.vocab_size)
 }
 
-#[pg_extern(immutable, strict, parallel_safe, name = "bge_sparse_text")]
+#[pg_extern(stable, strict, parallel_safe, name = "bge_sparse_text")]
 fn bge_sparse_text(input: &str) -> String {
     sparsevec_text(input, None)
 }

@@ -31,16 +31,22 @@ impl ColbertVectors {
 /// query vectors. This is FlagEmbedding's colbert_score (BGE-M3's ColBERT score), a number in
 /// [-1, 1] for unit vectors; ColBERT's un-averaged sum is this times the query's vector count.
 /// Accumulates in f64. Callers check that both have at least one row of `dim` values.
-pub fn maxsim(query: &[f32], document: &[f32], dim: usize) -> f64 {
+/// `interrupt` runs about every million multiply-adds (the inputs can be large arrays).
+pub fn maxsim(query: &[f32], document: &[f32], dim: usize, interrupt: &mut dyn FnMut()) -> f64 {
     assert!(dim > 0 && query.len().is_multiple_of(dim) && document.len().is_multiple_of(dim) && !query.is_empty() && !document.is_empty());
-    let total: f64 = query
-        .chunks_exact(dim)
-        .map(|q| {
-            document
-                .chunks_exact(dim)
-                .map(|d| q.iter().zip(d).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>())
-                .fold(f64::NEG_INFINITY, f64::max)
-        })
-        .sum();
+    let mut work = 0;
+    let mut total = 0.0;
+    for q in query.chunks_exact(dim) {
+        let mut best = f64::NEG_INFINITY;
+        for d in document.chunks_exact(dim) {
+            best = best.max(q.iter().zip(d).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>());
+            work += dim;
+            if work >= 1 << 20 {
+                work = 0;
+                interrupt();
+            }
+        }
+        total += best;
+    }
     total / (query.len() / dim) as f64
 }

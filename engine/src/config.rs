@@ -76,6 +76,12 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
+    /// f32 activations a forward pass holds per token: hidden states (x, y, attention
+    /// context), fused q|k|v, and the feed-forward intermediate.
+    pub fn activation_bytes_per_token(&self) -> usize {
+        4 * (6 * self.hidden_size + self.intermediate_size)
+    }
+
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_heads
     }
@@ -198,11 +204,28 @@ struct StConfig {
     default_prompt_name: Option<String>,
 }
 
+/// A module's directory named in modules.json: a relative path inside the model directory
+/// (no "..", no absolute path), so a downloaded modules.json cannot point the server elsewhere.
+fn module_dir(dir: &Path, path: &str) -> Result<PathBuf> {
+    let rel = Path::new(path);
+    if !rel.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)) {
+        return Err(invalid_file(&dir.join("modules.json"), format!("module path \"{path}\" leaves the model directory")));
+    }
+    Ok(dir.join(rel))
+}
+
+/// Largest JSON configuration file read (configs are kilobytes).
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+    let missing = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::NotFound => Error::MissingFile { path: path.to_path_buf() },
         _ => invalid_file(path, e),
-    })?;
+    };
+    if std::fs::metadata(path).map_err(missing)?.len() > MAX_CONFIG_BYTES {
+        return Err(invalid_file(path, format!("larger than {MAX_CONFIG_BYTES} bytes")));
+    }
+    let text = std::fs::read_to_string(path).map_err(missing)?;
     serde_json::from_str(&text).map_err(|e| invalid_file(path, e))
 }
 
@@ -238,6 +261,20 @@ impl ModelSpec {
         if cfg.hidden_size == 0 || cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
             return Err(invalid_file(&cfg_path, "hidden_size must be a positive multiple of num_attention_heads"));
         }
+        // Sane bounds before anything is sized from these numbers (the largest published
+        // encoders are far inside them).
+        for (what, value, max) in [
+            ("num_hidden_layers", cfg.num_hidden_layers, 256),
+            ("hidden_size", cfg.hidden_size, 16_384),
+            ("intermediate_size", cfg.intermediate_size, 131_072),
+            ("vocab_size", cfg.vocab_size, 4_194_304),
+            ("max_position_embeddings", cfg.max_position_embeddings, 1 << 20),
+            ("type_vocab_size", cfg.type_vocab_size, 1_024),
+        ] {
+            if value == 0 || value > max {
+                return Err(invalid_file(&cfg_path, format!("{what} = {value} is outside 1..={max}")));
+            }
+        }
 
         // modules.json: Transformer, then Pooling, then optionally Normalize. A directory without
         // it is a plain Hugging Face model, which sentence-transformers wraps with mean pooling.
@@ -251,8 +288,8 @@ impl ModelSpec {
                 for m in mods {
                     let short = m.kind.rsplit('.').next().unwrap_or(&m.kind);
                     match short {
-                        "Transformer" => transformer_dir = dir.join(&m.path),
-                        "Pooling" => pooling_dir = Some(dir.join(&m.path)),
+                        "Transformer" => transformer_dir = module_dir(dir, &m.path)?,
+                        "Pooling" => pooling_dir = Some(module_dir(dir, &m.path)?),
                         "Normalize" => normalize = true,
                         other => return Err(unsupported(format!("sentence-transformers module \"{other}\" in modules.json"))),
                     }

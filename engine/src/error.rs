@@ -51,8 +51,31 @@ pub enum Error {
     #[error("CUDA is not available: {0}")]
     DeviceUnavailable(String),
 
+    /// A buffer could not be allocated: an ERROR instead of the abort a failed Rust
+    /// allocation would be.
+    #[error("out of memory: pg_bge could not allocate {bytes} bytes")]
+    OutOfMemory { bytes: usize },
+
+    /// A model file changed on disk after this process loaded it.
+    #[error("model file \"{path}\" changed on disk after it was loaded")]
+    ModelFileChanged { path: PathBuf },
+
     #[error("{0}")]
     Internal(String),
+}
+
+impl Error {
+    pub fn out_of_memory(bytes: usize) -> Error {
+        Error::OutOfMemory { bytes }
+    }
+}
+
+/// A buffer of `len` default values, or [`Error::OutOfMemory`] where the allocation fails.
+pub fn try_zeroed<T: Clone + Default>(len: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::out_of_memory(len.saturating_mul(std::mem::size_of::<T>())))?;
+    v.resize(len, T::default());
+    Ok(v)
 }
 
 /// Coarse classes of errors, one SQLSTATE each on the PostgreSQL side.
@@ -72,6 +95,8 @@ pub enum ErrorKind {
     InputTooLong,
     /// The CUDA backend cannot run here (feature_not_supported, as a build without it was).
     DeviceUnavailable,
+    /// An allocation failed (out_of_memory).
+    OutOfMemory,
     /// Anything else (internal_error).
     Internal,
 }
@@ -82,7 +107,10 @@ impl Error {
             Error::UnknownModel { .. } => ErrorKind::UndefinedModel,
             Error::InvalidModelName(_) | Error::InvalidArgument(_) => ErrorKind::InvalidParameter,
             Error::ModelDirUnreadable { .. } | Error::MissingFile { .. } | Error::MissingHead { .. } => ErrorKind::ModelFileMissing,
-            Error::InvalidFile { .. } | Error::TensorShape { .. } | Error::MissingTensor { .. } => ErrorKind::ModelFileCorrupt,
+            Error::InvalidFile { .. } | Error::TensorShape { .. } | Error::MissingTensor { .. } | Error::ModelFileChanged { .. } => {
+                ErrorKind::ModelFileCorrupt
+            }
+            Error::OutOfMemory { .. } => ErrorKind::OutOfMemory,
             Error::Unsupported { .. } | Error::CpuFeatureMissing { .. } => ErrorKind::FeatureNotSupported,
             Error::InputTooLong { .. } => ErrorKind::InputTooLong,
             Error::DeviceUnavailable(_) => ErrorKind::DeviceUnavailable,
@@ -133,6 +161,12 @@ impl Error {
                 Some("pg_bge runs BERT and XLM-RoBERTa sentence-transformers models (BertModel, XLMRobertaModel).".into())
             }
             Error::CpuFeatureMissing { hint, .. } => Some(hint.clone()),
+            Error::OutOfMemory { .. } => Some(
+                "Embed fewer or shorter texts per call, or lower bge.max_batch_tokens; check the server's memory limits.".into(),
+            ),
+            Error::ModelFileChanged { .. } => Some(
+                "Replace model files by writing a new file and renaming it over the old one, never in place; the next call loads the new file.".into(),
+            ),
             Error::DeviceUnavailable(_) => Some(
                 "SET bge.device = auto (or cpu) to embed on the CPU. The CUDA backend needs an NVIDIA GPU of compute capability 7.0 or newer with its driver (libcuda.so.1), and NVRTC (libnvrtc.so) and cuBLAS (libcublas.so) on the server's library path, in $CUDA_HOME/lib64 or /usr/local/cuda/lib64, or in $BGE_CUDA_LIB_DIR."
                     .into(),

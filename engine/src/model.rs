@@ -1,6 +1,5 @@
 //! A loaded model: spec + tokenizer + network on a backend, and the embedding pipelines:
 //! dense (pooled), and for BGE-M3 sparse lexical weights and ColBERT vectors from its heads.
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,10 @@ use crate::models::Forward;
 use crate::sparse::SparseWeights;
 use crate::threads;
 use crate::tokenize::{Encoded, TextTokenizer};
-use crate::weights::WeightFile;
+use crate::weights::{FileIdentity, WeightFile};
+
+/// Most activation memory one forward pass may use (see [`ModelSpec::activation_bytes_per_token`]).
+const MAX_BATCH_ACTIVATION_BYTES: usize = 512 << 20;
 
 /// Per-call settings (bge.truncate, bge.threads, bge.max_batch_tokens on the SQL side).
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +59,9 @@ pub struct Model {
     pub heads: M3Heads,
     /// Wall time of `load`, reported by bge_models().
     pub load_time: Duration,
+    /// model.safetensors and what it was when loaded (see [`Model::is_stale`]).
+    weights_path: std::path::PathBuf,
+    weights_identity: Option<FileIdentity>,
 }
 
 impl Model {
@@ -64,7 +69,9 @@ impl Model {
         let started = Instant::now();
         let spec = ModelSpec::load(name, dir)?;
         let tokenizer = TextTokenizer::load(&spec)?;
-        let weights = WeightFile::open(&dir.join("model.safetensors"))?;
+        let weights_path = dir.join("model.safetensors");
+        let weights_identity = std::fs::metadata(&weights_path).ok().map(|m| FileIdentity::of(&m));
+        let weights = WeightFile::open(&weights_path)?;
         // The heads run on the hidden states forward() returns to the host: on the scalar
         // oracle for the reference backend, on the CPU kernels for any other (a GPU backend's
         // included).
@@ -84,11 +91,17 @@ impl Model {
                 (network, M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?, None, "fp16")
             }
         };
-        Ok(Model { spec, tokenizer, backend, isa, precision, network, heads, load_time: started.elapsed() })
+        Ok(Model { spec, tokenizer, backend, isa, precision, network, heads, load_time: started.elapsed(), weights_path, weights_identity })
     }
 
     pub fn load_shared(name: &str, dir: &std::path::Path, backend: BackendKind) -> Result<Arc<Model>> {
         Self::load(name, dir, backend).map(Arc::new)
+    }
+
+    /// Whether model.safetensors at the model's path is no longer the file loaded (replaced by
+    /// rename, or changed in place): the store then loads it again.
+    pub fn is_stale(&self) -> bool {
+        std::fs::metadata(&self.weights_path).ok().map(|m| FileIdentity::of(&m)) != self.weights_identity
     }
 
     /// Dense embeddings of passages (`texts` with the default prompt, if any), in input order.
@@ -102,8 +115,19 @@ impl Model {
     }
 
     fn embed_as(&self, texts: &[&str], role: TextRole, opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<Vec<f32>>> {
-        let encoded = texts.iter().map(|t| self.encode(t, role, opts.truncate)).collect::<Result<Vec<_>>>()?;
+        let encoded = self.encode_all(texts, role, opts.truncate, interrupt)?;
         self.embed_encoded(&encoded, opts, interrupt)
+    }
+
+    /// Tokens of every text, `interrupt` between texts.
+    fn encode_all(&self, texts: &[&str], role: TextRole, truncate: bool, interrupt: &mut dyn FnMut()) -> Result<Vec<Encoded>> {
+        let mut encoded = Vec::new();
+        encoded.try_reserve_exact(texts.len()).map_err(|_| Error::out_of_memory(texts.len() * std::mem::size_of::<Encoded>()))?;
+        for t in texts {
+            interrupt();
+            encoded.push(self.encode(t, role, truncate, interrupt)?);
+        }
+        Ok(encoded)
     }
 
     /// The prompt a text of `role` gets: see [`ModelSpec::default_prompt`] and
@@ -115,29 +139,21 @@ impl Model {
         }
     }
 
-    /// `text` as the model reads it: its prompt, then the text (sentence-transformers
-    /// concatenates the strings before tokenising).
-    pub fn prompted<'a>(&self, text: &'a str, role: TextRole) -> Cow<'a, str> {
-        match self.prompt(role) {
-            Some(p) => Cow::Owned(format!("{p}{text}")),
-            None => Cow::Borrowed(text),
-        }
-    }
-
-    /// The tokens the model embeds for `text` in `role`, prompt included.
-    pub fn encode(&self, text: &str, role: TextRole, truncate: bool) -> Result<Encoded> {
-        self.tokenizer.encode(&self.prompted(text, role), truncate)
+    /// The tokens the model embeds for `text` in `role`: its prompt, then the text
+    /// (sentence-transformers concatenates the strings before tokenising).
+    pub fn encode(&self, text: &str, role: TextRole, truncate: bool, interrupt: &mut dyn FnMut()) -> Result<Encoded> {
+        self.tokenizer.encode_prompted(self.prompt(role).unwrap_or(""), text, truncate, interrupt)
     }
 
     /// How many tokens the model embeds for `text` in `role`, prompt and special tokens
     /// included (capped at max_seq_length when `truncate`).
-    pub fn count_tokens(&self, text: &str, role: TextRole, truncate: bool) -> Result<usize> {
-        self.tokenizer.count(&self.prompted(text, role), truncate)
+    pub fn count_tokens(&self, text: &str, role: TextRole, truncate: bool, interrupt: &mut dyn FnMut()) -> Result<usize> {
+        self.tokenizer.count_prompted(self.prompt(role).unwrap_or(""), text, truncate, interrupt)
     }
 
     /// Embeddings of already tokenised inputs, in input order.
     pub fn embed_encoded(&self, encoded: &[Encoded], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<Vec<f32>>> {
-        let pool = threads::pool(opts.threads);
+        let pool = threads::pool(opts.threads)?;
         self.in_batches(encoded, opts, interrupt, |batch, interrupt| {
             self.network.embed(&pool, batch, self.spec.hidden_size, self.spec.pooling, self.spec.normalize, interrupt)
         })
@@ -147,8 +163,8 @@ impl Model {
     /// order. Errors when the directory has no sparse_linear head.
     pub fn embed_sparse(&self, texts: &[&str], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<SparseWeights>> {
         let head = self.heads.get(HeadKind::Sparse)?;
-        let encoded = texts.iter().map(|t| self.tokenizer.encode(t, opts.truncate)).collect::<Result<Vec<_>>>()?;
-        let pool = threads::pool(opts.threads);
+        let encoded = self.encode_bare(texts, opts.truncate, interrupt)?;
+        let pool = threads::pool(opts.threads)?;
         let skip = self.tokenizer.special_ids();
         self.in_batches(&encoded, opts, interrupt, |batch, interrupt| {
             let hidden = self.network.forward(&pool, batch, interrupt)?;
@@ -161,8 +177,8 @@ impl Model {
     /// order. Errors when the directory has no colbert_linear head.
     pub fn embed_colbert(&self, texts: &[&str], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<ColbertVectors>> {
         let head = self.heads.get(HeadKind::Colbert)?;
-        let encoded = texts.iter().map(|t| self.tokenizer.encode(t, opts.truncate)).collect::<Result<Vec<_>>>()?;
-        let pool = threads::pool(opts.threads);
+        let encoded = self.encode_bare(texts, opts.truncate, interrupt)?;
+        let pool = threads::pool(opts.threads)?;
         let (h, dim) = (self.spec.hidden_size, head.out_features());
         self.in_batches(&encoded, opts, interrupt, |batch, interrupt| {
             let hidden = self.network.forward(&pool, batch, interrupt)?;
@@ -177,6 +193,11 @@ impl Model {
         })
     }
 
+    /// Tokens of `texts` with no prompt (BGE-M3's sparse and ColBERT output take none).
+    fn encode_bare(&self, texts: &[&str], truncate: bool, interrupt: &mut dyn FnMut()) -> Result<Vec<Encoded>> {
+        texts.iter().map(|t| self.tokenizer.encode_prompted("", t, truncate, interrupt)).collect()
+    }
+
     /// Runs `run` over `encoded` in batches and returns its per-sequence results in input
     /// order. Inputs are sorted by length and grouped into batches of at most
     /// `max_batch_tokens` (a longer input runs alone); the kernels make each row's result
@@ -188,6 +209,9 @@ impl Model {
         interrupt: &mut dyn FnMut(),
         mut run: impl FnMut(&PackedBatch, &mut dyn FnMut()) -> Result<Vec<T>>,
     ) -> Result<Vec<T>> {
+        // Batches are bounded by tokens and by activation memory (a single longer input
+        // still runs alone: max_seq_length bounds it).
+        let max_tokens = opts.max_batch_tokens.min(MAX_BATCH_ACTIVATION_BYTES / self.spec.activation_bytes_per_token()).max(1);
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| encoded[i].ids.len());
         let mut results: Vec<T> = vec![T::default(); encoded.len()];
@@ -195,7 +219,7 @@ impl Model {
         while start < order.len() {
             let mut end = start;
             let mut tokens = 0;
-            while end < order.len() && (end == start || tokens + encoded[order[end]].ids.len() <= opts.max_batch_tokens) {
+            while end < order.len() && (end == start || tokens + encoded[order[end]].ids.len() <= max_tokens) {
                 tokens += encoded[order[end]].ids.len();
                 end += 1;
             }

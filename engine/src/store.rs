@@ -10,7 +10,10 @@ use crate::model::Model;
 
 pub struct ModelStore {
     dir: PathBuf,
-    loaded: HashMap<String, Arc<Model>>,
+    /// Loaded models by name and backend (a session may use one model in fp32 and bf16).
+    loaded: HashMap<(String, BackendKind), Arc<Model>>,
+    /// Models the GPU backend refused (kernels do not cover them): `auto` stops trying.
+    gpu_refused: std::collections::HashSet<String>,
 }
 
 /// A model name is one path component: no separators, no leading dot (no "..").
@@ -20,7 +23,7 @@ pub fn valid_name(name: &str) -> bool {
 
 impl ModelStore {
     pub fn new(dir: impl Into<PathBuf>) -> ModelStore {
-        ModelStore { dir: dir.into(), loaded: HashMap::new() }
+        ModelStore { dir: dir.into(), loaded: HashMap::new(), gpu_refused: Default::default() }
     }
 
     pub fn dir(&self) -> &Path {
@@ -41,11 +44,31 @@ impl ModelStore {
     }
 
     pub fn is_loaded(&self, name: &str) -> bool {
-        self.loaded.contains_key(name)
+        self.loaded(name).is_some()
     }
 
+    /// The copy of `name` loaded for `backend`, if any.
+    pub fn loaded_on(&self, name: &str, backend: BackendKind) -> Option<&Arc<Model>> {
+        self.loaded.get(&(name.to_string(), backend))
+    }
+
+    /// A loaded copy of `name`: on the GPU if there is one, else the fp32 CPU one, else any.
     pub fn loaded(&self, name: &str) -> Option<&Arc<Model>> {
-        self.loaded.get(name)
+        [BackendKind::Cuda, BackendKind::Cpu, BackendKind::CpuBf16, BackendKind::Reference]
+            .into_iter()
+            .find_map(|b| self.loaded.get(&(name.to_string(), b)))
+    }
+
+    /// The loaded model `name` on `backend`, unless its weight file changed on disk since (then
+    /// it is dropped, and the next load reads the new file).
+    fn fresh(&mut self, name: &str, backend: BackendKind) -> Option<Arc<Model>> {
+        let key = (name.to_string(), backend);
+        let m = self.loaded.get(&key)?;
+        if m.is_stale() {
+            self.loaded.remove(&key);
+            return None;
+        }
+        Some(m.clone())
     }
 
     /// The model `name` on the GPU when one works, else on the CPU: what `bge.device = auto`
@@ -54,14 +77,16 @@ impl ModelStore {
     /// process and its answer is remembered. Errors in the model itself are still errors.
     /// `cpu` is the CPU flavour to fall back to (f32 or bf16).
     pub fn get_auto(&mut self, name: &str, cpu: BackendKind) -> Result<Arc<Model>> {
-        if let Some(m) = self.loaded.get(name) {
-            if m.backend == cpu || m.backend == BackendKind::Cuda {
-                return Ok(m.clone());
-            }
+        let gpu = crate::backend::cuda::available() && !self.gpu_refused.contains(name);
+        // A CPU copy loaded under bge.device = cpu does not keep `auto` off a working GPU.
+        if let Some(m) = self.fresh(name, if gpu { BackendKind::Cuda } else { cpu }) {
+            return Ok(m);
         }
-        if crate::backend::cuda::available() {
+        if gpu {
             match self.get(name, BackendKind::Cuda) {
-                Err(Error::DeviceUnavailable(_)) => {}
+                Err(Error::DeviceUnavailable(_)) => {
+                    self.gpu_refused.insert(name.to_string());
+                }
                 other => return other,
             }
         }
@@ -70,10 +95,8 @@ impl ModelStore {
 
     /// The model `name`, loading it on first use.
     pub fn get(&mut self, name: &str, backend: BackendKind) -> Result<Arc<Model>> {
-        if let Some(m) = self.loaded.get(name) {
-            if m.backend == backend {
-                return Ok(m.clone());
-            }
+        if let Some(m) = self.fresh(name, backend) {
+            return Ok(m);
         }
         if !valid_name(name) {
             return Err(Error::InvalidModelName(name.to_string()));
@@ -84,7 +107,7 @@ impl ModelStore {
             return Err(Error::UnknownModel { name: name.to_string(), dir: self.dir.clone(), installed });
         }
         let model = Model::load_shared(name, &path, backend)?;
-        self.loaded.insert(name.to_string(), model.clone());
+        self.loaded.insert((name.to_string(), backend), model.clone());
         Ok(model)
     }
 }

@@ -1,31 +1,46 @@
-//! Explicit rayon pools, one per thread count, created on first use and kept for the process.
-//! Workers block all signals: a PostgreSQL backend's signal handlers must run on its main thread.
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+//! The process's one rayon pool. A different thread count replaces it (the old pool's threads
+//! exit once its last user is done), so however settings change, a process holds at most one
+//! pool of at most [`available`] threads (plus, briefly, one being retired). Workers block all
+//! signals: a PostgreSQL backend's signal handlers must run on its main thread.
+use std::sync::{Arc, Mutex};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
+use crate::error::{Error, Result};
+
+/// Cores this process may run on.
 pub fn available() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-pub fn pool(threads: usize) -> Arc<ThreadPool> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
-    let threads = if threads == 0 { available() } else { threads };
-    let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    pools
-        .entry(threads)
-        .or_insert_with(|| {
-            Arc::new(
-                ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("bge-worker-{i}"))
-                    .start_handler(|_| block_signals())
-                    .build()
-                    .expect("rayon thread pool"),
-            )
-        })
-        .clone()
+/// Worker threads `requested` means: 0 is [`available`]; more than the cores is the cores.
+pub fn effective(requested: usize) -> usize {
+    if requested == 0 {
+        available()
+    } else {
+        requested.min(available())
+    }
+}
+
+/// The pool of [`effective`]`(threads)` workers.
+pub fn pool(threads: usize) -> Result<Arc<ThreadPool>> {
+    static POOL: Mutex<Option<Arc<ThreadPool>>> = Mutex::new(None);
+    let threads = effective(threads);
+    let mut current = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(pool) = current.as_ref().filter(|p| p.current_num_threads() == threads) {
+        return Ok(pool.clone());
+    }
+    // Dropping the previous Arc here lets its threads exit when no call still uses them.
+    *current = None;
+    let pool = ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("bge-worker-{i}"))
+        .start_handler(|_| block_signals())
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start {threads} worker threads: {e}")))?;
+    let pool = Arc::new(pool);
+    *current = Some(pool.clone());
+    Ok(pool)
 }
 
 fn block_signals() {

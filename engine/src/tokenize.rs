@@ -230,11 +230,12 @@ impl TextTokenizer {
     }
 }
 
-/// `text` in pieces of at most `window` bytes, each cut just before a single ASCII space
-/// between two non-space characters: every tokenizer pg_bge reads splits words there, so the
-/// pieces' tokens are the whole text's tokens. Where the last half of a window has no such
-/// space (one "word" longer than half a window), the cut falls at a character boundary and
-/// that word is tokenised as two.
+/// `text` in pieces of at most `window` bytes, each cut just before the first ASCII whitespace
+/// character after a word: every tokenizer pg_bge reads (WordPiece, Unigram with Metaspace,
+/// byte-level BPE) splits words there and keeps a whitespace run together, so the pieces'
+/// tokens are the whole text's tokens (tests/tokenize_windows.rs). Where the last half of a
+/// window has no such place (one "word" longer than half a window), the cut falls at a
+/// character boundary and that word is tokenised as two.
 pub fn windows(text: &str, window: usize) -> impl Iterator<Item = &str> {
     let mut rest = text;
     let mut first = true;
@@ -255,8 +256,7 @@ fn cut_point(text: &str, window: usize) -> usize {
         return text.len();
     }
     let b = text.as_bytes();
-    let space = |i: usize| b[i].is_ascii_whitespace();
-    if let Some(p) = (window / 2..window).rev().find(|&p| b[p] == b' ' && !space(p - 1) && !space(p + 1)) {
+    if let Some(p) = (window / 2..window).rev().find(|&p| b[p].is_ascii_whitespace() && !b[p - 1].is_ascii_whitespace()) {
         return p;
     }
     (1..=window).rev().find(|&p| text.is_char_boundary(p)).unwrap_or(window)

@@ -1,19 +1,56 @@
-//! model.safetensors, memory-mapped. Matrices are converted to f32 once at load (backends then
-//! repack them); the word-embedding table, the largest tensor, stays in the mapping and is read
-//! row by row, so backends share it through the page cache.
+//! model.safetensors, read with positioned reads (never memory-mapped: a file truncated or
+//! rewritten under a mapping would kill the process with SIGBUS). Matrices are converted to f32
+//! once at load (backends then repack them); the word-embedding table, the largest tensor,
+//! stays in the file and is read row by row per call, so processes share it through the page
+//! cache. Every read checks the file is still the one loaded ([`FileIdentity`]): a model file
+//! replaced in place is an ERROR, one replaced by rename keeps serving the old contents.
 use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::Mmap;
 use safetensors::tensor::{Dtype, Metadata, TensorInfo};
-use safetensors::SafeTensors;
 
-use crate::error::{invalid_file, Error, Result};
+use crate::error::{invalid_file, try_zeroed, Error, Result};
+
+/// What identifies a file's contents cheaply: size and modification time of the open file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl FileIdentity {
+    pub fn of(meta: &std::fs::Metadata) -> FileIdentity {
+        FileIdentity { len: meta.len(), mtime: (meta.mtime(), meta.mtime_nsec()) }
+    }
+}
+
+/// An open weight file and the identity it had when opened.
+struct OpenFile {
+    path: PathBuf,
+    file: File,
+    identity: FileIdentity,
+}
+
+impl OpenFile {
+    /// An error when the file's size or modification time changed since it was opened.
+    fn check(&self) -> Result<()> {
+        let now = self.file.metadata().map_err(|e| invalid_file(&self.path, e))?;
+        if FileIdentity::of(&now) != self.identity {
+            return Err(Error::ModelFileChanged { path: self.path.clone() });
+        }
+        Ok(())
+    }
+
+    /// `buf.len()` bytes at `offset`; a short file is an error.
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.file.read_exact_at(buf, offset as u64).map_err(|e| invalid_file(&self.path, format!("cannot read {} bytes at offset {offset}: {e}", buf.len())))
+    }
+}
 
 pub struct WeightFile {
-    path: PathBuf,
-    mmap: Arc<Mmap>,
+    file: Arc<OpenFile>,
     data_start: usize,
     meta: Metadata,
     /// "bert.", "roberta." or "" depending on how the model was saved.
@@ -21,6 +58,8 @@ pub struct WeightFile {
 }
 
 const ANCHOR: &str = "embeddings.word_embeddings.weight";
+/// Largest safetensors header read (the format's own limit is 100 MB).
+const MAX_HEADER: u64 = 100 << 20;
 
 impl WeightFile {
     /// An encoder's weights; tensor names may carry a prefix ("bert.", "roberta.", …), found
@@ -42,10 +81,27 @@ impl WeightFile {
             std::io::ErrorKind::NotFound => Error::MissingFile { path: path.to_path_buf() },
             _ => invalid_file(path, e),
         })?;
-        // SAFETY: the mapping is read-only; model files are not rewritten in place while served.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| invalid_file(path, e))?;
-        let (header_len, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| invalid_file(path, format!("not a complete safetensors file ({e})")))?;
-        Ok(WeightFile { path: path.to_path_buf(), mmap: Arc::new(mmap), data_start: 8 + header_len, meta, prefix: String::new() })
+        let meta = file.metadata().map_err(|e| invalid_file(path, e))?;
+        let file = OpenFile { path: path.to_path_buf(), identity: FileIdentity::of(&meta), file };
+        let truncated = |what: &str| invalid_file(path, format!("not a complete safetensors file ({what})"));
+        let mut len8 = [0u8; 8];
+        file.read(0, &mut len8).map_err(|_| truncated("no header"))?;
+        let header_len = u64::from_le_bytes(len8);
+        if header_len > MAX_HEADER || 8 + header_len > meta.len() {
+            return Err(truncated("header larger than the file"));
+        }
+        let mut header = try_zeroed::<u8>(8 + header_len as usize)?;
+        file.read(0, &mut header)?;
+        // Parsed from the header alone (the crate's own reader wants the whole file in memory);
+        // every tensor's byte range is checked against its shape and the file in `info`.
+        let json = std::str::from_utf8(&header[8..]).map_err(|_| truncated("header is not UTF-8"))?;
+        let meta_data: Metadata = serde_json::from_str(json).map_err(|e| invalid_file(path, format!("safetensors header: {e}")))?;
+        let data_len = meta_data.tensors().values().map(|t| t.data_offsets.1).max().unwrap_or(0) as u64;
+        if 8 + header_len + data_len > meta.len() {
+            return Err(truncated(&format!("{data_len} bytes of tensor data declared, {} present", meta.len() - 8 - header_len)));
+        }
+        let parsed_len = header_len as usize;
+        Ok(WeightFile { file: Arc::new(file), data_start: 8 + parsed_len, meta: meta_data, prefix: String::new() })
     }
 
     /// The shape of tensor `name` (without the prefix), if the file has it.
@@ -55,32 +111,36 @@ impl WeightFile {
 
     fn info(&self, name: &str, shape: &[usize]) -> Result<&TensorInfo> {
         let full = format!("{}{}", self.prefix, name);
-        let info = self.meta.info(&full).ok_or_else(|| Error::MissingTensor { path: self.path.clone(), tensor: full.clone() })?;
+        let info = self.meta.info(&full).ok_or_else(|| Error::MissingTensor { path: self.file.path.clone(), tensor: full.clone() })?;
         if info.shape != shape {
-            return Err(Error::TensorShape { path: self.path.clone(), tensor: full, found: info.shape.clone(), expected: shape.to_vec() });
+            return Err(Error::TensorShape { path: self.file.path.clone(), tensor: full, found: info.shape.clone(), expected: shape.to_vec() });
         }
         if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
-            return Err(invalid_file(&self.path, format!("tensor \"{full}\" has dtype {:?}; F32, F16 or BF16 expected", info.dtype)));
+            return Err(invalid_file(&self.file.path, format!("tensor \"{full}\" has dtype {:?}; F32, F16 or BF16 expected", info.dtype)));
+        }
+        let (start, end) = info.data_offsets;
+        let want = shape.iter().try_fold(info.dtype.bitsize() / 8, |a, &d| a.checked_mul(d));
+        if end < start || Some(end - start) != want {
+            return Err(invalid_file(&self.file.path, format!("tensor \"{full}\" occupies bytes {start}..{end}, which do not fit its shape {shape:?}")));
         }
         Ok(info)
-    }
-
-    fn bytes(&self, info: &TensorInfo) -> &[u8] {
-        &self.mmap[self.data_start + info.data_offsets.0..self.data_start + info.data_offsets.1]
     }
 
     /// The tensor `name` (without the file's prefix), checked against `shape`, as f32.
     pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let info = self.info(name, shape)?;
-        let mut out = vec![0.0; shape.iter().product()];
-        convert(info.dtype, self.bytes(info), &mut out);
+        let mut bytes = try_zeroed::<u8>(info.data_offsets.1 - info.data_offsets.0)?;
+        self.file.check()?;
+        self.file.read(self.data_start + info.data_offsets.0, &mut bytes)?;
+        let mut out = try_zeroed(shape.iter().product())?;
+        convert(info.dtype, &bytes, &mut out);
         Ok(out)
     }
 
-    /// A [rows, cols] tensor that stays in the mapping and is read one row at a time.
+    /// A [rows, cols] tensor that stays in the file and is read one row at a time.
     pub fn table(&self, name: &str, rows: usize, cols: usize) -> Result<EmbeddingTable> {
         let info = self.info(name, &[rows, cols])?;
-        Ok(EmbeddingTable { mmap: self.mmap.clone(), offset: self.data_start + info.data_offsets.0, dtype: info.dtype, rows, cols })
+        Ok(EmbeddingTable { file: self.file.clone(), offset: self.data_start + info.data_offsets.0, dtype: info.dtype, rows, cols })
     }
 }
 
@@ -106,7 +166,7 @@ fn convert(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
 }
 
 pub struct EmbeddingTable {
-    mmap: Arc<Mmap>,
+    file: Arc<OpenFile>,
     offset: usize,
     dtype: Dtype,
     pub rows: usize,
@@ -114,10 +174,24 @@ pub struct EmbeddingTable {
 }
 
 impl EmbeddingTable {
+    /// An error when the file changed since it was opened: call once per batch, before `row`.
+    pub fn check(&self) -> Result<()> {
+        self.file.check()
+    }
+
     /// Copies row `i` (as f32) into `out`; callers bound-check ids against `rows` beforehand.
-    pub fn row(&self, i: usize, out: &mut [f32]) {
+    pub fn row(&self, i: usize, out: &mut [f32]) -> Result<()> {
         let width = self.dtype.bitsize() / 8;
-        let start = self.offset + i * self.cols * width;
-        convert(self.dtype, &self.mmap[start..start + self.cols * width], out);
+        let mut buf = [0u8; 4 * 1024];
+        let mut done = 0;
+        // In pieces of the stack buffer: rows are a few KiB (hidden size × dtype size).
+        while done < self.cols {
+            let n = (self.cols - done).min(buf.len() / width);
+            let bytes = &mut buf[..n * width];
+            self.file.read(self.offset + (i * self.cols + done) * width, bytes)?;
+            convert(self.dtype, bytes, &mut out[done..done + n]);
+            done += n;
+        }
+        Ok(())
     }
 }

@@ -35,7 +35,7 @@ fn broken_directories_are_errors() {
     linked_copy(&d, &["model.safetensors"]);
     std::fs::write(d.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
     let e = load(&d);
-    assert!(matches!(e, Error::InvalidFile { .. }) && e.kind() == ErrorKind::ModelFileCorrupt, "{e}");
+    assert!(matches!(e, Error::InvalidFile { .. }) && e.kind() == ErrorKind::ModelFileCorrupt && e.to_string().contains("not a complete safetensors file"), "{e}");
 
     let d = root.join("shapes");
     linked_copy(&d, &["model.safetensors"]);
@@ -87,4 +87,72 @@ fn store_names_and_unknown_models() {
     assert!(store.get("good-model", BackendKind::Cpu).is_ok());
     assert!(store.is_loaded("good-model"));
     assert!(matches!(ModelStore::new("/nonexistent/dir").installed(), Err(Error::ModelDirUnreadable { .. })));
+}
+
+#[test]
+fn configs_outside_sane_bounds_are_refused_before_any_allocation() {
+    let root = temp_dir("bounds");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(minilm().join("config.json")).unwrap()).unwrap();
+    for (name, edits) in [
+        ("layers", vec![("num_hidden_layers", 1_000_000_000_000u64)]),
+        ("zero-layers", vec![("num_hidden_layers", 0), ("intermediate_size", 1 << 40)]),
+        ("vocab", vec![("vocab_size", 1 << 40)]),
+        ("positions", vec![("max_position_embeddings", u64::MAX)]),
+    ] {
+        let d = root.join(name);
+        linked_copy(&d, &["config.json"]);
+        let mut c = config.clone();
+        for (k, v) in edits {
+            c[k] = v.into();
+        }
+        std::fs::write(d.join("config.json"), c.to_string()).unwrap();
+        let e = load(&d);
+        assert!(matches!(e, Error::InvalidFile { .. }) && e.to_string().contains("is outside 1..="), "{name}: {e}");
+    }
+}
+
+#[test]
+fn modules_json_cannot_point_outside_the_model_directory() {
+    let root = temp_dir("modules-escape");
+    for bad in ["../../etc", "/etc", "1_Pooling/../../x"] {
+        let d = root.join(bad.replace('/', "_"));
+        linked_copy(&d, &["modules.json"]);
+        let modules = format!(
+            r#"[{{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"}},{{"idx":1,"name":"1","path":"{bad}","type":"sentence_transformers.models.Pooling"}}]"#
+        );
+        std::fs::write(d.join("modules.json"), modules).unwrap();
+        let e = load(&d);
+        assert!(e.to_string().contains("leaves the model directory"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn model_files_changed_under_a_loaded_model_are_errors_never_sigbus() {
+    let root = temp_dir("replaced");
+    let d = root.join("m");
+    linked_copy(&d, &["model.safetensors"]);
+    let weights = d.join("model.safetensors");
+    std::fs::copy(minilm().join("model.safetensors"), &weights).unwrap();
+    let opts = bge_engine::RunOptions::default();
+    let mut store = ModelStore::new(&root);
+    let model = store.get("m", BackendKind::Cpu).unwrap();
+    let before = model.embed(&["a text"], &opts, &mut || {}).unwrap();
+
+    // Replaced by rename: the loaded model keeps reading the old file; the store loads the new.
+    let tmp = d.join("model.safetensors.new");
+    std::fs::copy(minilm().join("model.safetensors"), &tmp).unwrap();
+    std::fs::rename(&tmp, &weights).unwrap();
+    assert_eq!(model.embed(&["a text"], &opts, &mut || {}).unwrap(), before);
+    let reloaded = store.get("m", BackendKind::Cpu).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&model, &reloaded), "a replaced file is reloaded");
+    assert_eq!(reloaded.embed(&["a text"], &opts, &mut || {}).unwrap(), before);
+
+    // Truncated in place under the loaded model: an error, not SIGBUS.
+    let file = std::fs::OpenOptions::new().write(true).open(&weights).unwrap();
+    file.set_len(1000).unwrap();
+    let e = reloaded.embed(&["a text"], &opts, &mut || {}).unwrap_err();
+    assert!(matches!(e, Error::ModelFileChanged { .. }) && e.kind() == ErrorKind::ModelFileCorrupt, "{e}");
+    assert!(e.hint().unwrap().contains("renaming"), "{:?}", e.hint());
+    // ... and the store now reports the broken file.
+    assert!(matches!(store.get("m", BackendKind::Cpu), Err(Error::InvalidFile { .. })));
 }

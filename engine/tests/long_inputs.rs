@@ -28,7 +28,7 @@ fn inputs_at_the_8192_token_limit_embed_in_bounded_memory() {
 
     // "▁the" is one token: <s> + 8190 + </s> = exactly the limit.
     let at_limit = "the ".repeat(8190);
-    assert_eq!(model.count_tokens(&at_limit, TextRole::Passage, false).unwrap(), 8192);
+    assert_eq!(model.count_tokens(&at_limit, TextRole::Passage, false, &mut || {}).unwrap(), 8192);
     let dense = model.embed(&[&at_limit], &opts, &mut || {}).unwrap();
     assert_eq!(dense[0].len(), 32);
     let sparse = model.embed_sparse(&[&at_limit], &opts, &mut || {}).unwrap();
@@ -39,8 +39,8 @@ fn inputs_at_the_8192_token_limit_embed_in_bounded_memory() {
 
     // Longer: truncated to the first 8192 tokens (the last one </s>), or an error.
     let over = "the ".repeat(12000);
-    assert_eq!(model.count_tokens(&over, TextRole::Passage, true).unwrap(), 8192);
-    assert_eq!(model.count_tokens(&over, TextRole::Passage, false).unwrap(), 12002);
+    assert_eq!(model.count_tokens(&over, TextRole::Passage, true, &mut || {}).unwrap(), 8192);
+    assert_eq!(model.count_tokens(&over, TextRole::Passage, false, &mut || {}).unwrap(), 12002);
     assert_eq!(model.embed(&[&over], &opts, &mut || {}).unwrap(), dense, "truncated input embeds as its first 8192 tokens");
     let strict = RunOptions { truncate: false, ..opts };
     match model.embed(&[&over], &strict, &mut || {}) {

@@ -140,7 +140,7 @@ fn cpu_matches_sentence_transformers_and_flag_embedding() {
     let all: Vec<usize> = (0..g.texts.len()).collect();
     let texts = refs(&g.texts, &all);
     for (i, t) in texts.iter().enumerate() {
-        assert_eq!(model.encode(t, TextRole::Passage, true).unwrap().ids, g.token_ids[i], "token ids of text {i} {t:?}");
+        assert_eq!(model.encode(t, TextRole::Passage, true, &mut || {}).unwrap().ids, g.token_ids[i], "token ids of text {i} {t:?}");
     }
     assert!(g.token_ids.iter().any(|ids| ids.len() > 5000), "the goldens include a long document");
     let opts = RunOptions::default();
@@ -201,7 +201,7 @@ fn colbert_and_lexical_scores_match_flag_embedding() {
     for s in &g.scores {
         let pair = [g.texts[s.query].as_str(), g.texts[s.passage].as_str()];
         let c = model.embed_colbert(&pair, &opts, &mut || {}).unwrap();
-        let colbert = bge_engine::colbert::maxsim(&c[0].data, &c[1].data, c[0].dim);
+        let colbert = bge_engine::colbert::maxsim(&c[0].data, &c[1].data, c[0].dim, &mut || {});
         assert!((colbert - s.colbert).abs() <= 1e-5, "ColBERT score of texts {} and {}: {colbert} vs {}", s.query, s.passage, s.colbert);
         let w = model.embed_sparse(&pair, &opts, &mut || {}).unwrap();
         let lexical = w[0].inner_product(&w[1]);
@@ -264,14 +264,14 @@ fn prompts_resolve_as_sentence_transformers_does() {
         check_dense(&model.embed(&texts, &opts, &mut || {}).unwrap(), &dense, &which, &format!("{name} dense"));
         check_dense(&model.embed_queries(&texts, &opts, &mut || {}).unwrap(), &v.query_dense, &which, &format!("{name} query"));
         // Token counts include the prompt.
-        let n = model.count_tokens(texts[3], TextRole::Query, true).unwrap();
-        assert_eq!(n, model.tokenizer.count(&model.prompted(texts[3], TextRole::Query), true).unwrap());
+        let n = model.count_tokens(texts[3], TextRole::Query, true, &mut || {}).unwrap();
+        assert_eq!(n, model.tokenizer.count(&format!("{}{}", model.prompt(TextRole::Query).unwrap_or(""), texts[3]), true).unwrap());
     }
     // "default-only": a default prompt for passages, and encode_query's empty "query" prompt.
     let model = load(&variant("prompts-check", |d| replace(&d.join("config_sentence_transformers.json"), r#"{"prompts": {"document": "passage: "}, "default_prompt_name": "document"}"#)), BackendKind::Cpu);
     assert_eq!(model.prompt(TextRole::Passage), Some("passage: "));
     assert_eq!(model.prompt(TextRole::Query), None);
-    assert!(model.count_tokens("x", TextRole::Passage, true).unwrap() > model.count_tokens("x", TextRole::Query, true).unwrap());
+    assert!(model.count_tokens("x", TextRole::Passage, true, &mut || {}).unwrap() > model.count_tokens("x", TextRole::Query, true, &mut || {}).unwrap());
 }
 
 #[test]

@@ -112,12 +112,22 @@ fn attention_matches_reference_on_varlen_batches() {
             let t = batch.num_tokens();
             let qkv = random(&mut rng, t * 3 * heads * d, 2.0);
             let mut want = vec![0.0; t * heads * d];
-            reference::attention(&qkv, &batch, heads, d, &mut want);
+            reference::attention(&qkv, &batch, heads, d, &mut want, 0..batch.num_tokens());
             for isa in Isa::available() {
                 let mut got = vec![f32::NAN; t * heads * d];
                 attention::attention(isa, &pool, &qkv, &batch, heads, d, &mut got);
                 let e = rel_err(&got, &want);
                 assert!(e < 1e-5, "{isa:?} heads={heads} d={d} lens={lens:?}: rel err {e}");
+                // Computed in random query chunks (as the encoder does, to check for
+                // interrupts between them): bitwise the same.
+                let mut chunked = vec![f32::NAN; t * heads * d];
+                let mut start = 0;
+                while start < t {
+                    let end = (start + rng.random_range(1..=t)).min(t);
+                    attention::attention_rows(isa, &pool, &qkv, &batch, heads, d, &mut chunked, start..end);
+                    start = end;
+                }
+                assert!(chunked == got, "{isa:?} heads={heads} d={d} lens={lens:?}: chunked attention differs");
             }
         }
     }

@@ -10,7 +10,7 @@ pub mod cuda;
 pub mod reference;
 
 /// Which implementation of the ops to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendKind {
     Reference,
     Cpu,
@@ -46,6 +46,8 @@ pub trait Ops: Send + Sync + 'static {
     fn add_layer_norm(&self, pool: &rayon::ThreadPool, x: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], eps: f32);
 
     /// Multi-head self-attention over a packed batch: each sequence attends only to itself.
-    /// `qkv` is [tokens, 3·heads·head_dim] laid out q | k | v; `out` is [tokens, heads·head_dim].
-    fn attention(&self, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, num_heads: usize, head_dim: usize, out: &mut [f32]);
+    /// `qkv` is [tokens, 3·heads·head_dim] laid out q | k | v; `out` is [tokens, heads·head_dim],
+    /// of which only the rows of the tokens in `queries` are computed (callers split long work).
+    #[allow(clippy::too_many_arguments)]
+    fn attention(&self, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, num_heads: usize, head_dim: usize, out: &mut [f32], queries: std::ops::Range<usize>);
 }

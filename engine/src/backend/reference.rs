@@ -65,13 +65,14 @@ pub fn add_layer_norm(x: &mut [f32], residual: Option<&[f32]>, gamma: &[f32], be
 }
 
 /// softmax(q·kᵀ/√d)·v per sequence and head, sequences delimited by cu_seqlens.
-pub fn attention(qkv: &[f32], batch: &PackedBatch, heads: usize, d: usize, out: &mut [f32]) {
+/// Attention for the query tokens in `queries` (all: 0..tokens).
+pub fn attention(qkv: &[f32], batch: &PackedBatch, heads: usize, d: usize, out: &mut [f32], queries: std::ops::Range<usize>) {
     let hidden = heads * d;
     let scale = 1.0 / (d as f64).sqrt();
     for s in 0..batch.num_seqs() {
         let range = batch.seq_range(s);
         for h in 0..heads {
-            for i in range.clone() {
+            for i in range.clone().filter(|i| queries.contains(i)) {
                 let q = &qkv[i * 3 * hidden + h * d..][..d];
                 let scores: Vec<f64> = range
                     .clone()
@@ -110,7 +111,7 @@ impl Ops for Reference {
         add_layer_norm(x, residual, gamma, beta, eps)
     }
 
-    fn attention(&self, _pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, heads: usize, d: usize, out: &mut [f32]) {
-        attention(qkv, batch, heads, d, out)
+    fn attention(&self, _pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, heads: usize, d: usize, out: &mut [f32], queries: std::ops::Range<usize>) {
+        attention(qkv, batch, heads, d, out, queries)
     }
 }

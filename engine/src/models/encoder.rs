@@ -7,7 +7,9 @@ use super::Forward;
 use crate::backend::Ops;
 use crate::batch::PackedBatch;
 use crate::config::{Activation, ModelSpec};
-use crate::error::{Error, Result};
+use std::ops::Range;
+
+use crate::error::{try_zeroed, Error, Result};
 use crate::weights::{EmbeddingTable, WeightFile};
 
 /// A LayerNorm's tensors.
@@ -130,40 +132,66 @@ impl<O: Ops> Encoder<O> {
 
     fn embed_tokens(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
         let h = self.hidden;
-        let mut x = vec![0.0f32; batch.num_tokens() * h];
+        let mut x = try_zeroed(batch.num_tokens() * h)?;
+        self.word.check()?;
         for (t, row) in x.chunks_exact_mut(h).enumerate() {
             let (id, pos, ty) = (batch.ids[t] as usize, batch.positions[t] as usize, batch.type_ids[t] as usize);
             if id >= self.word.rows || pos >= self.max_positions || ty >= self.type_vocab {
                 return Err(Error::Internal(format!("token {id} at position {pos} (type {ty}) is outside the model's tables")));
             }
-            self.word.row(id, row);
+            self.word.row(id, row)?;
             for ((v, p), tt) in row.iter_mut().zip(&self.position[pos * h..(pos + 1) * h]).zip(&self.token_type[ty * h..(ty + 1) * h]) {
                 *v += p + tt;
             }
         }
         Ok(x)
     }
+
+    /// y = act(x·Wᵀ + b) for `n` rows of width `k` into rows of width `m`, in row chunks of
+    /// about [`CHUNK_FLOPS`] with `interrupt` between them (a row's result does not depend on
+    /// its chunk).
+    #[allow(clippy::too_many_arguments)]
+    fn linear(&self, pool: &rayon::ThreadPool, x: &[f32], n: usize, (k, m): (usize, usize), lin: &O::Linear, act: Option<Activation>, y: &mut [f32], interrupt: &mut dyn FnMut()) {
+        for rows in row_chunks(n, 2 * k * m) {
+            self.ops.linear(pool, &x[rows.start * k..rows.end * k], rows.len(), lin, act, &mut y[rows.start * m..rows.end * m]);
+            interrupt();
+        }
+    }
+}
+
+/// Work between two interrupt checks: about 10 ms on two cores, so cancel and
+/// statement_timeout act within a fraction of a second whatever the batch.
+const CHUNK_FLOPS: usize = 2_000_000_000;
+
+/// 0..n in chunks of whole 288-row blocks (a multiple of every GEMM row block) costing about
+/// CHUNK_FLOPS at `flops_per_row`.
+fn row_chunks(n: usize, flops_per_row: usize) -> impl Iterator<Item = Range<usize>> {
+    let rows = (CHUNK_FLOPS / flops_per_row.max(1) / 288).max(1) * 288;
+    (0..n).step_by(rows).map(move |start| start..(start + rows).min(n))
 }
 
 impl<O: Ops> Forward for Encoder<O> {
     fn forward(&self, pool: &rayon::ThreadPool, batch: &PackedBatch, interrupt: &mut dyn FnMut()) -> Result<Vec<f32>> {
-        let (h, n) = (self.hidden, batch.num_tokens());
+        let (h, n, i) = (self.hidden, batch.num_tokens(), self.intermediate);
         let ops = &self.ops;
         let mut x = self.embed_tokens(batch)?;
         ops.add_layer_norm(pool, &mut x, None, &self.emb_norm.gamma, &self.emb_norm.beta, self.eps);
-        let mut qkv = vec![0.0f32; n * 3 * h];
-        let mut ctx = vec![0.0f32; n * h];
-        let mut y = vec![0.0f32; n * h];
-        let mut inter = vec![0.0f32; n * self.intermediate];
+        let mut qkv = try_zeroed(n * 3 * h)?;
+        let mut ctx = try_zeroed(n * h)?;
+        let mut y = try_zeroed(n * h)?;
+        let mut inter = try_zeroed(n * i)?;
         for layer in &self.layers {
             interrupt();
-            ops.linear(pool, &x, n, &layer.qkv, None, &mut qkv);
-            ops.attention(pool, &qkv, batch, self.heads, h / self.heads, &mut ctx);
-            ops.linear(pool, &ctx, n, &layer.attn_out, None, &mut y);
+            self.linear(pool, &x, n, (h, 3 * h), &layer.qkv, None, &mut qkv, interrupt);
+            for queries in row_chunks(n, 4 * batch.max_len * h) {
+                ops.attention(pool, &qkv, batch, self.heads, h / self.heads, &mut ctx, queries);
+                interrupt();
+            }
+            self.linear(pool, &ctx, n, (h, h), &layer.attn_out, None, &mut y, interrupt);
             ops.add_layer_norm(pool, &mut y, Some(&x), &layer.attn_norm.gamma, &layer.attn_norm.beta, self.eps);
             std::mem::swap(&mut x, &mut y);
-            ops.linear(pool, &x, n, &layer.ffn_in, Some(self.activation), &mut inter);
-            ops.linear(pool, &inter, n, &layer.ffn_out, None, &mut y);
+            self.linear(pool, &x, n, (h, i), &layer.ffn_in, Some(self.activation), &mut inter, interrupt);
+            self.linear(pool, &inter, n, (i, h), &layer.ffn_out, None, &mut y, interrupt);
             ops.add_layer_norm(pool, &mut y, Some(&x), &layer.ffn_norm.gamma, &layer.ffn_norm.beta, self.eps);
             std::mem::swap(&mut x, &mut y);
         }

@@ -25,8 +25,11 @@ SELECT bge_embed('x', 'broken-shapes');
 SELECT bge_embed('x', 'broken-no-tokenizer');
 SELECT bge_embed('x', 'broken-config');
 SELECT bge_embed('x', 'broken-unsupported');
+SELECT bge_embed('x', 'broken-bounds');
+SELECT bge_embed('x', 'broken-modules-escape');
 SELECT m, pg_temp.sqlstate_of(format('SELECT bge_embed(%L, %L)', 'x', m)) AS sqlstate
-FROM unnest(ARRAY['broken-truncated', 'broken-shapes', 'broken-no-tokenizer', 'broken-config', 'broken-unsupported']) AS m;
+FROM unnest(ARRAY['broken-truncated', 'broken-shapes', 'broken-no-tokenizer', 'broken-config', 'broken-unsupported',
+                  'broken-bounds', 'broken-modules-escape']) AS m;
 SELECT name, error FROM bge_models() WHERE error IS NOT NULL ORDER BY name;
 
 -- A model directory that does not exist.

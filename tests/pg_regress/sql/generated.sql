@@ -1,8 +1,10 @@
--- A RAG table keeps its embeddings in a generated column.
+-- A RAG table keeps its embeddings in a generated column, with the IMMUTABLE form that names
+-- its model; the forms that read bge.model are STABLE and refused there.
+CREATE TABLE refused (body text, emb real[] GENERATED ALWAYS AS (bge_embed(body)) STORED);
 CREATE TABLE docs (
     id int PRIMARY KEY,
     body text,
-    emb real[] GENERATED ALWAYS AS (bge_embed(body)) STORED
+    emb real[] GENERATED ALWAYS AS (bge_embed(body, 'all-MiniLM-L6-v2')) STORED
 );
 INSERT INTO docs (id, body)
 SELECT i, 'Document ' || i || ' is about ' ||
@@ -15,7 +17,7 @@ SELECT count(*) AS rows, count(emb) AS embedded, min(array_length(emb, 1)) AS mi
 FROM docs;
 
 -- Stored vectors equal a fresh computation, bitwise.
-SELECT count(*) AS sampled, count(*) FILTER (WHERE emb = bge_embed(body)) AS equal FROM docs WHERE id % 25 = 0;
+SELECT count(*) AS sampled, count(*) FILTER (WHERE emb = bge_embed(body)) AS equal_to_default_model FROM docs WHERE id % 25 = 0;
 
 -- Nearest neighbours of a document share its topic.
 SELECT count(*) AS neighbours, count(*) FILTER (WHERE n.id % 5 = 3) AS same_topic
@@ -32,7 +34,26 @@ SET parallel_setup_cost = 0;
 SET parallel_tuple_cost = 0;
 SET min_parallel_table_scan_size = 0;
 SET max_parallel_workers_per_gather = 2;
-SELECT count(*) AS rows_recomputed_in_parallel FROM docs WHERE emb = bge_embed(body) AND id % 10 = 0;
+SELECT count(*) AS rows_recomputed_in_parallel FROM docs WHERE emb = bge_embed(body, 'all-MiniLM-L6-v2') AND id % 10 = 0;
+RESET ALL;
+
+-- Session settings cannot make two sessions write different vectors into the column.
+SET bge.model = 'all-MiniLM-L6-v2-cls512';
+SET bge.truncate = off;
+INSERT INTO docs (id, body) VALUES (1003, repeat('long text ', 400));
+RESET bge.model;
+RESET bge.truncate;
+SELECT emb = bge_embed(repeat('long text ', 400), 'all-MiniLM-L6-v2') AS written_with_the_column_model FROM docs WHERE id = 1003;
+
+-- An expression index on the IMMUTABLE token count agrees with a sequential scan.
+CREATE INDEX docs_tokens ON docs (bge_token_count(body, 'all-MiniLM-L6-v2'));
+CREATE INDEX refused_index ON docs (bge_token_count(body));
+SET enable_seqscan = off;
+SELECT count(*) AS long_docs_by_index FROM docs WHERE bge_token_count(body, 'all-MiniLM-L6-v2') > 60;
+RESET enable_seqscan;
+SET enable_indexscan = off;
+SET enable_bitmapscan = off;
+SELECT count(*) AS long_docs_by_scan FROM docs WHERE bge_token_count(body, 'all-MiniLM-L6-v2') > 60;
 RESET ALL;
 
 DROP TABLE docs;

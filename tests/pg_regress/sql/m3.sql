@@ -100,10 +100,15 @@ SELECT bge_token_count(repeat('the ', 8190), 'tiny-bge-m3') AS at_limit,
        bge_sparse_text(repeat('the ', 9000), 'tiny-bge-m3') = bge_sparse_text(repeat('the ', 8190), 'tiny-bge-m3') AS sparse_too;
 SELECT count(*) AS long_docs, min(array_length(e, 1)) AS dims
 FROM (SELECT bge_embed(repeat('word' || i || ' the capital of France ', 1000 + 200 * i), 'tiny-bge-m3') AS e FROM generate_series(1, 4) AS i) AS t;
+-- bge.truncate applies to the forms that take the model from bge.model (the named forms are
+-- IMMUTABLE and always truncate).
 SET bge.truncate = off;
-SELECT bge_token_count(repeat('the ', 9000), 'tiny-bge-m3') AS full_count;
-SELECT * FROM pg_temp.error_of($$SELECT bge_embed_sparse(repeat('the ', 9000), 'tiny-bge-m3')$$);
-SELECT * FROM pg_temp.error_of($$SELECT bge_embed_colbert(repeat('the ', 9000), 'tiny-bge-m3')$$);
+SET bge.model = 'tiny-bge-m3';
+SELECT bge_token_count(repeat('the ', 9000)) AS full_count,
+       bge_token_count(repeat('the ', 9000), 'tiny-bge-m3') AS named_form_truncates;
+SELECT * FROM pg_temp.error_of($$SELECT bge_embed_sparse(repeat('the ', 9000))$$);
+SELECT * FROM pg_temp.error_of($$SELECT bge_embed_colbert(repeat('the ', 9000))$$);
+RESET bge.model;
 RESET bge.truncate;
 
 -- Heads that are missing: dense output still works, sparse and ColBERT name the file, and

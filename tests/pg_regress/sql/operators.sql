@@ -4,6 +4,15 @@ SELECT '{1,0}'::real[] <=> '{0,1}'::real[] AS orthogonal,
        '{1,2,3}'::real[] <#> '{4,5,6}'::real[] AS neg_inner,
        '{0,0}'::real[] <-> '{3,4}'::real[] AS euclid;
 SELECT '{1,2}'::real[] <=> NULL AS null_right, NULL <-> '{1,2}'::real[] AS null_left;
+-- Rounding never leaves [0, 2]; a zero vector has no cosine distance (an error, not NaN), but
+-- inner product and Euclidean distance are defined for it.
+SELECT '{0.1,0.2,0.3}'::real[] <=> '{0.1,0.2,0.3}'::real[] AS self_distance,
+       round(('{1,1}'::real[] <=> '{-1,-1}'::real[])::numeric, 12) AS opposite;
+SELECT '{0,0}'::real[] <=> '{1,2}'::real[];
+SELECT '{0,0}'::real[] <#> '{1,2}'::real[] AS zero_inner, '{0,0}'::real[] <-> '{3,4}'::real[] AS zero_l2;
+-- Embeddings are one-dimensional: a 2-D array is not compared as if flat.
+SELECT '{{1,2},{3,4}}'::real[] <=> '{1,2,3,4}'::real[];
+SELECT '{1,2,3,4}'::real[] <-> '{{1,2},{3,4}}'::real[];
 
 -- Against an independent computation in SQL on random vectors of awkward lengths.
 SELECT setseed(0.42);

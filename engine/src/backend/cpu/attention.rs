@@ -5,6 +5,8 @@
 //! packed as the right-hand side, a vectorised softmax per row, then O = P·V with the values
 //! packed. Queries go in blocks of QUERY_BLOCK rows, so memory is O(block × seq_len), never
 //! O(seq_len²), and long inputs stay cheap to hold.
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::gemm::{gemm_block, Isa, Panels};
@@ -55,6 +57,13 @@ fn softmax_rows_impl<V: F32s>(scores: &mut [f32], len: usize, scale: f32) {
 multiversion!(fn softmax_rows(scores: &mut [f32], len: usize, scale: f32) = softmax_rows_impl);
 
 pub fn attention(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, heads: usize, d: usize, out: &mut [f32]) {
+    attention_rows(isa, pool, qkv, batch, heads, d, out, 0..batch.num_tokens())
+}
+
+/// Attention for the query tokens in `queries` only (each row's result does not depend on
+/// which other rows are computed with it).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_rows(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, heads: usize, d: usize, out: &mut [f32], queries: Range<usize>) {
     let hidden = heads * d;
     let row = 3 * hidden;
     assert_eq!(qkv.len(), batch.num_tokens() * row);
@@ -62,10 +71,17 @@ pub fn attention(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &Packed
     let scale = 1.0 / (d as f32).sqrt();
     let (_, nr) = isa.tile();
     let dst = SendPtr(out.as_mut_ptr());
+    // The sequences that hold some of the queries.
+    let seqs: Vec<usize> = (0..batch.num_seqs()).filter(|&s| {
+        let r = batch.seq_range(s);
+        r.start < queries.end && queries.start < r.end
+    }).collect();
     let task = |t: usize| {
-        let (s, h) = (t / heads, t % heads);
+        let (s, h) = (seqs[t / heads], t % heads);
         let range = batch.seq_range(s);
         let (base, len) = (range.start, range.len());
+        // This task's queries, relative to the sequence.
+        let (first, last) = (queries.start.max(base) - base, queries.end.min(range.end) - base);
         // Keys as the right-hand side of S = Q·Kᵀ (n = len, k = d): panel[c][lane] = K[j][c].
         let key_panels = len.div_ceil(nr);
         let mut keys = vec![0.0f32; key_panels * d * nr];
@@ -84,10 +100,10 @@ pub fn attention(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &Packed
         let zero_bias = vec![0.0f32; key_panels.max(value_panels) * nr];
         let key_view = Panels { isa, n: len, k: d, panels: &keys, bias: &zero_bias };
         let value_view = Panels { isa, n: d, k: len, panels: &values, bias: &zero_bias };
-        let block = QUERY_BLOCK.min(len);
+        let block = QUERY_BLOCK.min(last - first);
         let mut scores = vec![0.0f32; block * len];
-        for q0 in (0..len).step_by(QUERY_BLOCK) {
-            let rows = QUERY_BLOCK.min(len - q0);
+        for q0 in (first..last).step_by(QUERY_BLOCK) {
+            let rows = QUERY_BLOCK.min(last - q0);
             let scores = &mut scores[..rows * len];
             // SAFETY: q rows lie inside qkv (stride 3·hidden); scores has rows × len floats.
             unsafe {
@@ -102,6 +118,6 @@ pub fn attention(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &Packed
             }
         }
     };
-    let tasks = batch.num_seqs() * heads;
+    let tasks = seqs.len() * heads;
     pool.install(|| (0..tasks).into_par_iter().for_each(task));
 }

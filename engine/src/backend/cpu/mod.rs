@@ -89,7 +89,7 @@ impl Ops for Cpu {
         norm::add_layer_norm(self.isa, pool, x, residual, gamma, beta, eps)
     }
 
-    fn attention(&self, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, heads: usize, d: usize, out: &mut [f32]) {
-        attention::attention(self.isa, pool, qkv, batch, heads, d, out)
+    fn attention(&self, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, heads: usize, d: usize, out: &mut [f32], queries: std::ops::Range<usize>) {
+        attention::attention_rows(self.isa, pool, qkv, batch, heads, d, out, queries)
     }
 }
