@@ -12,7 +12,8 @@
 # socket in /tmp, port $PG_BGE_PORT (default 5499 for 15, 5518 for 18).
 set -euo pipefail
 . "$(dirname "$0")/pg_versions.sh"
-BIN=$(dirname "$(pg_config_of "$PG_BGE_PG")")
+PG_CONFIG=$(pg_config_of "$PG_BGE_PG") || exit 2
+BIN=$(dirname "$PG_CONFIG")
 case "$PG_BGE_PG" in
 15) DATA=${PG_BGE_CLUSTER:-/tmp/pg_bge_cluster} PORT=${PG_BGE_PORT:-5499} ;;
 *) DATA=${PG_BGE_CLUSTER:-/tmp/pg_bge_cluster$PG_BGE_PG} PORT=${PG_BGE_PORT:-55$PG_BGE_PG} ;;
