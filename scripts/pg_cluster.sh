@@ -51,6 +51,7 @@ port)
     ;;
 psql)
     shift
+    # The major's own psql (18's, from the wheel, is built without readline: no line editing).
     "$BIN/psql" -h /tmp -p "$PORT" -U postgres -X "$@"
     ;;
 *)
