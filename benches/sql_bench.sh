@@ -6,12 +6,13 @@
 #   bash benches/sql_bench.sh [THREADS=2] [REPEATS=3]
 # Needs the extension installed (scripts/demo.sh or scripts/test.sh did that) and a release
 # build of the engine example (built here if missing). Uses the scratch cluster of
-# scripts/pg_cluster.sh (restarted).
+# scripts/pg_cluster.sh (restarted) of the major PG_BGE_PG picks (default 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/pg_versions.sh
 THREADS=${1:-2}
 REPEATS=${2:-3}
-MODEL_DIR="$(/usr/lib/postgresql/15/bin/pg_config --sharedir)/bge_models"
+MODEL_DIR="$("$(pg_config_of "$PG_BGE_PG")" --sharedir)/bge_models"
 [ -f benches/corpus.txt ] || python3 benches/make_corpus.py benches/corpus.txt 1000
 cargo build --release -q -p bge-engine --example throughput
 chmod a+r benches/corpus.txt

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Installs pg_bge and its model on a fresh Debian machine, starts a PostgreSQL 15 cluster and
-# embeds and ranks a few passages in it. The cluster keeps running afterwards:
-#   scripts/pg_cluster.sh psql        to try more;   scripts/pg_cluster.sh stop   to end it.
+# Installs pg_bge and its model on a fresh Debian machine, starts a scratch PostgreSQL cluster
+# and runs a small RAG session in it (scripts/demo.sql): a table whose embeddings a generated
+# column keeps in sync, 500 passages of the Python documentation, a ranked search.
+#
+#   bash scripts/demo.sh                  PostgreSQL 18 with pgvector: vector(384) column, HNSW index
+#   PG_BGE_PG=15 bash scripts/demo.sh     PostgreSQL 15 (Debian): real[] column and pg_bge's <=>
+#
+# The cluster keeps running afterwards: scripts/pg_cluster.sh psql to try more (with the same
+# PG_BGE_PG), scripts/pg_cluster.sh stop to end it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PG_BGE_PG=${PG_BGE_PG:-18}
+. scripts/pg_versions.sh
 
 scripts/setup.sh
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+PG_CONFIG=$(pg_config_of "$PG_BGE_PG")
 if [ "$(id -u)" -eq 0 ]; then
     cargo pgrx install --release --pg-config "$PG_CONFIG"
 else
@@ -15,4 +23,4 @@ fi
 scripts/pg_cluster.sh start
 scripts/pg_cluster.sh psql -v ON_ERROR_STOP=1 -e -f scripts/demo.sql
 echo
-echo "demo: the cluster is still running; connect with scripts/pg_cluster.sh psql"
+echo "demo: the cluster is still running; connect with PG_BGE_PG=$PG_BGE_PG scripts/pg_cluster.sh psql"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs every pg_bge test from a fresh Debian machine: installs what is missing (scripts/setup.sh),
 # runs the engine tests (plain cargo test), installs the extension into PostgreSQL 15 and runs
-# the SQL tests (pg_regress) in a scratch cluster. The goldens (engine and SQL) run once per CPU
-# kernel family this machine has (BGE_CPU_ISA), so an AVX-512 machine proves the AVX2 and
-# portable paths too. Exits non-zero on any failure.
+# the SQL tests (pg_regress) in a scratch cluster, then does the same on PostgreSQL 18 with the
+# pgvector tests added. The goldens (engine and SQL) run once per CPU kernel family this machine
+# has (BGE_CPU_ISA), so an AVX-512 machine proves the AVX2 and portable paths too. Exits
+# non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/pg_versions.sh
 
 scripts/setup.sh
 
@@ -32,43 +34,55 @@ for isa in "${ISAS[@]:1}"; do
     BGE_CPU_ISA=$isa cargo test -p bge-engine --test goldens --test m3 --test batching --test ops
 done
 
-echo "== extension build and install"
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-if [ "$(id -u)" -eq 0 ]; then
-    cargo pgrx install --release --pg-config "$PG_CONFIG"
-else
-    cargo pgrx install --release --sudo --pg-config "$PG_CONFIG"
-fi
+# install_for MAJOR: builds pg_bge for that major (cargo pgrx picks the pgNN feature from its
+# pg_config) and installs it there.
+install_for() {
+    echo "== extension build and install (PostgreSQL $1)"
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(--sudo)
+    cargo pgrx install --release "${sudo[@]}" --pg-config "$(pg_config_of "$1")"
+}
 
-echo "== SQL tests (pg_regress)"
-WORK=/tmp/pg_bge_regress
+WORK=${PG_BGE_REGRESS_DIR:-/tmp/pg_bge_regress}
 rm -rf "$WORK" && mkdir -p "$WORK"
-python3 scripts/make_test_models.py "$($PG_CONFIG --sharedir)/bge_models/all-MiniLM-L6-v2" "$WORK/models"
+python3 scripts/make_test_models.py "$("$(pg_config_of 15)" --sharedir)/bge_models/all-MiniLM-L6-v2" "$WORK/models"
 chmod -R a+rX "$WORK"
-trap 'scripts/pg_cluster.sh stop' EXIT
+trap 'PG_BGE_PG=15 scripts/pg_cluster.sh stop; PG_BGE_PG=18 scripts/pg_cluster.sh stop' EXIT
 
-# regress NAME TEST...: a fresh cluster (with the caller's BGE_CPU_ISA), then pg_regress.
+# regress MAJOR NAME TEST...: a fresh cluster of that major (with the caller's BGE_CPU_ISA),
+# then pg_regress. Both majors compare against the same expected output.
 regress() {
-    local name=$1 out="$WORK/out-$1" status=0
-    shift
+    local major=$1 name=$2 out="$WORK/out-$2" status=0 pgc
+    shift 2
+    pgc=$(pg_config_of "$major")
     mkdir -p "$out"
-    scripts/pg_cluster.sh start "bge.model_dir = '$WORK/models'"
-    /usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
-        --bindir=/usr/lib/postgresql/15/bin --host=/tmp --port="${PG_BGE_PORT:-5499}" --user=postgres \
+    PG_BGE_PG=$major scripts/pg_cluster.sh start "bge.model_dir = '$WORK/models'"
+    "$("$pgc" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
+        --bindir="$("$pgc" --bindir)" --host=/tmp --port="$(PG_BGE_PG=$major scripts/pg_cluster.sh port)" --user=postgres \
         --inputdir=tests/pg_regress --outputdir="$out" --dbname=pg_bge_regress "$@" || status=$?
+    PG_BGE_PG=$major scripts/pg_cluster.sh stop
     if [ $status -ne 0 ]; then
         head -300 "$out/regression.diffs" 2>/dev/null || true
-        echo "SQL tests ($name) failed; full diff in $out/regression.diffs" >&2
+        echo "SQL tests ($name, PostgreSQL $major) failed; full diff in $out/regression.diffs" >&2
     fi
     return $status
 }
 
+SQL_TESTS=(setup embed goldens operators generated errors m3 m3_goldens hardening)
 status=0
-regress all setup embed goldens operators generated errors m3 m3_goldens hardening || status=1
+install_for 15
+echo "== SQL tests on PostgreSQL 15 (pg_regress)"
+regress 15 all "${SQL_TESTS[@]}" || status=1
 for isa in "${ISAS[@]:1}"; do
     echo "== SQL goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
-    BGE_CPU_ISA=$isa regress "$isa" setup embed goldens m3 m3_goldens || status=1
+    BGE_CPU_ISA=$isa regress 15 "$isa" setup embed goldens m3 m3_goldens || status=1
 done
+
+start=$SECONDS
+install_for 18
+echo "== SQL tests on PostgreSQL 18, and pgvector (pg_regress)"
+regress 18 pg18 "${SQL_TESTS[@]}" pgvector || status=1
+echo "== PostgreSQL 18 build, install and SQL tests took $((SECONDS - start)) s"
 
 echo "== cargo pgrx test pg15 (the #[pg_test] suite in src/tests.rs)"
 if [ "$(id -u)" -eq 0 ]; then
