@@ -141,7 +141,7 @@ mod tests {
 
     #[pg_test]
     fn model_dir_is_superuser_only() {
-        Spi::run("CREATE ROLE pg_bge_test_user; SET LOCAL ROLE pg_bge_test_user").unwrap();
+        Spi::run("CREATE ROLE regress_bge_user; SET LOCAL ROLE regress_bge_user").unwrap();
         expect_sqlstate("SET LOCAL bge.model_dir = '/tmp'", "42501");
         let dims = Spi::get_one::<i32>("SELECT array_length(bge_embed('ordinary users embed', 'all-MiniLM-L6-v2'), 1)").unwrap();
         assert_eq!(dims, Some(384));
