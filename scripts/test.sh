@@ -68,7 +68,7 @@ regress() {
     return $status
 }
 
-SQL_TESTS=(setup embed goldens operators generated errors m3 m3_goldens hardening)
+SQL_TESTS=(setup embed goldens operators generated errors m3 m3_goldens hardening planner)
 status=0
 install_for 15
 echo "== SQL tests on PostgreSQL 15 (pg_regress)"

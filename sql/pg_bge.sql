@@ -16,6 +16,58 @@ CREATE OPERATOR <-> (
     LEFTARG = real[], RIGHTARG = real[], FUNCTION = bge_l2_distance, COMMUTATOR = '<->'
 );
 
+-- Planner costs, in cpu_operator_cost units (0.0025 of a sequential page read by default).
+-- Measured on a 2-vCPU x86-64 server with all-MiniLM-L6-v2 (benches/sql_bench.sh): an
+-- embedding call takes 4-8 ms for a passage, a token count 20-60 us, a 384-wide distance
+-- about 0.3 us, bge_maxsim on ColBERT arrays of ~100 rows a few ms. PostgreSQL's units are not
+-- time (its built-in operators are ~25 ns for 1 unit), so the numbers keep the ratios, scaled to
+-- the range PostgreSQL's own expensive functions use: embedding 20,000 (50 page reads: far above
+-- any built-in, so cheap quals run first and a scan of more than a few dozen rows is worth a
+-- parallel plan), per returned row of the batched array form 15,000, tokenising 1,000, ColBERT
+-- scoring 5,000, distances 10.
+ALTER FUNCTION bge_embed(text) COST 20000;
+ALTER FUNCTION bge_embed(text, text) COST 20000;
+ALTER FUNCTION bge_embed(text[], text) COST 15000 ROWS 100;
+ALTER FUNCTION bge_embed_query(text) COST 20000;
+ALTER FUNCTION bge_embed_query(text, text) COST 20000;
+ALTER FUNCTION bge_embed_sparse(text) COST 20000;
+ALTER FUNCTION bge_embed_sparse(text, text) COST 20000;
+ALTER FUNCTION bge_sparse_text(text) COST 20000;
+ALTER FUNCTION bge_sparse_text(text, text) COST 20000;
+ALTER FUNCTION bge_embed_colbert(text) COST 20000;
+ALTER FUNCTION bge_embed_colbert(text, text) COST 20000;
+ALTER FUNCTION bge_token_count(text) COST 1000;
+ALTER FUNCTION bge_token_count(text, text) COST 1000;
+ALTER FUNCTION bge_token_count_query(text) COST 1000;
+ALTER FUNCTION bge_token_count_query(text, text) COST 1000;
+ALTER FUNCTION bge_tokenize(text) COST 1000;
+ALTER FUNCTION bge_tokenize(text, text) COST 1000;
+ALTER FUNCTION bge_maxsim(real[], real[]) COST 5000;
+ALTER FUNCTION bge_cosine_distance(real[], real[]) COST 10;
+ALTER FUNCTION bge_negative_inner_product(real[], real[]) COST 10;
+ALTER FUNCTION bge_l2_distance(real[], real[]) COST 10;
+ALTER FUNCTION bge_models() ROWS 10;
+
+-- The planner support function of the embedding and tokenising functions: it answers no
+-- request, but calling it loads pg_bge while a query is planned, in time for the hook that
+-- lets small tables get parallel embedding scans (src/planner.rs).
+CREATE FUNCTION bge_planner_support(internal) RETURNS internal
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'bge_planner_support';
+COMMENT ON FUNCTION bge_planner_support(internal) IS
+    'Planner support function of pg_bge''s embedding functions (loads the library during planning); not for direct use.';
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+             WHERE p.proname IN ('bge_embed', 'bge_embed_query', 'bge_embed_sparse', 'bge_sparse_text', 'bge_embed_colbert',
+                                 'bge_token_count', 'bge_token_count_query', 'bge_tokenize')
+               AND p.pronamespace = (SELECT pronamespace FROM pg_proc WHERE proname = 'bge_planner_support')
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SUPPORT bge_planner_support', f);
+    END LOOP;
+END $$;
+
 COMMENT ON FUNCTION bge_embed(text) IS
     'Embedding of the text with the model named by bge.model, as sentence-transformers computes it (pooled, normalised when the model says so), following the session''s bge.truncate and bge.precision. STABLE: for generated columns and indexes use bge_embed(text, model).';
 COMMENT ON FUNCTION bge_embed(text, text) IS

@@ -7,6 +7,7 @@ mod errors;
 mod functions;
 mod gucs;
 mod operators;
+mod planner;
 mod registry;
 mod sparse;
 
@@ -16,9 +17,10 @@ pgrx::extension_sql_file!("../sql/pg_bge.sql", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    // Settings only: models, threads and any device state are created lazily in the backend
-    // that first needs them, never in the postmaster.
+    // Settings and the planner hook only: models, threads and any device state are created
+    // lazily in the backend that first needs them, never in the postmaster.
     gucs::init();
+    planner::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

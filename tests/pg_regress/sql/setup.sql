@@ -9,7 +9,7 @@ SELECT p.oid::regprocedure AS function, p.provolatile AS volatility, p.proisstri
 FROM pg_proc p
 JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
 JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_bge'
-ORDER BY 1::text;
+ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 SELECT oprname, oprleft::regtype, oprright::regtype, oprresult::regtype, oprcode,
        obj_description(oid, 'pg_operator') IS NOT NULL AS has_comment
