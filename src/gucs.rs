@@ -142,18 +142,42 @@ pub fn run_options(immutable: bool) -> bge_engine::RunOptions {
 }
 
 /// Worker threads for this call: bge.threads, or for 0 (auto) the cores divided among the
-/// backends connected to this database (all of them for a lone session), and 1 inside a
-/// parallel query (each of its processes then has a core to itself).
+/// client backends connected to this database (all of them for a lone session), and 1 inside
+/// a parallel query (each of its processes then has a core to itself).
 fn threads() -> usize {
     let set = THREADS.get();
     if set > 0 {
         return set as usize;
     }
-    // SAFETY: plain reads of backend state on the main thread.
-    let (parallel, backends) = unsafe { (pg_sys::IsInParallelMode(), pg_sys::CountDBBackends(pg_sys::MyDatabaseId)) };
-    if parallel {
+    // SAFETY: a plain read of backend state on the main thread.
+    if unsafe { pg_sys::IsInParallelMode() } {
         return 1;
     }
-    (bge_engine::threads::available() / backends.max(1) as usize).max(1)
+    (bge_engine::threads::available() / client_backends().max(1)).max(1)
+}
+
+/// Client backends connected to this database: autovacuum, background and parallel workers
+/// come and go and would make the thread count flap, so they do not count.
+fn client_backends() -> usize {
+    // SAFETY: ProcGlobal's PGPROC array lives in shared memory for the server's life; its
+    // fields are read without a lock, which at worst miscounts a backend starting or exiting.
+    unsafe {
+        let global = &*pg_sys::ProcGlobal;
+        let procs = std::slice::from_raw_parts(global.allProcs, global.allProcCount as usize);
+        procs
+            .iter()
+            .filter(|p| p.pid != 0 && p.databaseId == pg_sys::MyDatabaseId && u32::from(p.statusFlags) & pg_sys::PROC_IS_AUTOVACUUM == 0 && regular_backend(p))
+            .count()
+    }
+}
+
+#[cfg(feature = "pg18")]
+fn regular_backend(p: &pg_sys::PGPROC) -> bool {
+    p.isRegularBackend
+}
+
+#[cfg(not(feature = "pg18"))]
+fn regular_backend(p: &pg_sys::PGPROC) -> bool {
+    !p.isBackgroundWorker
 }
 

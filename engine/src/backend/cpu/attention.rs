@@ -119,5 +119,9 @@ pub fn attention_rows(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &P
         }
     };
     let tasks = seqs.len() * heads;
-    pool.install(|| (0..tasks).into_par_iter().for_each(task));
+    if super::inline(pool) {
+        (0..tasks).for_each(task);
+    } else {
+        pool.install(|| (0..tasks).into_par_iter().for_each(task));
+    }
 }

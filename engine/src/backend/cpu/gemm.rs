@@ -294,8 +294,8 @@ pub(crate) fn for_each_task(pool: &rayon::ThreadPool, m: usize, num_panels: usiz
         let (rb, g) = (t / panel_groups, t % panel_groups);
         block(rb * row_block..((rb + 1) * row_block).min(m), g * per_task..((g + 1) * per_task).min(num_panels));
     };
-    if tasks == 1 {
-        run_task(0);
+    if tasks == 1 || super::inline(pool) {
+        (0..tasks).for_each(run_task);
     } else {
         pool.install(|| (0..tasks).into_par_iter().for_each(run_task));
     }

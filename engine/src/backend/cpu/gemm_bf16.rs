@@ -118,7 +118,11 @@ pub fn gemm_bf16(pool: &rayon::ThreadPool, x: &[f32], m: usize, w: &PackedBf16, 
             }
         }
     };
-    pool.install(|| xb.par_chunks_mut(kp).enumerate().for_each(convert));
+    if super::inline(pool) {
+        xb.chunks_mut(kp).enumerate().for_each(convert);
+    } else {
+        pool.install(|| xb.par_chunks_mut(kp).enumerate().for_each(convert));
+    }
 
     let out = SendPtr(y.as_mut_ptr());
     for_each_task(pool, m, n.div_ceil(NR), MR, |rows, panels| {

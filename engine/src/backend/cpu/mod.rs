@@ -25,6 +25,12 @@ impl SendPtr {
     }
 }
 
+/// Whether work for `pool` should run on the calling thread: a one-thread pool would only add a
+/// hand-off to its worker and back per op (parallel-query processes run with one thread each).
+pub(crate) fn inline(pool: &rayon::ThreadPool) -> bool {
+    pool.current_num_threads() == 1
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Cpu {
     pub isa: Isa,

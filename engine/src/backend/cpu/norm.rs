@@ -48,6 +48,8 @@ pub fn add_layer_norm(isa: Isa, pool: &rayon::ThreadPool, x: &mut [f32], residua
     let task = |(t, rows): (usize, &mut [f32])| norm_rows(isa, rows, residual.map(|res| &res[t * span..t * span + rows.len()]), gamma, beta, eps);
     if x.len() <= span {
         task((0, x));
+    } else if super::inline(pool) {
+        x.chunks_mut(span).enumerate().for_each(task);
     } else {
         pool.install(|| x.par_chunks_mut(span).enumerate().for_each(task));
     }
