@@ -1,15 +1,13 @@
 //! BGE-M3 ColBERT vectors in SQL (a 2-D real[], one row per token) and late-interaction
 //! scoring of two such arrays. The math lives in bge_engine::colbert.
-use std::ptr::NonNull;
-
 use bge_engine::colbert::{maxsim, ColbertVectors};
-use pgrx::array::RawArray;
 use pgrx::callconv::{BoxRet, FcInfo};
 use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use crate::functions::{check_interrupts, options};
+use crate::operators::float4_array;
 use crate::errors::{raise_with, OrRaise};
 use crate::registry;
 
@@ -72,9 +70,7 @@ fn bge_embed_colbert_model(input: &str, model: &str) -> RealMatrix {
 
 /// The vectors of a real[]: a 2-D array is [vectors, dimensions]; a 1-D array is one vector.
 fn vectors<'a>(array: Array<'a, f32>, side: &str) -> (&'a [f32], usize) {
-    // SAFETY: a detoasted float4[] argument, alive for this call; read-only below.
-    let mut raw = unsafe { RawArray::from_array(array) }.expect("array argument");
-    let dims = raw.dims().to_vec();
+    let (dims, values) = float4_array(array);
     let dim = match dims.as_slice() {
         [n] | [_, n] if *n > 0 => *n as usize,
         [] => raise_with(
@@ -88,17 +84,14 @@ fn vectors<'a>(array: Array<'a, f32>, side: &str) -> (&'a [f32], usize) {
             "Pass the output of bge_embed_colbert: a 2-D real[] with one row per token.",
         ),
     };
-    // SAFETY: as above.
-    if unsafe { raw.any_nulls() } {
+    let values = values.unwrap_or_else(|| {
         raise_with(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             format!("{side} array contains NULL elements"),
             "ColBERT vectors have no NULL elements.",
-        );
-    }
-    let data: NonNull<[f32]> = raw.data();
-    // SAFETY: no NULLs, so the data are len() consecutive float4 values.
-    (unsafe { data.as_ref() }, dim)
+        )
+    });
+    (values, dim)
 }
 
 /// Late-interaction (MaxSim) score, averaged over the query's vectors (see

@@ -30,7 +30,12 @@ mod tests;
 /// read (the checkout may be private to root), and bge.model_dir points there.
 #[cfg(test)]
 pub mod pg_test {
-    const MODEL_DIR: &str = "/tmp/pg_bge_pg_test_models";
+    macro_rules! model_dir {
+        () => {
+            "/tmp/pg_bge_pg_test_models"
+        };
+    }
+    const MODEL_DIR: &str = model_dir!();
 
     pub fn setup(_options: Vec<&str>) {
         static ONCE: std::sync::Once = std::sync::Once::new();
@@ -63,6 +68,6 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["bge.model_dir = '/tmp/pg_bge_pg_test_models'"]
+        vec![concat!("bge.model_dir = '", model_dir!(), "'")]
     }
 }

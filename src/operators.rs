@@ -11,28 +11,36 @@ use pgrx::PgSqlErrorCode;
 use crate::errors::raise_with;
 use crate::functions::check_interrupts;
 
-fn values<'a>(a: Array<'a, f32>, side: &str) -> &'a [f32] {
+/// A float4[] argument's dimensions and, unless it holds NULL elements, its values in order.
+pub(crate) fn float4_array(array: Array<'_, f32>) -> (Vec<i32>, Option<&[f32]>) {
     // SAFETY: a detoasted float4[] argument, alive for this call; read-only below.
-    let mut raw = unsafe { RawArray::from_array(a) }.expect("array argument");
-    let ndim = raw.dims().len();
-    if ndim > 1 {
+    let mut raw = unsafe { RawArray::from_array(array) }.expect("array argument");
+    let dims = raw.dims().to_vec();
+    // SAFETY: as above.
+    if unsafe { raw.any_nulls() } {
+        return (dims, None);
+    }
+    let data: NonNull<[f32]> = raw.data();
+    // SAFETY: no NULLs, so the data are len() consecutive float4 values.
+    (dims, Some(unsafe { data.as_ref() }))
+}
+
+fn values<'a>(a: Array<'a, f32>, side: &str) -> &'a [f32] {
+    let (dims, values) = float4_array(a);
+    if dims.len() > 1 {
         raise_with(
             PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            format!("{side} vector is a {ndim}-dimensional array"),
+            format!("{side} vector is a {}-dimensional array", dims.len()),
             "Embeddings are one-dimensional real[]; for ColBERT's 2-D arrays use bge_maxsim.",
         );
     }
-    // SAFETY: as above.
-    if unsafe { raw.any_nulls() } {
+    values.unwrap_or_else(|| {
         raise_with(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             format!("{side} vector contains NULL elements"),
             "Embeddings have no NULL elements; remove them or use COALESCE on the elements.",
-        );
-    }
-    let data: NonNull<[f32]> = raw.data();
-    // SAFETY: no NULLs, so the data are len() consecutive float4 values.
-    unsafe { data.as_ref() }
+        )
+    })
 }
 
 fn pair<'a>(a: Array<'a, f32>, b: Array<'a, f32>) -> (&'a [f32], &'a [f32]) {

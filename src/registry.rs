@@ -44,9 +44,9 @@ pub fn planned_compute() -> (Option<&'static str>, &'static str) {
 /// any loaded copy.
 pub fn loaded_copy(store: &ModelStore, name: &str) -> Option<Arc<Model>> {
     let preferred = match gucs::device() {
-        Device::Cpu => [cpu_kind(), cpu_kind()],
-        Device::Cuda => [BackendKind::Cuda, BackendKind::Cuda],
-        Device::Auto => [BackendKind::Cuda, cpu_kind()],
+        Device::Cpu => vec![cpu_kind()],
+        Device::Cuda => vec![BackendKind::Cuda],
+        Device::Auto => vec![BackendKind::Cuda, cpu_kind()],
     };
     preferred.into_iter().find_map(|b| store.loaded_on(name, b)).or_else(|| store.loaded(name)).cloned()
 }

@@ -61,7 +61,7 @@ pub struct Model {
     pub load_time: Duration,
     /// model.safetensors and what it was when loaded (see [`Model::is_stale`]).
     weights_path: std::path::PathBuf,
-    weights_identity: Option<FileIdentity>,
+    weights_identity: FileIdentity,
 }
 
 impl Model {
@@ -70,8 +70,8 @@ impl Model {
         let spec = ModelSpec::load(name, dir)?;
         let tokenizer = TextTokenizer::load(&spec)?;
         let weights_path = dir.join("model.safetensors");
-        let weights_identity = std::fs::metadata(&weights_path).ok().map(|m| FileIdentity::of(&m));
         let weights = WeightFile::open(&weights_path)?;
+        let weights_identity = weights.identity();
         // The heads run on the hidden states forward() returns to the host: on the scalar
         // oracle for the reference backend, on the CPU kernels for any other (a GPU backend's
         // included).
@@ -101,7 +101,7 @@ impl Model {
     /// Whether model.safetensors at the model's path is no longer the file loaded (replaced by
     /// rename, or changed in place): the store then loads it again.
     pub fn is_stale(&self) -> bool {
-        std::fs::metadata(&self.weights_path).ok().map(|m| FileIdentity::of(&m)) != self.weights_identity
+        std::fs::metadata(&self.weights_path).ok().map(|m| FileIdentity::of(&m)) != Some(self.weights_identity)
     }
 
     /// Dense embeddings of passages (`texts` with the default prompt, if any), in input order.

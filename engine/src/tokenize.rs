@@ -150,6 +150,11 @@ impl TextTokenizer {
         (self.max_seq_length * 32).clamp(16 << 10, 1 << 20)
     }
 
+    /// Content tokens max_seq_length leaves room for beside the special tokens.
+    fn room(&self) -> usize {
+        self.max_seq_length.saturating_sub(self.added_tokens)
+    }
+
     /// Content tokens (no special tokens) of `prompt` + `text`, windowed: returns the first
     /// `keep` of them and how many there are in all (counting stops early at `keep` unless
     /// `count_all`). `interrupt` runs between windows.
@@ -199,7 +204,7 @@ impl TextTokenizer {
 
     /// [`TextTokenizer::encode_prompted`] with an explicit window (tests use small ones).
     pub fn encode_windowed(&self, prompt: &str, text: &str, truncate: bool, window: usize, interrupt: &mut dyn FnMut()) -> Result<Encoded> {
-        let room = self.max_seq_length.saturating_sub(self.added_tokens);
+        let room = self.room();
         let (kept, total) = self.scan(prompt, text, room, !truncate, window, interrupt)?;
         if !truncate && total > room {
             return Err(Error::InputTooLong { model: self.model.clone(), tokens: total + self.added_tokens, limit: self.max_seq_length });
@@ -220,7 +225,7 @@ impl TextTokenizer {
     }
 
     pub fn count_windowed(&self, prompt: &str, text: &str, truncate: bool, window: usize, interrupt: &mut dyn FnMut()) -> Result<usize> {
-        let room = self.max_seq_length.saturating_sub(self.added_tokens);
+        let room = self.room();
         let (_, total) = self.scan(prompt, text, if truncate { room } else { 0 }, !truncate, window, interrupt)?;
         Ok(if truncate { total.min(room) } else { total } + self.added_tokens)
     }
@@ -237,16 +242,12 @@ impl TextTokenizer {
 /// window has no such place (one "word" longer than half a window), the cut falls at a
 /// character boundary and that word is tokenised as two.
 pub fn windows(text: &str, window: usize) -> impl Iterator<Item = &str> {
-    let mut rest = text;
-    let mut first = true;
+    // At least one piece: an empty text is one empty window.
+    let mut rest = Some(text);
     std::iter::from_fn(move || {
-        if rest.is_empty() && !std::mem::take(&mut first) {
-            return None;
-        }
-        first = false;
-        let cut = cut_point(rest, window.max(8));
-        let (piece, tail) = rest.split_at(cut);
-        rest = tail;
+        let r = rest?;
+        let (piece, tail) = r.split_at(cut_point(r, window.max(8)));
+        rest = (!tail.is_empty()).then_some(tail);
         Some(piece)
     })
 }

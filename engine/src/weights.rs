@@ -100,8 +100,12 @@ impl WeightFile {
         if 8 + header_len + data_len > meta.len() {
             return Err(truncated(&format!("{data_len} bytes of tensor data declared, {} present", meta.len() - 8 - header_len)));
         }
-        let parsed_len = header_len as usize;
-        Ok(WeightFile { file: Arc::new(file), data_start: 8 + parsed_len, meta: meta_data, prefix: String::new() })
+        Ok(WeightFile { file: Arc::new(file), data_start: 8 + header_len as usize, meta: meta_data, prefix: String::new() })
+    }
+
+    /// What the file was when opened (a path whose identity differs holds another file).
+    pub fn identity(&self) -> FileIdentity {
+        self.file.identity
     }
 
     /// The shape of tensor `name` (without the prefix), if the file has it.

@@ -7,8 +7,6 @@
 //! O(seq_len²), and long inputs stay cheap to hold.
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 use super::gemm::{gemm_block, Isa, Panels};
 use super::simd::{max, multiversion, F32s};
 use super::SendPtr;
@@ -118,10 +116,5 @@ pub fn attention_rows(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &P
             }
         }
     };
-    let tasks = seqs.len() * heads;
-    if super::inline(pool) {
-        (0..tasks).for_each(task);
-    } else {
-        pool.install(|| (0..tasks).into_par_iter().for_each(task));
-    }
+    super::run_tasks(pool, seqs.len() * heads, task);
 }

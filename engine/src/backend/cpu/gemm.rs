@@ -16,7 +16,6 @@
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
 
 use super::activation::activate_inplace;
 use super::SendPtr;
@@ -294,11 +293,7 @@ pub(crate) fn for_each_task(pool: &rayon::ThreadPool, m: usize, num_panels: usiz
         let (rb, g) = (t / panel_groups, t % panel_groups);
         block(rb * row_block..((rb + 1) * row_block).min(m), g * per_task..((g + 1) * per_task).min(num_panels));
     };
-    if tasks == 1 || super::inline(pool) {
-        (0..tasks).for_each(run_task);
-    } else {
-        pool.install(|| (0..tasks).into_par_iter().for_each(run_task));
-    }
+    super::run_tasks(pool, tasks, run_task);
 }
 
 pub fn gemm(pool: &rayon::ThreadPool, x: &[f32], m: usize, w: &PackedLinear, act: Option<Activation>, y: &mut [f32]) {

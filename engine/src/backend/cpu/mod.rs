@@ -31,6 +31,16 @@ pub(crate) fn inline(pool: &rayon::ThreadPool) -> bool {
     pool.current_num_threads() == 1
 }
 
+/// Runs `task(0..tasks)` on the pool, or on the calling thread for one task or a one-thread pool.
+pub(crate) fn run_tasks(pool: &rayon::ThreadPool, tasks: usize, task: impl Fn(usize) + Sync + Send) {
+    use rayon::prelude::*;
+    if tasks <= 1 || inline(pool) {
+        (0..tasks).for_each(task);
+    } else {
+        pool.install(|| (0..tasks).into_par_iter().for_each(task));
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Cpu {
     pub isa: Isa,
