@@ -6,10 +6,9 @@ use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, Returns
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-use crate::functions::{check_interrupts, options};
+use crate::errors::raise_with;
+use crate::functions::check_interrupts;
 use crate::operators::float4_array;
-use crate::errors::{raise_with, OrRaise};
-use crate::registry;
 
 /// A 2-D real[] ([rows, cols], lower bounds 1) returned to SQL; its SQL type is Vec<f32>'s
 /// (real[]), which pgrx only builds one-dimensional.
@@ -54,8 +53,7 @@ unsafe impl BoxRet for RealMatrix {
 }
 
 fn colbert(input: &str, model: Option<&str>) -> RealMatrix {
-    let vectors = registry::model(model).embed_colbert(&[input], &options(model), &mut check_interrupts).or_raise().remove(0);
-    RealMatrix::new(&vectors)
+    RealMatrix::new(&crate::compute::colbert(&[input], model).remove(0))
 }
 
 #[pg_extern(stable, strict, parallel_safe, name = "bge_embed_colbert")]

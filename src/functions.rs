@@ -4,7 +4,7 @@ use bge_engine::TextRole;
 use pgrx::prelude::*;
 
 use crate::errors::OrRaise;
-use crate::{gucs, registry};
+use crate::{compute, gucs, registry};
 
 /// Called by the engine on this thread between layers, so cancel and statement_timeout stop
 /// a long call.
@@ -19,7 +19,7 @@ pub(crate) fn options(model: Option<&str>) -> bge_engine::RunOptions {
 }
 
 fn embed_texts(texts: &[&str], model: Option<&str>) -> Vec<Vec<f32>> {
-    registry::model(model).embed(texts, &options(model), &mut check_interrupts).or_raise()
+    compute::dense(texts, TextRole::Passage, model)
 }
 
 fn embed_one(input: &str, model: Option<&str>) -> Vec<f32> {
@@ -52,7 +52,7 @@ fn bge_embed_array(
 
 /// With the model's query prompt (engine: ModelSpec::query_prompt).
 fn embed_query(input: &str, model: Option<&str>) -> Vec<f32> {
-    registry::model(model).embed_queries(&[input], &options(model), &mut check_interrupts).or_raise().remove(0)
+    compute::dense(&[input], TextRole::Query, model).remove(0)
 }
 
 #[pg_extern(stable, strict, parallel_safe, name = "bge_embed_query")]
@@ -67,7 +67,7 @@ fn bge_embed_query_model(input: &str, model: &str) -> Vec<f32> {
 
 fn token_count(input: &str, model: Option<&str>, role: TextRole) -> i32 {
     let opts = options(model);
-    registry::model(model).count_tokens(input, role, opts.truncate, &mut check_interrupts).or_raise() as i32
+    registry::frontend(model).count_tokens(input, role, opts.truncate, &mut check_interrupts).or_raise() as i32
 }
 
 #[pg_extern(stable, strict, parallel_safe, name = "bge_token_count")]
@@ -92,7 +92,7 @@ fn bge_token_count_query_model(input: &str, model: &str) -> i32 {
 
 fn token_ids(input: &str, model: Option<&str>) -> Vec<i32> {
     let opts = options(model);
-    let enc = registry::model(model).encode(input, TextRole::Passage, opts.truncate, &mut check_interrupts).or_raise();
+    let enc = registry::frontend(model).encode(input, TextRole::Passage, opts.truncate, &mut check_interrupts).or_raise();
     enc.ids.into_iter().map(|id| id as i32).collect()
 }
 
@@ -125,19 +125,26 @@ fn bge_models() -> TableIterator<
         name!(error, Option<String>),
     ),
 > {
+    let server_models = crate::server::client::active().then(crate::server::client::loaded_models);
     let rows = registry::with_store(|store| {
         let names = store.installed().or_raise();
         names
             .into_iter()
             .map(|name| {
-                let loaded = registry::loaded_copy(store, &name);
-                let spec = match &loaded {
-                    Some(m) => Ok(m.spec.clone()),
-                    None => ModelSpec::load(&name, &store.dir().join(&name)),
+                // The copy bge_embed would use: the model server's, or this backend's.
+                let copy = match &server_models {
+                    Some(table) => table.iter().find(|c| c.dir == store.dir() && c.name == name).cloned(),
+                    None => registry::loaded_copy(store, &name).map(|m| registry::LoadedCopy::of(&m)),
                 };
-                let load_ms = loaded.as_ref().map(|m| m.load_time.as_secs_f64() * 1e3);
-                let device = loaded.as_ref().map(|m| m.backend.name().to_string()).unwrap_or_else(|| registry::device_name().into());
-                let (isa, precision) = loaded.as_ref().map(|m| (m.isa, m.precision)).unwrap_or_else(registry::planned_compute);
+                let spec = ModelSpec::load(&name, &store.dir().join(&name));
+                let device = copy.as_ref().map(|c| c.device.clone()).unwrap_or_else(|| registry::device_name().into());
+                let (isa, precision) = match &copy {
+                    Some(c) => (c.isa.clone(), c.precision.clone()),
+                    None => {
+                        let (isa, precision) = registry::planned_compute();
+                        (isa.map(str::to_string), precision.to_string())
+                    }
+                };
                 match spec {
                     Ok(s) => (
                         name,
@@ -147,10 +154,10 @@ fn bge_models() -> TableIterator<
                         Some(s.pooling.describe()),
                         Some(s.normalize),
                         Some(device),
-                        isa.map(str::to_string),
-                        Some(precision.to_string()),
-                        loaded.is_some(),
-                        load_ms,
+                        isa,
+                        Some(precision),
+                        copy.is_some(),
+                        copy.map(|c| c.load_ms),
                         None,
                     ),
                     Err(e) => (name, None, None, None, None, None, None, None, None, false, None, Some(e.to_string())),

@@ -30,6 +30,9 @@ static PRECISION: GucSetting<Precision> = GucSetting::<Precision>::new(Precision
 static TRUNCATE: GucSetting<bool> = GucSetting::<bool>::new(true);
 static THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(4096);
+static SERVER: GucSetting<bool> = GucSetting::<bool>::new(true);
+static SERVER_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(64);
+static SERVER_SLOT_KB: GucSetting<i32> = GucSetting::<i32>::new(256);
 /// bge.max_batch_tokens' upper bound: a setting any user may change must not size memory
 /// without limit (the engine also splits batches by memory).
 const MAX_BATCH_TOKENS_LIMIT: i32 = 65_536;
@@ -95,6 +98,34 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"bge.server",
+        c"Compute embeddings in the model server (when shared_preload_libraries has pg_bge).",
+        c"on: the model server background worker holds every model once for the whole cluster and batches requests across connections; off: this session loads its own copy and computes in its own process. Without preloading, every session computes in its own process.",
+        &SERVER,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"bge.server_slots",
+        c"Requests the model server can hold at once (shared memory slots).",
+        c"A backend uses one slot per request in flight; when all are in use, further requests wait for one.",
+        &SERVER_SLOTS,
+        1,
+        4096,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"bge.server_slot_size",
+        c"Shared memory per model server request slot.",
+        c"Token ids of one request, and each piece of its result, pass through it: larger arrays are split into several requests, larger results into several pieces. It must hold the token ids of the longest input (8 bytes a token).",
+        &SERVER_SLOT_KB,
+        64,
+        64 * 1024,
+        GucContext::Postmaster,
+        GucFlags::UNIT_KB,
+    );
     // SAFETY: called from _PG_init with a static C string.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"bge".as_ptr()) };
 }
@@ -119,6 +150,28 @@ fn share_dir() -> PathBuf {
     }
 }
 
+pub fn server() -> bool {
+    SERVER.get()
+}
+
+pub fn server_slots() -> usize {
+    SERVER_SLOTS.get().max(1) as usize
+}
+
+pub fn server_slot_bytes() -> usize {
+    SERVER_SLOT_KB.get().max(64) as usize * 1024
+}
+
+/// The model server's compute threads: bge.threads as the server's configuration sets it, 0
+/// meaning every core (the server computes for all connections).
+pub fn server_threads() -> usize {
+    THREADS.get().max(0) as usize
+}
+
+pub fn max_batch_tokens() -> usize {
+    MAX_BATCH_TOKENS.get().max(1) as usize
+}
+
 pub fn model() -> String {
     string(&MODEL).unwrap_or_default()
 }
@@ -137,7 +190,7 @@ pub fn run_options(immutable: bool) -> bge_engine::RunOptions {
     bge_engine::RunOptions {
         truncate: immutable || TRUNCATE.get(),
         threads: threads(),
-        max_batch_tokens: MAX_BATCH_TOKENS.get().max(1) as usize,
+        max_batch_tokens: max_batch_tokens(),
     }
 }
 

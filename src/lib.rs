@@ -3,12 +3,14 @@
 use pgrx::prelude::*;
 
 mod colbert;
+mod compute;
 mod errors;
 mod functions;
 mod gucs;
 mod operators;
 mod planner;
 mod registry;
+mod server;
 mod sparse;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -17,10 +19,15 @@ pgrx::extension_sql_file!("../sql/pg_bge.sql", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    // Settings and the planner hook only: models, threads and any device state are created
-    // lazily in the backend that first needs them, never in the postmaster.
+    // Settings, the planner hook and (when preloaded) the model server's shared memory and
+    // worker: models, threads and any device state are created lazily in the process that
+    // first needs them, never in the postmaster.
     gucs::init();
     planner::init();
+    // SAFETY: a plain read of a postmaster flag.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        server::init();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1,16 +1,17 @@
-//! Per-backend model cache: each PostgreSQL backend loads a model once, on first use (weights
-//! memory-mapped), and keeps it for its lifetime. Keyed by bge.model_dir so changing the
-//! directory never serves a model from the old one.
+//! Per-process model cache: a process (a backend computing in-process, or the model server)
+//! loads a model once, on first use, and keeps it for its lifetime. Keyed by bge.model_dir so
+//! changing the directory never serves a model from the old one.
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bge_engine::backend::{cuda, BackendKind};
-use bge_engine::{Model, ModelStore};
+use bge_engine::{Frontend, Model, ModelStore};
 
 use crate::errors::OrRaise;
 use crate::gucs::{self, Device, Precision};
+use crate::server::Target;
 
 thread_local! {
     static STORES: RefCell<HashMap<PathBuf, ModelStore>> = RefCell::new(HashMap::new());
@@ -22,6 +23,9 @@ pub fn device_name() -> &'static str {
     match gucs::device() {
         Device::Cpu => cpu_kind().name(),
         Device::Cuda => BackendKind::Cuda.name(),
+        // Backends never probe CUDA while the model server runs: it says what it found.
+        Device::Auto if crate::server::client::active() && crate::server::client::server_has_gpu() => BackendKind::Cuda.name(),
+        Device::Auto if crate::server::client::active() => cpu_kind().name(),
         Device::Auto if cuda::available() => BackendKind::Cuda.name(),
         Device::Auto => cpu_kind().name(),
     }
@@ -40,8 +44,8 @@ pub fn planned_compute() -> (Option<&'static str>, &'static str) {
     (bge_engine::backend::cpu::Isa::selected().ok().map(|i| i.name()), precision)
 }
 
-/// The loaded copy of `name` that bge_embed(text) would use under the current settings, else
-/// any loaded copy.
+/// The loaded copy of `name` in this backend that bge_embed(text) would use under the current
+/// settings, else any loaded copy.
 pub fn loaded_copy(store: &ModelStore, name: &str) -> Option<Arc<Model>> {
     let preferred = match gucs::device() {
         Device::Cpu => vec![cpu_kind()],
@@ -49,6 +53,33 @@ pub fn loaded_copy(store: &ModelStore, name: &str) -> Option<Arc<Model>> {
         Device::Auto => vec![BackendKind::Cuda, cpu_kind()],
     };
     preferred.into_iter().find_map(|b| store.loaded_on(name, b)).or_else(|| store.loaded(name)).cloned()
+}
+
+/// A loaded copy of a model, as bge_models() and bge_server_status() show it.
+#[derive(Clone, Debug)]
+pub struct LoadedCopy {
+    pub dir: PathBuf,
+    pub name: String,
+    pub device: String,
+    pub isa: Option<String>,
+    pub precision: String,
+    pub load_ms: f64,
+    /// The process's memory growth while loading it (model server copies only).
+    pub resident_bytes: Option<u64>,
+}
+
+impl LoadedCopy {
+    pub fn of(m: &Model) -> LoadedCopy {
+        LoadedCopy {
+            dir: PathBuf::new(),
+            name: String::new(),
+            device: m.backend.name().into(),
+            isa: m.isa.map(str::to_string),
+            precision: m.precision.into(),
+            load_ms: m.load_time.as_secs_f64() * 1e3,
+            resident_bytes: None,
+        }
+    }
 }
 
 /// The CPU backend bge.precision selects.
@@ -65,24 +96,44 @@ pub fn with_store<T>(f: impl FnOnce(&mut ModelStore) -> T) -> T {
     STORES.with(|s| f(s.borrow_mut().entry(dir.clone()).or_insert_with(|| ModelStore::new(dir))))
 }
 
-/// The model `name`, loaded on first use on the device bge.device picks: `auto` falls back to
-/// the CPU quietly, `cuda` raises an ERROR when there is no usable GPU. A named model runs in
-/// fp32 whatever bge.precision says (its SQL forms are IMMUTABLE); None means bge.model with
-/// bge.precision.
-pub fn model(name: Option<&str>) -> Arc<Model> {
-    require_utf8();
+/// The model a call computes with and the copy it wants: a named model runs in fp32 whatever
+/// bge.precision says (its SQL forms are IMMUTABLE); None means bge.model with bge.precision.
+pub fn target(name: Option<&str>) -> (String, Target) {
     let cpu = if name.is_some() { BackendKind::Cpu } else { cpu_kind() };
-    let name = name.map(str::to_string).unwrap_or_else(gucs::model);
-    match gucs::device() {
-        Device::Auto => with_store(|store| store.get_auto(&name, cpu)),
-        Device::Cpu => with_store(|store| store.get(&name, cpu)),
+    (name.map(str::to_string).unwrap_or_else(gucs::model), Target { device: gucs::device(), cpu })
+}
+
+/// The model `name`, loaded on first use on the device bge.device picks: `auto` falls back to
+/// the CPU quietly, `cuda` fails when there is no usable GPU. Used in this backend and in the
+/// model server alike.
+pub fn resolve(store: &mut ModelStore, name: &str, device: Device, cpu: BackendKind) -> bge_engine::Result<Arc<Model>> {
+    match device {
+        Device::Auto => store.get_auto(name, cpu),
+        Device::Cpu => store.get(name, cpu),
         Device::Cuda => {
             // Say there is no GPU before (not after) reading the model's files.
-            cuda::device().or_raise();
-            with_store(|store| store.get(&name, BackendKind::Cuda))
+            cuda::device()?;
+            store.get(name, BackendKind::Cuda)
         }
     }
-    .or_raise()
+}
+
+/// The model `name` (None: bge.model) loaded in this backend (see [`resolve`]).
+pub fn model(name: Option<&str>) -> Arc<Model> {
+    require_utf8();
+    let (name, target) = target(name);
+    with_store(|store| resolve(store, &name, target.device, target.cpu)).or_raise()
+}
+
+/// The spec and tokenizer of `name` (None: bge.model): without loading its weights when the
+/// model server computes, else from the model this backend loads.
+pub fn frontend(name: Option<&str>) -> Arc<Frontend> {
+    if !crate::server::client::active() {
+        return model(name).front.clone();
+    }
+    require_utf8();
+    let (name, _) = target(name);
+    with_store(|store| store.frontend(&name)).or_raise()
 }
 
 /// Tokenizers work on UTF-8; text from a database in another encoding would be misread.

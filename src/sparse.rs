@@ -1,25 +1,17 @@
 //! BGE-M3 sparse (lexical) weights in SQL: as jsonb keyed by token text, and as pgvector's
 //! sparsevec text. The rule lives in bge_engine::sparse.
-use bge_engine::sparse::SparseWeights;
-use bge_engine::Model;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use crate::functions::{check_interrupts, options};
 use crate::errors::OrRaise;
-use crate::registry;
-
-/// `name`: the model as the caller named it (None: bge.model, with the session's settings).
-fn sparse_weights(model: &Model, name: Option<&str>, input: &str) -> SparseWeights {
-    model.embed_sparse(&[input], &options(name), &mut check_interrupts).or_raise().remove(0)
-}
+use crate::{compute, registry};
 
 /// {token text: weight}. Token texts are what the tokenizer decodes each id to, as
 /// FlagEmbedding's convert_id_to_token gives them; ids that decode alike share one key.
 fn weights_by_token(input: &str, model: Option<&str>) -> JsonB {
-    let name = model;
-    let model = registry::model(name);
-    let by_token = sparse_weights(&model, name, input).by_token_text(|id| model.tokenizer.token_text(id)).or_raise();
+    let weights = compute::sparse(&[input], model).remove(0);
+    let front = registry::frontend(model);
+    let by_token = weights.by_token_text(|id| front.tokenizer.token_text(id)).or_raise();
     let map: serde_json::Map<String, serde_json::Value> = by_token
         .into_iter()
         // The f32's shortest decimal form, not its widened f64 digits.
@@ -39,9 +31,8 @@ fn bge_embed_sparse_model(input: &str, model: &str) -> JsonB {
 }
 
 fn sparsevec_text(input: &str, model: Option<&str>) -> String {
-    let name = model;
-    let model = registry::model(name);
-    sparse_weights(&model, name, input).sparsevec_literal(model.spec.vocab_size)
+    let weights = compute::sparse(&[input], model).remove(0);
+    weights.sparsevec_literal(registry::frontend(model).spec.vocab_size)
 }
 
 #[pg_extern(stable, strict, parallel_safe, name = "bge_sparse_text")]

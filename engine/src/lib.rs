@@ -20,5 +20,5 @@ pub mod tokenize;
 pub mod weights;
 
 pub use error::{Error, Result};
-pub use model::{Model, RunOptions, TextRole};
+pub use model::{Frontend, Model, RunOptions, TextRole};
 pub use store::ModelStore;

@@ -45,9 +45,72 @@ pub enum TextRole {
     Query,
 }
 
-pub struct Model {
+/// The text half of a model: its spec and tokenizer, enough to tokenise and count tokens without
+/// loading any weights (what a PostgreSQL backend holds when the model server computes).
+pub struct Frontend {
     pub spec: ModelSpec,
     pub tokenizer: TextTokenizer,
+    /// model.safetensors as it was when the tokenizer was read (see [`Frontend::is_stale`]).
+    weights_path: std::path::PathBuf,
+    weights_identity: Option<FileIdentity>,
+}
+
+impl Frontend {
+    pub fn load(name: &str, dir: &std::path::Path) -> Result<Frontend> {
+        let spec = ModelSpec::load(name, dir)?;
+        let tokenizer = TextTokenizer::load(&spec)?;
+        let weights_path = dir.join("model.safetensors");
+        let weights_identity = std::fs::metadata(&weights_path).ok().map(|m| FileIdentity::of(&m));
+        Ok(Frontend { spec, tokenizer, weights_path, weights_identity })
+    }
+
+    /// Whether the model's weight file changed since this was loaded: a replaced model may
+    /// come with another tokenizer, so its frontend is read again.
+    pub fn is_stale(&self) -> bool {
+        std::fs::metadata(&self.weights_path).ok().map(|m| FileIdentity::of(&m)) != self.weights_identity
+    }
+
+    /// The prompt a text of `role` gets: see [`ModelSpec::default_prompt`] and
+    /// [`ModelSpec::query_prompt`].
+    pub fn prompt(&self, role: TextRole) -> Option<&str> {
+        match role {
+            TextRole::Passage => self.spec.default_prompt(),
+            TextRole::Query => self.spec.query_prompt(),
+        }
+    }
+
+    /// The tokens the model embeds for `text` in `role`: its prompt, then the text
+    /// (sentence-transformers concatenates the strings before tokenising).
+    pub fn encode(&self, text: &str, role: TextRole, truncate: bool, interrupt: &mut dyn FnMut()) -> Result<Encoded> {
+        self.tokenizer.encode_prompted(self.prompt(role).unwrap_or(""), text, truncate, interrupt)
+    }
+
+    /// How many tokens the model embeds for `text` in `role`, prompt and special tokens
+    /// included (capped at max_seq_length when `truncate`).
+    pub fn count_tokens(&self, text: &str, role: TextRole, truncate: bool, interrupt: &mut dyn FnMut()) -> Result<usize> {
+        self.tokenizer.count_prompted(self.prompt(role).unwrap_or(""), text, truncate, interrupt)
+    }
+
+    /// Tokens of every text in `role`, `interrupt` between texts.
+    pub fn encode_all(&self, texts: &[&str], role: TextRole, truncate: bool, interrupt: &mut dyn FnMut()) -> Result<Vec<Encoded>> {
+        let mut encoded = Vec::new();
+        encoded.try_reserve_exact(texts.len()).map_err(|_| Error::out_of_memory(texts.len() * std::mem::size_of::<Encoded>()))?;
+        for t in texts {
+            interrupt();
+            encoded.push(self.encode(t, role, truncate, interrupt)?);
+        }
+        Ok(encoded)
+    }
+
+    /// Tokens of `texts` with no prompt (BGE-M3's sparse and ColBERT output take none).
+    pub fn encode_bare(&self, texts: &[&str], truncate: bool, interrupt: &mut dyn FnMut()) -> Result<Vec<Encoded>> {
+        texts.iter().map(|t| self.tokenizer.encode_prompted("", t, truncate, interrupt)).collect()
+    }
+}
+
+pub struct Model {
+    /// Spec and tokenizer; `model.spec`, `model.encode(..)` reach them through Deref.
+    pub front: Arc<Frontend>,
     pub backend: BackendKind,
     /// The CPU kernel family it runs on ("avx512", "avx2", "portable"; "scalar" for the
     /// reference backend), None on a GPU.
@@ -64,11 +127,18 @@ pub struct Model {
     weights_identity: FileIdentity,
 }
 
+impl std::ops::Deref for Model {
+    type Target = Frontend;
+    fn deref(&self) -> &Frontend {
+        &self.front
+    }
+}
+
 impl Model {
     pub fn load(name: &str, dir: &std::path::Path, backend: BackendKind) -> Result<Model> {
         let started = Instant::now();
-        let spec = ModelSpec::load(name, dir)?;
-        let tokenizer = TextTokenizer::load(&spec)?;
+        let front = Arc::new(Frontend::load(name, dir)?);
+        let spec = &front.spec;
         let weights_path = dir.join("model.safetensors");
         let weights = WeightFile::open(&weights_path)?;
         let weights_identity = weights.identity();
@@ -78,20 +148,20 @@ impl Model {
         let (network, heads, isa, precision): (Box<dyn Forward>, M3Heads, Option<&'static str>, &'static str) = match backend {
             BackendKind::Reference => {
                 let heads = M3Heads::load(name, dir, spec.hidden_size, || Ok(Reference))?;
-                (Box::new(Encoder::load(Reference, &spec, &weights)?), heads, Some("scalar"), "fp64")
+                (Box::new(Encoder::load(Reference, spec, &weights)?), heads, Some("scalar"), "fp64")
             }
             BackendKind::Cpu | BackendKind::CpuBf16 => {
                 let cpu = if backend == BackendKind::Cpu { Cpu::new()? } else { Cpu::bf16()? };
                 let heads = M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?;
                 let (isa, precision) = cpu.describe();
-                (Box::new(Encoder::load(cpu, &spec, &weights)?), heads, Some(isa), precision)
+                (Box::new(Encoder::load(cpu, spec, &weights)?), heads, Some(isa), precision)
             }
             BackendKind::Cuda => {
-                let network = Box::new(CudaEncoder::load(&spec, &weights)?);
+                let network = Box::new(CudaEncoder::load(spec, &weights)?);
                 (network, M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?, None, "fp16")
             }
         };
-        Ok(Model { spec, tokenizer, backend, isa, precision, network, heads, load_time: started.elapsed(), weights_path, weights_identity })
+        Ok(Model { front, backend, isa, precision, network, heads, load_time: started.elapsed(), weights_path, weights_identity })
     }
 
     pub fn load_shared(name: &str, dir: &std::path::Path, backend: BackendKind) -> Result<Arc<Model>> {
@@ -119,38 +189,6 @@ impl Model {
         self.embed_encoded(&encoded, opts, interrupt)
     }
 
-    /// Tokens of every text, `interrupt` between texts.
-    fn encode_all(&self, texts: &[&str], role: TextRole, truncate: bool, interrupt: &mut dyn FnMut()) -> Result<Vec<Encoded>> {
-        let mut encoded = Vec::new();
-        encoded.try_reserve_exact(texts.len()).map_err(|_| Error::out_of_memory(texts.len() * std::mem::size_of::<Encoded>()))?;
-        for t in texts {
-            interrupt();
-            encoded.push(self.encode(t, role, truncate, interrupt)?);
-        }
-        Ok(encoded)
-    }
-
-    /// The prompt a text of `role` gets: see [`ModelSpec::default_prompt`] and
-    /// [`ModelSpec::query_prompt`].
-    pub fn prompt(&self, role: TextRole) -> Option<&str> {
-        match role {
-            TextRole::Passage => self.spec.default_prompt(),
-            TextRole::Query => self.spec.query_prompt(),
-        }
-    }
-
-    /// The tokens the model embeds for `text` in `role`: its prompt, then the text
-    /// (sentence-transformers concatenates the strings before tokenising).
-    pub fn encode(&self, text: &str, role: TextRole, truncate: bool, interrupt: &mut dyn FnMut()) -> Result<Encoded> {
-        self.tokenizer.encode_prompted(self.prompt(role).unwrap_or(""), text, truncate, interrupt)
-    }
-
-    /// How many tokens the model embeds for `text` in `role`, prompt and special tokens
-    /// included (capped at max_seq_length when `truncate`).
-    pub fn count_tokens(&self, text: &str, role: TextRole, truncate: bool, interrupt: &mut dyn FnMut()) -> Result<usize> {
-        self.tokenizer.count_prompted(self.prompt(role).unwrap_or(""), text, truncate, interrupt)
-    }
-
     /// Embeddings of already tokenised inputs, in input order.
     pub fn embed_encoded(&self, encoded: &[Encoded], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<Vec<f32>>> {
         let pool = threads::pool(opts.threads)?;
@@ -162,11 +200,17 @@ impl Model {
     /// BGE-M3 sparse lexical weights of `texts` (no prompt, as BGE-M3's own encode), in input
     /// order. Errors when the directory has no sparse_linear head.
     pub fn embed_sparse(&self, texts: &[&str], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<SparseWeights>> {
-        let head = self.heads.get(HeadKind::Sparse)?;
+        self.heads.get(HeadKind::Sparse)?;
         let encoded = self.encode_bare(texts, opts.truncate, interrupt)?;
+        self.sparse_encoded(&encoded, opts, interrupt)
+    }
+
+    /// [`Model::embed_sparse`] of already tokenised inputs.
+    pub fn sparse_encoded(&self, encoded: &[Encoded], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<SparseWeights>> {
+        let head = self.heads.get(HeadKind::Sparse)?;
         let pool = threads::pool(opts.threads)?;
         let skip = self.tokenizer.special_ids();
-        self.in_batches(&encoded, opts, interrupt, |batch, interrupt| {
+        self.in_batches(encoded, opts, interrupt, |batch, interrupt| {
             let hidden = self.network.forward(&pool, batch, interrupt)?;
             let raw = head.apply(&pool, &hidden, batch.num_tokens());
             Ok((0..batch.num_seqs()).map(|s| SparseWeights::from_tokens(&batch.ids[batch.seq_range(s)], &raw[batch.seq_range(s)], skip)).collect())
@@ -176,11 +220,17 @@ impl Model {
     /// BGE-M3 ColBERT vectors of `texts` (no prompt), one per token after the first, in input
     /// order. Errors when the directory has no colbert_linear head.
     pub fn embed_colbert(&self, texts: &[&str], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<ColbertVectors>> {
-        let head = self.heads.get(HeadKind::Colbert)?;
+        self.heads.get(HeadKind::Colbert)?;
         let encoded = self.encode_bare(texts, opts.truncate, interrupt)?;
+        self.colbert_encoded(&encoded, opts, interrupt)
+    }
+
+    /// [`Model::embed_colbert`] of already tokenised inputs.
+    pub fn colbert_encoded(&self, encoded: &[Encoded], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<ColbertVectors>> {
+        let head = self.heads.get(HeadKind::Colbert)?;
         let pool = threads::pool(opts.threads)?;
         let (h, dim) = (self.spec.hidden_size, head.out_features());
-        self.in_batches(&encoded, opts, interrupt, |batch, interrupt| {
+        self.in_batches(encoded, opts, interrupt, |batch, interrupt| {
             let hidden = self.network.forward(&pool, batch, interrupt)?;
             Ok((0..batch.num_seqs())
                 .map(|s| {
@@ -191,11 +241,6 @@ impl Model {
                 })
                 .collect())
         })
-    }
-
-    /// Tokens of `texts` with no prompt (BGE-M3's sparse and ColBERT output take none).
-    fn encode_bare(&self, texts: &[&str], truncate: bool, interrupt: &mut dyn FnMut()) -> Result<Vec<Encoded>> {
-        texts.iter().map(|t| self.tokenizer.encode_prompted("", t, truncate, interrupt)).collect()
     }
 
     /// Runs `run` over `encoded` in batches and returns its per-sequence results in input

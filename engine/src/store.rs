@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use crate::backend::BackendKind;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Frontend, Model};
 
 pub struct ModelStore {
     dir: PathBuf,
     /// Loaded models by name and backend (a session may use one model in fp32 and bf16).
     loaded: HashMap<(String, BackendKind), Arc<Model>>,
+    /// Tokenizers of models this process only tokenises for (the model server computes).
+    fronts: HashMap<String, Arc<Frontend>>,
     /// Models the GPU backend refused (kernels do not cover them): `auto` stops trying.
     gpu_refused: std::collections::HashSet<String>,
 }
@@ -23,7 +25,7 @@ pub fn valid_name(name: &str) -> bool {
 
 impl ModelStore {
     pub fn new(dir: impl Into<PathBuf>) -> ModelStore {
-        ModelStore { dir: dir.into(), loaded: HashMap::new(), gpu_refused: Default::default() }
+        ModelStore { dir: dir.into(), loaded: HashMap::new(), fronts: HashMap::new(), gpu_refused: Default::default() }
     }
 
     pub fn dir(&self) -> &Path {
@@ -98,6 +100,24 @@ impl ModelStore {
         if let Some(m) = self.fresh(name, backend) {
             return Ok(m);
         }
+        let model = Model::load_shared(name, &self.path_of(name)?, backend)?;
+        self.loaded.insert((name.to_string(), backend), model.clone());
+        Ok(model)
+    }
+
+    /// The spec and tokenizer of `name` without its weights, read on first use (again after
+    /// the model's files change).
+    pub fn frontend(&mut self, name: &str) -> Result<Arc<Frontend>> {
+        if let Some(f) = self.fronts.get(name).filter(|f| !f.is_stale()) {
+            return Ok(f.clone());
+        }
+        let front = Arc::new(Frontend::load(name, &self.path_of(name)?)?);
+        self.fronts.insert(name.to_string(), front.clone());
+        Ok(front)
+    }
+
+    /// The directory of model `name`, which must be installed.
+    fn path_of(&self, name: &str) -> Result<PathBuf> {
         if !valid_name(name) {
             return Err(Error::InvalidModelName(name.to_string()));
         }
@@ -106,8 +126,6 @@ impl ModelStore {
             let installed = self.installed().unwrap_or_default();
             return Err(Error::UnknownModel { name: name.to_string(), dir: self.dir.clone(), installed });
         }
-        let model = Model::load_shared(name, &path, backend)?;
-        self.loaded.insert((name.to_string(), backend), model.clone());
-        Ok(model)
+        Ok(path)
     }
 }

@@ -1,0 +1,57 @@
+//! Where a call's embeddings are computed: by the model server when it runs (this backend
+//! tokenises and ships token ids), else in this backend. Both give bitwise the same results.
+use bge_engine::colbert::ColbertVectors;
+use bge_engine::sparse::SparseWeights;
+use bge_engine::tokenize::Encoded;
+use bge_engine::TextRole;
+
+use crate::errors::OrRaise;
+use crate::functions::{check_interrupts, options};
+use crate::registry;
+use crate::server::{client, Output};
+
+/// Dense embeddings of `texts` in `role`, in input order.
+pub fn dense(texts: &[&str], role: TextRole, model: Option<&str>) -> Vec<Vec<f32>> {
+    let opts = options(model);
+    if !client::active() {
+        let m = registry::model(model);
+        return match role {
+            TextRole::Passage => m.embed(texts, &opts, &mut check_interrupts),
+            TextRole::Query => m.embed_queries(texts, &opts, &mut check_interrupts),
+        }
+        .or_raise();
+    }
+    let encoded = registry::frontend(model).encode_all(texts, role, opts.truncate, &mut check_interrupts).or_raise();
+    on_server(model, Output::Dense, &encoded).into_iter().map(floats).collect()
+}
+
+/// BGE-M3 sparse weights of `texts`, in input order.
+pub fn sparse(texts: &[&str], model: Option<&str>) -> Vec<SparseWeights> {
+    let opts = options(model);
+    if !client::active() {
+        return registry::model(model).embed_sparse(texts, &opts, &mut check_interrupts).or_raise();
+    }
+    let encoded = registry::frontend(model).encode_bare(texts, opts.truncate, &mut check_interrupts).or_raise();
+    let pairs = |w: Vec<u32>| SparseWeights { weights: w.chunks_exact(2).map(|p| (p[0], f32::from_bits(p[1]))).collect() };
+    on_server(model, Output::Sparse, &encoded).into_iter().map(pairs).collect()
+}
+
+/// BGE-M3 ColBERT vectors of `texts`, in input order.
+pub fn colbert(texts: &[&str], model: Option<&str>) -> Vec<ColbertVectors> {
+    let opts = options(model);
+    if !client::active() {
+        return registry::model(model).embed_colbert(texts, &opts, &mut check_interrupts).or_raise();
+    }
+    let encoded = registry::frontend(model).encode_bare(texts, opts.truncate, &mut check_interrupts).or_raise();
+    let vectors = |w: Vec<u32>| ColbertVectors { dim: w[0] as usize, data: floats(w[1..].to_vec()) };
+    on_server(model, Output::Colbert, &encoded).into_iter().map(vectors).collect()
+}
+
+fn on_server(model: Option<&str>, output: Output, encoded: &[Encoded]) -> Vec<Vec<u32>> {
+    let (name, target) = registry::target(model);
+    client::compute(&name, &crate::gucs::model_dir(), target, output, encoded)
+}
+
+fn floats(words: Vec<u32>) -> Vec<f32> {
+    words.into_iter().map(f32::from_bits).collect()
+}

@@ -1,0 +1,246 @@
+//! The backend side: submits token ids to the model server and waits for the results, with
+//! cancel, statement_timeout and a vanished worker all ending the wait promptly.
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use bge_engine::tokenize::Encoded;
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+
+use super::{get_str, header, put_str, swap_state, Header, Output, Slot, Target};
+use super::{ABANDONED, FETCH, FILLING, FREE, RESULT, RUNNING, SUBMITTED};
+use crate::errors::raise_with;
+use crate::gucs;
+
+/// How long a request waits for a worker that is not running (it restarts a second after it
+/// exits; a model load may follow) before failing.
+const WORKER_START_WAIT: Duration = Duration::from_secs(10);
+/// Longest sleep between checks that the worker is alive; cancel wakes a wait at once.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Whether this session's embeddings go to the model server.
+pub fn active() -> bool {
+    header().is_some() && gucs::server()
+}
+
+/// Whether the model server found a usable GPU.
+pub fn server_has_gpu() -> bool {
+    header().is_some_and(|h| h.gpu.load(Ordering::Acquire) == 2)
+}
+
+/// The models the server holds.
+pub fn loaded_models() -> Vec<crate::registry::LoadedCopy> {
+    let Some(h) = header() else { return Vec::new() };
+    h.models()
+        .iter()
+        .map(|e| crate::registry::LoadedCopy {
+            dir: get_str(&e.dir).into(),
+            name: get_str(&e.name),
+            device: get_str(&e.device),
+            isa: Some(get_str(&e.isa)).filter(|s| !s.is_empty()),
+            precision: get_str(&e.precision),
+            load_ms: e.load_ms,
+            resident_bytes: Some(e.resident_bytes),
+        })
+        .collect()
+}
+
+/// The slot this backend holds, for the exit callback (-1: none).
+static HELD_SLOT: AtomicI64 = AtomicI64::new(-1);
+
+/// Per sequence of `encoded`, the result's 32-bit words (see worker::serialize).
+pub fn compute(model: &str, dir: &Path, target: Target, output: Output, encoded: &[Encoded]) -> Vec<Vec<u32>> {
+    let h = header().expect("model server region");
+    let capacity = h.buffer_words();
+    let mut results = Vec::with_capacity(encoded.len());
+    let mut start = 0;
+    while start < encoded.len() {
+        // As many sequences as fit one slot's buffer: lengths, ids and type ids.
+        let mut end = start;
+        let mut words = 0;
+        while end < encoded.len() && words + 1 + 2 * encoded[end].ids.len() <= capacity {
+            words += 1 + 2 * encoded[end].ids.len();
+            end += 1;
+        }
+        if end == start {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                format!("an input of {} tokens does not fit a model server request slot ({} bytes)", encoded[start].ids.len(), h.slot_bytes),
+                "Raise bge.server_slot_size (a server restart is needed), or SET bge.server = off for this session.",
+            );
+        }
+        results.extend(round_trip(h, model, dir, target, output, &encoded[start..end]));
+        start = end;
+    }
+    results
+}
+
+/// Releases the slot on every way out of a request: return, ERROR (unwinding), and FATAL
+/// (the exit callback).
+struct HeldSlot<'a> {
+    h: &'a Header,
+    index: usize,
+}
+
+impl Drop for HeldSlot<'_> {
+    fn drop(&mut self) {
+        release(self.h, self.index);
+        HELD_SLOT.store(-1, Ordering::Relaxed);
+    }
+}
+
+/// Gives slot `index` back: at once where this side owns it, else marked for the worker.
+fn release(h: &Header, index: usize) {
+    // SAFETY: the slot array lives for the server's life.
+    let slot = unsafe { &*h.slot(index) };
+    loop {
+        let state = slot.state.load(Ordering::Acquire);
+        let next = match state {
+            FILLING | SUBMITTED | RESULT => FREE,
+            RUNNING | FETCH => ABANDONED,
+            _ => return,
+        };
+        if swap_state(slot, state, next) {
+            return;
+        }
+    }
+}
+
+/// Registered once per backend: a FATAL exit (pg_terminate_backend) does not unwind.
+fn register_exit_callback() {
+    static mut REGISTERED: bool = false;
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
+        let index = HELD_SLOT.swap(-1, Ordering::Relaxed);
+        if let (Some(h), Ok(index)) = (header(), usize::try_from(index)) {
+            release(h, index);
+        }
+    }
+    // SAFETY: main thread only; before_shmem_exit keeps the function pointer.
+    unsafe {
+        if !REGISTERED {
+            pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(0));
+            REGISTERED = true;
+        }
+    }
+}
+
+fn claim(h: &Header) -> HeldSlot<'_> {
+    register_exit_callback();
+    let n = h.slot_count as usize;
+    // SAFETY: a plain read of this process's pid.
+    let first = unsafe { pg_sys::MyProcPid } as usize % n;
+    loop {
+        for k in 0..n {
+            let index = (first + k) % n;
+            // SAFETY: as in release.
+            if swap_state(unsafe { &*h.slot(index) }, FREE, FILLING) {
+                HELD_SLOT.store(index as i64, Ordering::Relaxed);
+                return HeldSlot { h, index };
+            }
+        }
+        // Every slot is in use (more requests in flight than bge.server_slots): poll.
+        super::wait(Duration::from_millis(1));
+        pgrx::check_for_interrupts!();
+    }
+}
+
+fn round_trip(h: &Header, model: &str, dir: &Path, target: Target, output: Output, encoded: &[Encoded]) -> Vec<Vec<u32>> {
+    let held = claim(h);
+    let index = held.index;
+    // SAFETY: FILLING: this backend owns the slot's fields and buffer until SUBMITTED.
+    let slot: &mut Slot = unsafe { &mut *h.slot(index) };
+    let n_tokens: usize = encoded.iter().map(|e| e.ids.len()).sum();
+    // SAFETY: compute() sized the request to the buffer.
+    let buffer = unsafe { std::slice::from_raw_parts_mut(h.buffer(index), encoded.len() + 2 * n_tokens) };
+    let (lens, rest) = buffer.split_at_mut(encoded.len());
+    let (ids, type_ids) = rest.split_at_mut(n_tokens);
+    let mut at = 0;
+    for (e, len) in encoded.iter().zip(lens.iter_mut()) {
+        *len = e.ids.len() as u32;
+        ids[at..at + e.ids.len()].copy_from_slice(&e.ids);
+        type_ids[at..at + e.ids.len()].copy_from_slice(&e.type_ids);
+        at += e.ids.len();
+    }
+    slot.request_id = h.next_request_id.fetch_add(1, Ordering::Relaxed);
+    slot.epoch.store(0, Ordering::Relaxed);
+    slot.output = output as u8;
+    slot.device = target.device as u8;
+    slot.cpu = target.cpu as u8;
+    slot.n_seqs = encoded.len() as u32;
+    slot.n_tokens = n_tokens as u32;
+    put_str(&mut slot.model, model);
+    put_str(&mut slot.dir, &dir.to_string_lossy());
+    // SAFETY: this process's pid and latch.
+    unsafe {
+        slot.owner_pid.store(pg_sys::MyProcPid, Ordering::Relaxed);
+        slot.owner_latch.store(pg_sys::MyLatch, Ordering::Relaxed);
+    }
+    slot.state.store(SUBMITTED, Ordering::Release);
+    h.wake_worker();
+
+    let submitted = Instant::now();
+    let mut words: Vec<u32> = Vec::new();
+    loop {
+        match slot.state.load(Ordering::Acquire) {
+            RESULT => {
+                if slot.failed {
+                    let (code, message, hint) = (slot.sqlstate, get_str(&slot.message), get_str(&slot.hint));
+                    drop(held);
+                    raise_with(PgSqlErrorCode::from(code), message, &hint);
+                }
+                if words.is_empty() {
+                    words.reserve_exact(slot.total_words as usize);
+                }
+                // SAFETY: RESULT: the worker wrote piece_words words into the buffer.
+                words.extend_from_slice(unsafe { std::slice::from_raw_parts(h.buffer(index), slot.piece_words as usize) });
+                if (slot.piece_offset + slot.piece_words) < slot.total_words {
+                    slot.state.store(FETCH, Ordering::Release);
+                    h.wake_worker();
+                    continue;
+                }
+                drop(held);
+                return split(&words, encoded.len());
+            }
+            SUBMITTED if h.worker_pid.load(Ordering::Acquire) == 0 && submitted.elapsed() > WORKER_START_WAIT => {
+                drop(held);
+                raise_with(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!("pg_bge's model server has not been running for {} s", WORKER_START_WAIT.as_secs()),
+                    "The server log says why it stopped; SET bge.server = off computes in this session meanwhile.",
+                );
+            }
+            // The worker stamps its epoch just after taking a request (0 until then).
+            RUNNING | FETCH if lost(slot.epoch.load(Ordering::Acquire), h) => {
+                drop(held);
+                raise_with(
+                    PgSqlErrorCode::ERRCODE_OPERATOR_INTERVENTION,
+                    "pg_bge's model server exited while computing this request".into(),
+                    "It restarts by itself within a second; run the statement again.",
+                );
+            }
+            _ => {}
+        }
+        super::wait(POLL);
+        pgrx::check_for_interrupts!();
+    }
+}
+
+/// Whether a request taken by the worker of `epoch` can no longer complete.
+fn lost(epoch: u64, h: &Header) -> bool {
+    h.worker_pid.load(Ordering::Acquire) == 0 || (epoch != 0 && epoch != h.epoch.load(Ordering::Acquire))
+}
+
+/// Splits the worker's words into one result per sequence: `[count, count words]` each.
+fn split(words: &[u32], n: usize) -> Vec<Vec<u32>> {
+    let mut out = Vec::with_capacity(n);
+    let mut at = 0;
+    for _ in 0..n {
+        let count = words[at] as usize;
+        out.push(words[at + 1..at + 1 + count].to_vec());
+        at += 1 + count;
+    }
+    assert_eq!(at, words.len(), "model server result has trailing words");
+    out
+}
