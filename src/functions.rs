@@ -133,7 +133,7 @@ fn bge_models() -> TableIterator<
             .map(|name| {
                 // The copy bge_embed would use: the model server's, or this backend's.
                 let copy = match &server_models {
-                    Some(table) => table.iter().find(|c| c.dir == store.dir() && c.name == name).cloned(),
+                    Some(copies) => registry::server_copy(copies, store.dir(), &name).cloned(),
                     None => registry::loaded_copy(store, &name).map(|m| registry::LoadedCopy::of(&m)),
                 };
                 let spec = ModelSpec::load(&name, &store.dir().join(&name));

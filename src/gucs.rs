@@ -106,6 +106,13 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    // SAFETY: called from _PG_init with a static C string.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"bge".as_ptr()) };
+}
+
+/// The model server's postmaster settings: PostgreSQL accepts them only while
+/// shared_preload_libraries is processed.
+pub fn init_server() {
     GucRegistry::define_int_guc(
         c"bge.server_slots",
         c"Requests the model server can hold at once (shared memory slots).",
@@ -126,8 +133,6 @@ pub fn init() {
         GucContext::Postmaster,
         GucFlags::UNIT_KB,
     );
-    // SAFETY: called from _PG_init with a static C string.
-    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"bge".as_ptr()) };
 }
 
 fn string(setting: &GucSetting<Option<CString>>) -> Option<String> {

@@ -26,6 +26,7 @@ pub extern "C-unwind" fn _PG_init() {
     planner::init();
     // SAFETY: a plain read of a postmaster flag.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        gucs::init_server();
         server::init();
     }
 }

@@ -47,12 +47,26 @@ pub fn planned_compute() -> (Option<&'static str>, &'static str) {
 /// The loaded copy of `name` in this backend that bge_embed(text) would use under the current
 /// settings, else any loaded copy.
 pub fn loaded_copy(store: &ModelStore, name: &str) -> Option<Arc<Model>> {
-    let preferred = match gucs::device() {
+    preferred_backends().into_iter().find_map(|b| store.loaded_on(name, b)).or_else(|| store.loaded(name)).cloned()
+}
+
+/// Of the model server's copies of a model, the one bge_embed(text) would use under the
+/// current settings, else any.
+pub fn server_copy<'a>(copies: &'a [LoadedCopy], dir: &std::path::Path, name: &str) -> Option<&'a LoadedCopy> {
+    let mut of_model = copies.iter().filter(|c| c.dir == dir && c.name == name);
+    preferred_backends()
+        .into_iter()
+        .find_map(|b| of_model.clone().find(|c| c.device == b.name()))
+        .or_else(|| of_model.next())
+}
+
+/// The backends bge.device and bge.precision would use, best first.
+fn preferred_backends() -> Vec<BackendKind> {
+    match gucs::device() {
         Device::Cpu => vec![cpu_kind()],
         Device::Cuda => vec![BackendKind::Cuda],
         Device::Auto => vec![BackendKind::Cuda, cpu_kind()],
-    };
-    preferred.into_iter().find_map(|b| store.loaded_on(name, b)).or_else(|| store.loaded(name)).cloned()
+    }
 }
 
 /// A loaded copy of a model, as bge_models() and bge_server_status() show it.
