@@ -49,14 +49,18 @@ python3 scripts/make_test_models.py "$("$(pg_config_of 15)" --sharedir)/bge_mode
 chmod -R a+rX "$WORK"
 trap 'PG_BGE_PG=15 scripts/pg_cluster.sh stop; PG_BGE_PG=18 scripts/pg_cluster.sh stop' EXIT
 
-# regress MAJOR NAME TEST...: a fresh cluster of that major (with the caller's BGE_CPU_ISA),
-# then pg_regress. Both majors compare against the same expected output.
+# regress MAJOR NAME TEST...: a fresh cluster of that major (with the caller's BGE_CPU_ISA and
+# CLUSTER_SETTINGS), then pg_regress. Every run compares against the same expected output.
+CLUSTER_SETTINGS=()
+# The model server: preloaded, with slots small enough that requests split and results come
+# back in pieces.
+SERVER_SETTINGS=("shared_preload_libraries = 'pg_bge'" "bge.server_slot_size = '64kB'")
 regress() {
     local major=$1 name=$2 out="$WORK/out-$2" status=0 pgc
     shift 2
     pgc=$(pg_config_of "$major")
     mkdir -p "$out"
-    PG_BGE_PG=$major scripts/pg_cluster.sh start "bge.model_dir = '$WORK/models'"
+    PG_BGE_PG=$major scripts/pg_cluster.sh start "bge.model_dir = '$WORK/models'" "${CLUSTER_SETTINGS[@]}"
     "$("$pgc" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
         --bindir="$("$pgc" --bindir)" --host=/tmp --port="$(PG_BGE_PG=$major scripts/pg_cluster.sh port)" --user=postgres \
         --inputdir=tests/pg_regress --outputdir="$out" --dbname=pg_bge_regress "$@" || status=$?
@@ -68,11 +72,18 @@ regress() {
     return $status
 }
 
+regress_server() {
+    local CLUSTER_SETTINGS=("${SERVER_SETTINGS[@]}")
+    regress "$@"
+}
+
 SQL_TESTS=(setup embed goldens operators generated errors m3 m3_goldens hardening planner)
 status=0
 install_for 15
-echo "== SQL tests on PostgreSQL 15 (pg_regress)"
+echo "== SQL tests on PostgreSQL 15 (pg_regress), every call in its own backend"
 regress 15 all "${SQL_TESTS[@]}" || status=1
+echo "== SQL tests on PostgreSQL 15 through the model server (shared_preload_libraries)"
+regress_server 15 server "${SQL_TESTS[@]}" server || status=1
 for isa in "${ISAS[@]:1}"; do
     echo "== SQL goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
     BGE_CPU_ISA=$isa regress 15 "$isa" setup embed goldens m3 m3_goldens || status=1
@@ -80,8 +91,8 @@ done
 
 start=$SECONDS
 install_for 18
-echo "== SQL tests on PostgreSQL 18, and pgvector (pg_regress)"
-regress 18 pg18 "${SQL_TESTS[@]}" pgvector || status=1
+echo "== SQL tests on PostgreSQL 18 through the model server, and pgvector (pg_regress)"
+regress_server 18 pg18 "${SQL_TESTS[@]}" server pgvector || status=1
 echo "== PostgreSQL 18 build, install and SQL tests took $((SECONDS - start)) s"
 
 echo "== cargo pgrx test pg15 (the #[pg_test] suite in src/tests.rs)"

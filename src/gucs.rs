@@ -37,7 +37,9 @@ static SERVER_SLOT_KB: GucSetting<i32> = GucSetting::<i32>::new(256);
 /// without limit (the engine also splits batches by memory).
 const MAX_BATCH_TOKENS_LIMIT: i32 = 65_536;
 
-pub fn init() {
+/// `preloading`: _PG_init runs while shared_preload_libraries is processed, the only time the
+/// model server's postmaster settings may be defined.
+pub fn init(preloading: bool) {
     GucRegistry::define_string_guc(
         c"bge.model_dir",
         c"Directory holding one subdirectory per model.",
@@ -106,13 +108,16 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    if preloading {
+        init_server();
+    }
+    // Reserved only now: an unknown bge.* name is an error, a server setting defined above is not.
     // SAFETY: called from _PG_init with a static C string.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"bge".as_ptr()) };
 }
 
-/// The model server's postmaster settings: PostgreSQL accepts them only while
-/// shared_preload_libraries is processed.
-pub fn init_server() {
+/// The model server's postmaster settings.
+fn init_server() {
     GucRegistry::define_int_guc(
         c"bge.server_slots",
         c"Requests the model server can hold at once (shared memory slots).",

@@ -22,11 +22,11 @@ pub extern "C-unwind" fn _PG_init() {
     // Settings, the planner hook and (when preloaded) the model server's shared memory and
     // worker: models, threads and any device state are created lazily in the process that
     // first needs them, never in the postmaster.
-    gucs::init();
-    planner::init();
     // SAFETY: a plain read of a postmaster flag.
-    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
-        gucs::init_server();
+    let preloading = unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress };
+    gucs::init(preloading);
+    planner::init();
+    if preloading {
         server::init();
     }
 }

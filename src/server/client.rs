@@ -9,7 +9,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use super::{get_str, header, put_str, swap_state, Header, Output, Slot, Target};
-use super::{ABANDONED, FETCH, FILLING, FREE, RESULT, RUNNING, SUBMITTED};
+use super::{ABANDONED, FETCH, FILLING, FREE, RESULT, RUNNING, SEND_MORE, SUBMITTED};
 use crate::errors::raise_with;
 use crate::gucs;
 
@@ -56,19 +56,12 @@ pub fn compute(model: &str, dir: &Path, target: Target, output: Output, encoded:
     let mut results = Vec::with_capacity(encoded.len());
     let mut start = 0;
     while start < encoded.len() {
-        // As many sequences as fit one slot's buffer: lengths, ids and type ids.
+        // As many sequences as fit one slot's buffer (at least one: a longer one goes in pieces).
         let mut end = start;
         let mut words = 0;
-        while end < encoded.len() && words + 1 + 2 * encoded[end].ids.len() <= capacity {
+        while end < encoded.len() && (end == start || words + 1 + 2 * encoded[end].ids.len() <= capacity) {
             words += 1 + 2 * encoded[end].ids.len();
             end += 1;
-        }
-        if end == start {
-            raise_with(
-                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                format!("an input of {} tokens does not fit a model server request slot ({} bytes)", encoded[start].ids.len(), h.slot_bytes),
-                "Raise bge.server_slot_size (a server restart is needed), or SET bge.server = off for this session.",
-            );
         }
         results.extend(round_trip(h, model, dir, target, output, &encoded[start..end]));
         start = end;
@@ -97,7 +90,7 @@ fn release(h: &Header, index: usize) {
     loop {
         let state = slot.state.load(Ordering::Acquire);
         let next = match state {
-            FILLING | SUBMITTED | RESULT => FREE,
+            FILLING | SUBMITTED | SEND_MORE | RESULT => FREE,
             RUNNING | FETCH => ABANDONED,
             _ => return,
         };
@@ -152,17 +145,11 @@ fn round_trip(h: &Header, model: &str, dir: &Path, target: Target, output: Outpu
     // SAFETY: FILLING: this backend owns the slot's fields and buffer until SUBMITTED.
     let slot: &mut Slot = unsafe { &mut *h.slot(index) };
     let n_tokens: usize = encoded.iter().map(|e| e.ids.len()).sum();
-    // SAFETY: compute() sized the request to the buffer.
-    let buffer = unsafe { std::slice::from_raw_parts_mut(h.buffer(index), encoded.len() + 2 * n_tokens) };
-    let (lens, rest) = buffer.split_at_mut(encoded.len());
-    let (ids, type_ids) = rest.split_at_mut(n_tokens);
-    let mut at = 0;
-    for (e, len) in encoded.iter().zip(lens.iter_mut()) {
-        *len = e.ids.len() as u32;
-        ids[at..at + e.ids.len()].copy_from_slice(&e.ids);
-        type_ids[at..at + e.ids.len()].copy_from_slice(&e.type_ids);
-        at += e.ids.len();
-    }
+    // Lengths, then ids, then type ids.
+    let mut request: Vec<u32> = Vec::with_capacity(encoded.len() + 2 * n_tokens);
+    request.extend(encoded.iter().map(|e| e.ids.len() as u32));
+    request.extend(encoded.iter().flat_map(|e| e.ids.iter().copied()));
+    request.extend(encoded.iter().flat_map(|e| e.type_ids.iter().copied()));
     slot.request_id = h.next_request_id.fetch_add(1, Ordering::Relaxed);
     slot.epoch.store(0, Ordering::Relaxed);
     slot.output = output as u8;
@@ -177,13 +164,17 @@ fn round_trip(h: &Header, model: &str, dir: &Path, target: Target, output: Outpu
         slot.owner_pid.store(pg_sys::MyProcPid, Ordering::Relaxed);
         slot.owner_latch.store(pg_sys::MyLatch, Ordering::Relaxed);
     }
-    slot.state.store(SUBMITTED, Ordering::Release);
-    h.wake_worker();
+    slot.request_words = request.len() as u64;
+    let mut sent = send_piece(h, index, slot, &request, 0);
 
     let submitted = Instant::now();
     let mut words: Vec<u32> = Vec::new();
     loop {
         match slot.state.load(Ordering::Acquire) {
+            SEND_MORE => {
+                sent = send_piece(h, index, slot, &request, sent);
+                continue;
+            }
             RESULT => {
                 if slot.failed {
                     let (code, message, hint) = (slot.sqlstate, get_str(&slot.message), get_str(&slot.hint));
@@ -225,6 +216,18 @@ fn round_trip(h: &Header, model: &str, dir: &Path, target: Target, output: Outpu
         super::wait(POLL);
         pgrx::check_for_interrupts!();
     }
+}
+
+/// Writes the request's next piece (from word `sent`) and submits it; returns the words sent.
+fn send_piece(h: &Header, index: usize, slot: &mut Slot, request: &[u32], sent: usize) -> usize {
+    let n = (request.len() - sent).min(h.buffer_words());
+    // SAFETY: this side owns the slot (FILLING or SEND_MORE); the buffer holds buffer_words.
+    unsafe { std::ptr::copy_nonoverlapping(request[sent..].as_ptr(), h.buffer(index), n) };
+    slot.request_offset = sent as u64;
+    slot.request_piece = n as u64;
+    slot.state.store(SUBMITTED, Ordering::Release);
+    h.wake_worker();
+    sent + n
 }
 
 /// Whether a request taken by the worker of `epoch` can no longer complete.

@@ -7,13 +7,14 @@
 //!
 //! ```text
 //! backend: FREE -> FILLING -> SUBMITTED                     (request written, worker woken)
+//! worker:  SUBMITTED -> RUNNING -> SEND_MORE (a request in pieces)   backend: -> SUBMITTED
 //! worker:  SUBMITTED -> RUNNING -> RESULT                    (first piece of the result)
 //! backend: RESULT -> FETCH (more pieces) | FREE (done)       worker: FETCH -> RUNNING -> RESULT
-//! backend leaving early: SUBMITTED|RESULT -> FREE, RUNNING|FETCH -> ABANDONED (worker frees it)
+//! backend leaving early: SUBMITTED|SEND_MORE|RESULT -> FREE, RUNNING|FETCH -> ABANDONED
 //! ```
 //!
-//! Results larger than a slot's buffer travel in pieces; requests are split by the backend so
-//! each fits. Latches wake either side; every wait also times out so a vanished worker is
+//! Requests and results larger than a slot's buffer travel in pieces; the backend splits big
+//! arrays into several requests so that one text's request rarely needs more than one piece. Latches wake either side; every wait also times out so a vanished worker is
 //! noticed (its exit callback normally fails the slots it held, waking their owners).
 pub mod client;
 mod status;
@@ -34,6 +35,7 @@ pub const RUNNING: u32 = 3;
 pub const RESULT: u32 = 4;
 pub const FETCH: u32 = 5;
 pub const ABANDONED: u32 = 6;
+pub const SEND_MORE: u32 = 7;
 
 /// What a request asks for.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -77,6 +79,10 @@ pub struct Slot {
     pub cpu: u8,
     pub n_seqs: u32,
     pub n_tokens: u32,
+    /// The request's words (lengths, ids, type ids) and the piece in the buffer now.
+    pub request_words: u64,
+    pub request_offset: u64,
+    pub request_piece: u64,
     pub model: [u8; NAME_BYTES],
     pub dir: [u8; DIR_BYTES],
     // Result, written by the worker while RUNNING.

@@ -16,7 +16,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use super::{get_str, header, put_str, set_latch, swap_state, Header, ModelEntry, Output, Slot, Target};
-use super::{ABANDONED, FETCH, FREE, MAX_MODELS, RESULT, RUNNING, SUBMITTED};
+use super::{ABANDONED, FETCH, FREE, MAX_MODELS, RESULT, RUNNING, SEND_MORE, SUBMITTED};
 use crate::gucs::{self, Device};
 use crate::registry;
 
@@ -38,6 +38,9 @@ struct JobKey {
     output: Output,
 }
 
+/// Unwinds a forward pass nobody waits for any more (cancel, statement_timeout, disconnect).
+struct AllAbandoned;
+
 /// A result larger than a slot's buffer, served piece by piece.
 struct Pieces {
     request_id: u64,
@@ -51,6 +54,8 @@ struct Server {
     stores: HashMap<PathBuf, ModelStore>,
     queue: VecDeque<Job>,
     pieces: HashMap<usize, Pieces>,
+    /// Requests arriving in pieces, by slot: (request id, words so far).
+    partial: HashMap<usize, (u64, Vec<u32>)>,
     models: Vec<((PathBuf, String, BackendKind), ModelEntry)>,
 }
 
@@ -76,7 +81,7 @@ pub extern "C-unwind" fn bge_server_main(_arg: pg_sys::Datum) {
     // Backends never touch CUDA while the server runs: the probe is the worker's.
     h.gpu.store(if bge_engine::backend::cuda::available() { 2 } else { 1 }, Ordering::Release);
     pgrx::log!("pg_bge model server started ({} request slots of {} kB)", h.slot_count, h.slot_bytes / 1024);
-    let mut server = Server { h, epoch, stores: HashMap::new(), queue: VecDeque::new(), pieces: HashMap::new(), models: Vec::new() };
+    let mut server = Server { h, epoch, stores: HashMap::new(), queue: VecDeque::new(), pieces: HashMap::new(), partial: HashMap::new(), models: Vec::new() };
     loop {
         exit_if_terminated();
         if BackgroundWorker::sighup_received() {
@@ -128,6 +133,12 @@ fn fail_all(h: &Header, message: &str) {
             _ => {}
         }
     }
+}
+
+/// Fails a request for a reason that only a bug in pg_bge explains.
+fn fail_bug(slot: &mut Slot, message: &str) {
+    write_error(slot, PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, message, "This is a bug in pg_bge; please report it.");
+    finish(slot);
 }
 
 fn write_error(slot: &mut Slot, code: PgSqlErrorCode, message: &str, hint: &str) {
@@ -185,12 +196,20 @@ impl Server {
                 SUBMITTED if swap_state(slot, SUBMITTED, RUNNING) => {
                     slot.epoch.store(self.epoch, Ordering::Release);
                     self.pieces.remove(&i);
-                    match self.read_job(i) {
-                        Ok(job) => taken.push(job),
-                        Err(message) => {
-                            write_error(slot, PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &message, "This is a bug in pg_bge; please report it.");
-                            finish(slot);
+                    match self.receive_piece(i) {
+                        Ok(None) => {
+                            // More to come: the owner writes the next piece.
+                            if swap_state(slot, RUNNING, SEND_MORE) {
+                                set_latch(slot.owner_latch.load(Ordering::Relaxed));
+                            } else {
+                                swap_state(slot, ABANDONED, FREE);
+                            }
                         }
+                        Ok(Some(words)) => match self.read_job(i, &words) {
+                            Ok(job) => taken.push(job),
+                            Err(message) => fail_bug(slot, &message),
+                        },
+                        Err(message) => fail_bug(slot, &message),
                     }
                 }
                 FETCH if swap_state(slot, FETCH, RUNNING) => {
@@ -199,6 +218,7 @@ impl Server {
                 }
                 ABANDONED if swap_state(slot, ABANDONED, FREE) => {
                     self.pieces.remove(&i);
+                    self.partial.remove(&i);
                 }
                 _ => {}
             }
@@ -207,14 +227,30 @@ impl Server {
         self.queue.extend(taken);
     }
 
-    fn read_job(&self, i: usize) -> Result<Job, String> {
+    /// Adds the piece in slot `i`'s buffer to its request; the whole request once complete.
+    fn receive_piece(&mut self, i: usize) -> Result<Option<Vec<u32>>, String> {
+        let slot = self.slot(i);
+        let (total, offset, piece) = (slot.request_words as usize, slot.request_offset as usize, slot.request_piece as usize);
+        if total != slot.n_seqs as usize + 2 * slot.n_tokens as usize || piece > self.h.buffer_words() || offset + piece > total {
+            return Err(format!("model server request piece {offset}+{piece} of {total} words is malformed"));
+        }
+        if offset == 0 {
+            self.partial.insert(i, (slot.request_id, Vec::with_capacity(total)));
+        }
+        let Some((_, words)) = self.partial.get_mut(&i).filter(|(id, w)| *id == slot.request_id && w.len() == offset) else {
+            return Err("model server lost the start of a request".into());
+        };
+        // SAFETY: RUNNING: the worker owns the buffer; the backend wrote `piece` words.
+        words.extend_from_slice(unsafe { std::slice::from_raw_parts(self.h.buffer(i), piece) });
+        if offset + piece < total {
+            return Ok(None);
+        }
+        Ok(self.partial.remove(&i).map(|(_, w)| w))
+    }
+
+    fn read_job(&self, i: usize, words: &[u32]) -> Result<Job, String> {
         let slot = self.slot(i);
         let (n, tokens) = (slot.n_seqs as usize, slot.n_tokens as usize);
-        if n + 2 * tokens > self.h.buffer_words() {
-            return Err(format!("model server request of {n} texts and {tokens} tokens overflows its slot"));
-        }
-        // SAFETY: RUNNING: the worker owns the buffer; the backend wrote n + 2 * tokens words.
-        let words = unsafe { std::slice::from_raw_parts(self.h.buffer(i), n + 2 * tokens) };
         let (lens, rest) = words.split_at(n);
         let (ids, type_ids) = rest.split_at(tokens);
         if lens.iter().map(|&l| l as usize).sum::<usize>() != tokens {
@@ -276,7 +312,8 @@ impl Server {
         let slots: Vec<(usize, u64)> = batch.iter().map(|j| (j.slot, j.request_id)).collect();
         let encoded: Vec<Encoded> = batch.into_iter().flat_map(|j| j.encoded).collect();
         // A panic in the engine (a bug) fails this batch, not the server.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.compute(&key, &encoded)));
+        let slot_indexes: Vec<usize> = slots.iter().map(|&(i, _)| i).collect();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.compute(&key, &encoded, &slot_indexes)));
         let h = self.h;
         h.requests.fetch_add(slots.len() as u64, Ordering::Relaxed);
         h.batches.fetch_add(1, Ordering::Relaxed);
@@ -302,6 +339,11 @@ impl Server {
                     finish(s);
                 }
             }
+            Err(panic) if panic.is::<AllAbandoned>() => {
+                for (slot, _) in slots {
+                    finish(self.slot(slot));
+                }
+            }
             Err(panic) => {
                 let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
                 for (slot, _) in slots {
@@ -318,8 +360,7 @@ impl Server {
         let slot = self.slot(i);
         let capacity = self.h.buffer_words();
         let Some(p) = self.pieces.get_mut(&i).filter(|p| p.request_id == slot.request_id) else {
-            write_error(slot, PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "model server lost a result", "This is a bug in pg_bge; please report it.");
-            finish(slot);
+            fail_bug(slot, "model server lost a result");
             return;
         };
         let n = (p.words.len() - p.sent).min(capacity);
@@ -338,7 +379,7 @@ impl Server {
 
     /// Per sequence, the result as 32-bit words: dense and ColBERT f32 bits (ColBERT's width
     /// first), sparse (id, weight bits) pairs.
-    fn compute(&mut self, key: &JobKey, encoded: &[Encoded]) -> bge_engine::Result<Vec<Vec<u32>>> {
+    fn compute(&mut self, key: &JobKey, encoded: &[Encoded], slots: &[usize]) -> bge_engine::Result<Vec<Vec<u32>>> {
         let model = self.model(key)?;
         for e in encoded {
             if e.ids.len() > model.spec.max_seq_length || e.ids.iter().any(|&id| id as usize >= model.spec.vocab_size) {
@@ -346,7 +387,14 @@ impl Server {
             }
         }
         let opts = RunOptions { truncate: true, threads: gucs::server_threads(), max_batch_tokens: gucs::max_batch_tokens() };
-        let mut interrupt = exit_if_terminated;
+        // Between layers: exit on SIGTERM; stop a batch whose every backend has left.
+        let h = self.h;
+        let mut interrupt = || {
+            exit_if_terminated();
+            if slots.iter().all(|&i| unsafe { &*h.slot(i) }.state.load(Ordering::Acquire) == ABANDONED) {
+                std::panic::resume_unwind(Box::new(AllAbandoned));
+            }
+        };
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
         Ok(match key.output {
             Output::Dense => model.embed_encoded(encoded, &opts, &mut interrupt)?.iter().map(|v| bits(v)).collect(),
