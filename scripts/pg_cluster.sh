@@ -52,7 +52,7 @@ port)
 psql)
     shift
     # The major's own psql (18's, from the wheel, is built without readline: no line editing).
-    "$BIN/psql" -h /tmp -p "$PORT" -U postgres -X "$@"
+    exec "$BIN/psql" -h /tmp -p "$PORT" -U postgres -X "$@"
     ;;
 *)
     echo "usage: [PG_BGE_PG=15|18] $0 start [setting=value ...] | stop | psql [args] | port" >&2

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every pg_bge test from a fresh Debian machine: installs what is missing (scripts/setup.sh),
 # runs the engine tests (plain cargo test), installs the extension into PostgreSQL 15 and runs
-# the SQL tests (pg_regress) in a scratch cluster, then does the same on PostgreSQL 18 with the
+# the SQL tests (pg_regress) in a scratch cluster, once in-process and once through the model
+# server (with its fault tests), then on PostgreSQL 18 through the model server with the
 # pgvector tests added. The goldens (engine and SQL) run once per CPU kernel family this machine
 # has (BGE_CPU_ISA), so an AVX-512 machine proves the AVX2 and portable paths too. Exits
 # non-zero on any failure.
@@ -84,6 +85,8 @@ echo "== SQL tests on PostgreSQL 15 (pg_regress), every call in its own backend"
 regress 15 all "${SQL_TESTS[@]}" || status=1
 echo "== SQL tests on PostgreSQL 15 through the model server (shared_preload_libraries)"
 regress_server 15 server "${SQL_TESTS[@]}" server || status=1
+echo "== model server under concurrency, cancel, disconnect and worker restart (tests/server/faults.sh)"
+tests/server/faults.sh "$WORK/models" || status=1
 for isa in "${ISAS[@]:1}"; do
     echo "== SQL goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
     BGE_CPU_ISA=$isa regress 15 "$isa" setup embed goldens m3 m3_goldens || status=1

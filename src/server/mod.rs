@@ -234,6 +234,9 @@ pub fn init() {
         .set_library("pg_bge")
         .set_function("bge_server_main")
         .enable_shmem_access(None)
+        // Connected to no database (as the logical replication launcher): it then shows in
+        // pg_stat_activity and pg_terminate_backend reaches it.
+        .enable_spi_access()
         .set_start_time(BgWorkerStartTime::ConsistentState)
         // An exit with code 1 (ERROR, SIGTERM) restarts it after a second; its requests fail.
         .set_restart_time(Some(Duration::from_secs(1)))

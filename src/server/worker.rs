@@ -63,10 +63,12 @@ struct Server {
 #[no_mangle]
 pub extern "C-unwind" fn bge_server_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(None, None);
     let h = header().expect("pg_bge model server started without its shared memory");
     // SAFETY: main thread; the callback runs on every exit path but a crash.
     unsafe { pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(0)) };
-    fail_all(h, "pg_bge's model server restarted while computing this request");
+    // Requests a crashed predecessor held (waiting ones are served: they came after it).
+    fail_taken(h, "pg_bge's model server restarted while computing this request", false);
     let epoch = h.epoch.fetch_add(1, Ordering::AcqRel) + 1;
     for counter in [&h.requests, &h.batches, &h.sequences, &h.tokens] {
         counter.store(0, Ordering::Relaxed);
@@ -111,13 +113,13 @@ unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
     if let Some(h) = header() {
         h.worker_pid.store(0, Ordering::Release);
         h.worker_latch.store(std::ptr::null_mut(), Ordering::Release);
-        fail_all(h, "pg_bge's model server exited while computing this request");
+        fail_taken(h, "pg_bge's model server exited while computing this request", true);
     }
 }
 
-/// Fails every request taken or waiting (their backends get the ERROR at once, not a hang)
-/// and frees abandoned slots.
-fn fail_all(h: &Header, message: &str) {
+/// Fails every request taken, and with `waiting` those submitted but not yet taken (their
+/// backends get the ERROR at once, not a hang); frees abandoned slots.
+fn fail_taken(h: &Header, message: &str, waiting: bool) {
     for i in 0..h.slot_count as usize {
         // SAFETY: the slot array lives for the server's life.
         let slot = unsafe { &mut *h.slot(i) };
@@ -126,6 +128,7 @@ fn fail_all(h: &Header, message: &str) {
             ABANDONED => {
                 swap_state(slot, ABANDONED, FREE);
             }
+            SUBMITTED if !waiting => {}
             SUBMITTED | RUNNING | FETCH if swap_state(slot, state, RUNNING) => {
                 write_error(slot, PgSqlErrorCode::ERRCODE_OPERATOR_INTERVENTION, message, "It restarts by itself within a second; run the statement again.");
                 finish(slot);
