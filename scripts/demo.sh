@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs pg_bge and its model on a fresh Debian machine, starts a scratch PostgreSQL cluster
 # and runs a small RAG session in it (scripts/demo.sql): a table whose embeddings a generated
-# column keeps in sync, 500 passages of the Python documentation, a ranked search.
+# column keeps in sync, 500 passages of the Python documentation, a ranked search. pg_bge is
+# preloaded, so its model server computes every embedding.
 #
 #   bash scripts/demo.sh                  PostgreSQL 18 with pgvector: vector(384) column, HNSW index
 #   PG_BGE_PG=15 bash scripts/demo.sh     PostgreSQL 15 (Debian): real[] column and pg_bge's <=>
@@ -20,7 +21,8 @@ if [ "$(id -u)" -eq 0 ]; then
 else
     cargo pgrx install --release --sudo --pg-config "$PG_CONFIG"
 fi
-scripts/pg_cluster.sh start
+# Preloaded: the model server holds the model once and batches every connection's requests.
+scripts/pg_cluster.sh start "shared_preload_libraries = 'pg_bge'"
 scripts/pg_cluster.sh psql -v ON_ERROR_STOP=1 -e -f scripts/demo.sql
 echo
 echo "demo: the cluster is still running; connect with PG_BGE_PG=$PG_BGE_PG scripts/pg_cluster.sh psql"

@@ -64,3 +64,9 @@ SELECT id, round(distance::numeric, 4) AS distance, left(body, 100) AS passage
 FROM (SELECT id, body, emb <=> (SELECT bge_embed_query('Which city is the capital of France?', 'all-MiniLM-L6-v2')) AS distance
       FROM demo_docs ORDER BY distance LIMIT 3) AS hits;
 \endif
+
+-- Every embedding above was computed by the model server: one copy of the model for all
+-- connections, requests of concurrent sessions batched together.
+SELECT running, requests, batches, round(tokens_per_s) AS tokens_per_s,
+       jsonb_path_query_array(models, '$[*].name') AS models
+FROM bge_server_status();
