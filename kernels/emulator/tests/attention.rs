@@ -75,3 +75,28 @@ fn attention_keeps_sequences_apart() {
     assert!(before[..5 * hd] == after[..5 * hd] && before[95 * hd..] == after[95 * hd..], "a sequence saw its neighbour");
     assert!(before[5 * hd..95 * hd] != after[5 * hd..95 * hd]);
 }
+
+/// gridDim.z, where attention puts the sequences, stops at 65,535 on every GPU: a batch of more
+/// one-token sequences (reachable through the engine's API with a small model and a large
+/// max_batch_tokens) must still be covered.
+#[test]
+fn attention_covers_more_sequences_than_grid_z_allows() {
+    let emu = Emu::new();
+    let mut rng = StdRng::seed_from_u64(9);
+    let (heads, d) = (1, 32);
+    let lens: Vec<usize> = (0..70_000).map(|i| 1 + (i % 3 == 0) as usize).collect();
+    let batch = batch_of(&lens);
+    let t = batch.num_tokens();
+    let qkv = random(&mut rng, t * 3 * heads * d, 2.0);
+    let bias = random(&mut rng, 3 * heads * d, 0.5);
+    let with_bias: Vec<f32> = qkv.iter().enumerate().map(|(i, v)| v + bias[i % (3 * heads * d)]).collect();
+    let mut want = vec![0.0; t * heads * d];
+    reference::attention(&with_bias, &batch, heads, d, &mut want, 0..t);
+    let p = Precision::F16;
+    let mut out = emu.poisoned_16(p, t * heads * d);
+    emu.kernels(p)
+        .attention(&emu.dev.stream, &emu.up(&qkv), &emu.up(&bias), &emu.up(&cu_seqlens(&batch)), batch.num_seqs(), batch.max_len, t, heads, d, &mut out)
+        .unwrap();
+    let e = rel_err(&widen(p, &emu.down(&out)), &want);
+    assert!(e < 2.0 * ulp16(p), "rel err {e}");
+}
