@@ -23,15 +23,16 @@
 // ---- qualifiers ------------------------------------------------------------------------------
 #ifdef BGE_EMU_LIST_KERNELS
 // kernels/emulator/build.rs preprocesses each kernel file with this defined and reads the
-// entry points' names after the marker.
+// entry points' names (and launch bounds, which the emulator enforces) after the markers.
 #define __global__ bge_emu_kernel_entry_point
+#define __launch_bounds__(...) bge_emu_launch_bounds(__VA_ARGS__)
 #else
 #define __global__
+#define __launch_bounds__(...)
 #endif
 #define __device__
 #define __host__
 #define __forceinline__ inline __attribute__((always_inline))
-#define __launch_bounds__(...)
 #define __shared__ static thread_local
 
 // ---- built-in variables ----------------------------------------------------------------------

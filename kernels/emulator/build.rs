@@ -51,8 +51,8 @@ fn main() {
         let entries = kernel_names(&compiler, &kernels, src);
         assert!(!entries.is_empty(), "{name}: no __global__ function found");
         let mut tu = format!("#include \"{}\"\n#include \"runtime.h\"\nnamespace {{\nconst bge_emu::Kernel kernels[] = {{\n", src.display());
-        for e in &entries {
-            tu += &format!("    {{\"{e}\", &bge_emu::thunk<&{e}>}},\n");
+        for (e, bound) in &entries {
+            tu += &format!("    {{\"{e}\", &bge_emu::thunk<&{e}>, {bound}}},\n");
         }
         tu += &format!(
             "}};\n}}  // namespace\nextern const bge_emu::KernelFile bge_emu_file_{stem} = {{\"{name}\", kernels, {}, {:#x}ull}};\n",
@@ -75,20 +75,21 @@ fn main() {
     std::fs::write(&tables_path, tables).unwrap();
     generated.push(tables_path);
 
-    let objects = |files: &[PathBuf], tweak: &dyn Fn(&mut cc::Build)| {
+    let objects = |files: &[PathBuf], kernels: bool| {
         let mut b = build();
         b.files(files);
-        tweak(&mut b);
+        if kernels {
+            // Indexing a fixed-size array (a __shared__ tile, a local one) out of bounds, or
+            // overflowing a signed index, traps; runtime.cpp turns the trap into a failed launch.
+            b.flag("-fsanitize=bounds,signed-integer-overflow").flag("-fsanitize-undefined-trap-on-error");
+        }
         b.compile_intermediates()
     };
-    let mut cuda_sources = vec![cpp.join("runtime.cpp"), cpp.join("driver.cpp")];
-    cuda_sources.extend(generated);
-    let cuda = objects(&cuda_sources, &|_| {});
+    let mut cuda = objects(&[cpp.join("runtime.cpp"), cpp.join("driver.cpp")], false);
+    cuda.extend(objects(&generated, true));
     link(&compiler, &lib_dir, "libcuda.so", &cuda, false);
-    let nvrtc = objects(&[cpp.join("nvrtc.cpp")], &|_| {});
-    link(&compiler, &lib_dir, "libnvrtc.so", &nvrtc, true);
-    let cublas = objects(&[cpp.join("cublas.cpp")], &|_| {});
-    link(&compiler, &lib_dir, "libcublas.so", &cublas, true);
+    link(&compiler, &lib_dir, "libnvrtc.so", &objects(&[cpp.join("nvrtc.cpp")], false), true);
+    link(&compiler, &lib_dir, "libcublas.so", &objects(&[cpp.join("cublas.cpp")], false), true);
 
     println!("cargo:rustc-env=BGE_EMULATOR_LIB_DIR={}", lib_dir.display());
 }
@@ -104,8 +105,9 @@ fn cu_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The __global__ functions `src` defines, from its preprocessed text.
-fn kernel_names(compiler: &cc::Tool, include: &Path, src: &Path) -> Vec<String> {
+/// The __global__ functions `src` defines, with their __launch_bounds__ (0: none), from its
+/// preprocessed text: "bge_emu_kernel_entry_point void [bge_emu_launch_bounds(N)] NAME(".
+fn kernel_names(compiler: &cc::Tool, include: &Path, src: &Path) -> Vec<(String, u32)> {
     let out = compiler
         .to_command()
         .args(["-E", "-P", "-x", "c++", "-DBGE_HOST_EMULATION", "-DBGE_EMU_LIST_KERNELS"])
@@ -115,14 +117,20 @@ fn kernel_names(compiler: &cc::Tool, include: &Path, src: &Path) -> Vec<String> 
         .expect("the C++ compiler");
     assert!(out.status.success(), "preprocessing {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    let mut names = Vec::new();
+    let mut kernels = Vec::new();
     for rest in text.split("bge_emu_kernel_entry_point").skip(1) {
-        // "void NAME(" with any whitespace.
-        let rest = rest.trim_start().strip_prefix("void").expect("a __global__ function returns void").trim_start();
+        let mut rest = rest.trim_start().strip_prefix("void").expect("a __global__ function returns void").trim_start();
+        let mut bound = 0;
+        if let Some(args) = rest.strip_prefix("bge_emu_launch_bounds") {
+            let (inside, after) = args.trim_start().strip_prefix('(').and_then(|a| a.split_once(')')).expect("__launch_bounds__(...)");
+            let first = inside.split(',').next().unwrap().trim().trim_matches(|c| c == '(' || c == ')');
+            bound = first.parse().unwrap_or_else(|_| panic!("{}: __launch_bounds__({inside}) is not a number after preprocessing", src.display()));
+            rest = after.trim_start();
+        }
         let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-        names.push(name);
+        kernels.push((name, bound));
     }
-    names
+    kernels
 }
 
 fn link(compiler: &cc::Tool, dir: &Path, name: &str, objects: &[PathBuf], needs_driver: bool) {

@@ -260,6 +260,7 @@ EXPORT CUresult cuGetErrorName(CUresult e, const char** s) {
         case 400: *s = "CUDA_ERROR_INVALID_HANDLE"; break;
         case 500: *s = "CUDA_ERROR_NOT_FOUND"; break;
         case 700: *s = "CUDA_ERROR_ILLEGAL_ADDRESS"; break;
+        case 715: *s = "CUDA_ERROR_ILLEGAL_INSTRUCTION"; break;
         case 719: *s = "CUDA_ERROR_LAUNCH_FAILED"; break;
         default: *s = "CUDA_ERROR_UNKNOWN"; break;
     }

@@ -12,7 +12,10 @@
 //   (or highest) runnable one: a warp gets as far ahead of the rest as synchronisation allows,
 //   so a missing barrier reads data not yet written (or already overwritten).
 // - Device buffers end at an inaccessible page: an access past the end faults, and the launch
-//   fails with CUDA_ERROR_ILLEGAL_ADDRESS and a message naming the thread and the buffer.
+//   fails with CUDA_ERROR_ILLEGAL_ADDRESS and a message naming the thread and the buffer. The
+//   kernels are compiled with trapping bounds checks on fixed-size arrays (shared tiles) and
+//   signed overflow checks; a trap fails the launch too.
+// - A block larger than the kernel's __launch_bounds__ is refused, as a GPU refuses it.
 // Failures end the launch at once (the block's other fibers are abandoned) with the first
 // message, which the driver prints and keeps for bge_emu_last_error.
 #include "runtime.h"
@@ -323,23 +326,34 @@ std::string describe_address(uintptr_t addr) {
 }
 
 // ---- faults ----------------------------------------------------------------------------------
-struct sigaction g_previous[2];
+struct sigaction g_previous[4];
+const int FAULTS[4] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE};
 
 void on_fault(int sig, siginfo_t* info, void*) {
     Block* b = t_block;
     if (b && b->in_kernel) {
-        // A kernel thread touched memory it must not: fail the launch as the GPU would.
+        // A kernel thread did what a GPU would stop it for: fail the launch.
         sigset_t unblock;
         sigemptyset(&unblock);
         sigaddset(&unblock, sig);
         pthread_sigmask(SIG_UNBLOCK, &unblock, nullptr);
         const uintptr_t addr = (uintptr_t)info->si_addr;
-        abort_block(*b, 700 /* CUDA_ERROR_ILLEGAL_ADDRESS */,
-                    format("%s: illegal memory access at %#lx: %s", where(*b, b->current).c_str(),
-                           (unsigned long)addr, describe_address(addr).c_str()));
+        std::string what;
+        if (sig == SIGILL)
+            what = "an index outside a fixed-size array (a __shared__ tile or a local array) or a "
+                   "signed integer overflow (the kernels are built with -fsanitize=bounds,"
+                   "signed-integer-overflow trapping)";
+        else if (sig == SIGFPE)
+            what = "an integer division by zero";
+        else
+            what = format("illegal memory access at %#lx: %s", (unsigned long)addr, describe_address(addr).c_str());
+        abort_block(*b, sig == SIGSEGV || sig == SIGBUS ? 700 /* CUDA_ERROR_ILLEGAL_ADDRESS */
+                                                         : 715 /* CUDA_ERROR_ILLEGAL_INSTRUCTION */,
+                    format("%s: %s", where(*b, b->current).c_str(), what.c_str()));
     }
     // Not a kernel's fault: hand it to whoever handled it before (it faults again on return).
-    sigaction(sig, &g_previous[sig == SIGBUS], nullptr);
+    for (int i = 0; i < 4; ++i)
+        if (FAULTS[i] == sig) sigaction(sig, &g_previous[i], nullptr);
 }
 
 void install_fault_handler() {
@@ -350,8 +364,7 @@ void install_fault_handler() {
         sa.sa_sigaction = on_fault;
         sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
         sigemptyset(&sa.sa_mask);
-        sigaction(SIGSEGV, &sa, &g_previous[0]);
-        sigaction(SIGBUS, &sa, &g_previous[1]);
+        for (int i = 0; i < 4; ++i) sigaction(FAULTS[i], &sa, &g_previous[i]);
     });
 }
 
@@ -458,6 +471,11 @@ int launch(const Kernel& kernel, dim3 grid, dim3 block, unsigned dynamic_shared_
     }
     if (!threads || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64) {
         *error = format("%s: block (%u,%u,%u) is out of range", kernel.name, block.x, block.y, block.z);
+        return 1;
+    }
+    if (kernel.max_threads && threads > kernel.max_threads) {
+        *error = format("%s: a block of %llu threads exceeds its __launch_bounds__(%u)", kernel.name,
+                        threads, kernel.max_threads);
         return 1;
     }
     if (dynamic_shared_bytes) {

@@ -14,10 +14,12 @@ namespace bge_emu {
 
 // One __global__ function: `thunk` calls it once, for the fiber that is running, with the
 // launch's argument array (cuLaunchKernel's kernelParams: one pointer per parameter).
+// max_threads is its __launch_bounds__ (0: none): a GPU refuses a larger block.
 using Thunk = void (*)(void** params);
 struct Kernel {
     const char* name;
     Thunk thunk;
+    unsigned max_threads;
 };
 
 // One kernel source file and its entry points. source_hash is FNV-1a of the text the emulator

@@ -84,3 +84,16 @@ extern "C" __global__ void cvt_rounding_modes(const float* in, unsigned short* f
 extern "C" __global__ void unsupported_ptx(const float* in, unsigned short* out) {
     BGE_CVT("cvt.rn.ftz.f16.f32 %0, %1;", "=h", out[threadIdx.x], "f", in[threadIdx.x]);
 }
+
+// A kernel declared for blocks of at most 64 threads.
+extern "C" __global__ void __launch_bounds__(64) bounded_to_64(float* out) {
+    out[threadIdx.x] = 1.0f;
+}
+
+// Thread t writes tile[t + offset] of a 64-entry shared tile: offset 1 runs off its end.
+extern "C" __global__ void shared_tile_shifted(float* out, int offset) {
+    __shared__ float tile[64];
+    tile[threadIdx.x + offset] = (float)threadIdx.x;
+    __syncthreads();
+    out[threadIdx.x] = tile[threadIdx.x];
+}

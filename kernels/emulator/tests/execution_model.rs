@@ -259,3 +259,38 @@ fn only_the_kernel_text_the_emulator_compiled_is_accepted() {
     assert!(nvrtc::compile(&unknown, Target::Cubin(90)).is_err());
     nvrtc::compile(&SELFTEST, Target::Cubin(90)).unwrap();
 }
+
+#[test]
+fn a_block_beyond_launch_bounds_is_refused() {
+    let s = stream();
+    let mut out = s.clone_htod(&[0.0f32; 128]).unwrap();
+    let f = function("bounded_to_64");
+    let mut l = s.launch_builder(&f);
+    l.arg(&mut out);
+    unsafe { l.launch(config(1, 64)) }.unwrap();
+    let mut l = s.launch_builder(&f);
+    l.arg(&mut out);
+    let (e, message) = failure(unsafe { l.launch(config(1, 128)) });
+    assert!(e.contains("CUDA_ERROR_INVALID_VALUE"), "{e}");
+    assert!(message.contains("__launch_bounds__(64)"), "{message}");
+}
+
+#[test]
+fn an_index_past_a_shared_tile_fails_the_launch() {
+    let s = stream();
+    let mut out = s.clone_htod(&[0.0f32; 64]).unwrap();
+    let f = function("shared_tile_shifted");
+    for offset in [0i32, 1] {
+        let mut l = s.launch_builder(&f);
+        l.arg(&mut out).arg(&offset);
+        let r = unsafe { l.launch(config(1, 64)) };
+        if offset == 0 {
+            r.unwrap();
+            assert_eq!(s.clone_dtoh(&out).unwrap(), (0..64).map(|t| t as f32).collect::<Vec<_>>());
+        } else {
+            let (e, message) = failure(r);
+            assert!(e.contains("CUDA_ERROR_ILLEGAL_INSTRUCTION"), "{e}");
+            assert!(message.contains("thread (63,0,0)") && message.contains("fixed-size array"), "{message}");
+        }
+    }
+}
