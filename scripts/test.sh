@@ -30,6 +30,9 @@ echo "== engine tests (cargo test -p bge-engine)"
 cargo test -p bge-engine
 # Again with output shown, so a CI log says loudly which GPU tests were skipped for lack of a GPU.
 cargo test -p bge-engine --test cuda -- --nocapture 2>&1 | grep -E "SKIPPED|test result" || true
+
+echo "== CUDA kernels on the CPU: kernels/*.cu on the emulated device (cargo test -p bge-cuda-emulator)"
+cargo test -p bge-cuda-emulator
 for isa in "${ISAS[@]:1}"; do
     echo "== engine goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
     BGE_CPU_ISA=$isa cargo test -p bge-engine --test goldens --test m3 --test batching --test ops

@@ -15,6 +15,8 @@ pub const ATTENTION_HEAD_DIMS: [usize; 4] = [32, 64, 96, 128];
 const ATTENTION_QUERY_TILE: usize = 64;
 /// Grid cap for the grid-stride elementwise kernels.
 const MAX_ELEMENTWISE_BLOCKS: usize = 65_535;
+/// The largest gridDim.y / gridDim.z any GPU accepts.
+const MAX_GRID_Z: usize = 65_535;
 
 /// The kernels of one precision, resolved once.
 pub struct Kernels {
@@ -244,15 +246,24 @@ impl Kernels {
         let (q, b, cu, o) = (ptr(qkv, stream), ptr(bias, stream), ptr(cu_seqlens, stream), ptr(out, stream));
         let heads_i = heads as i32;
         let scale_log2 = (std::f64::consts::LOG2_E / (head_dim as f64).sqrt()) as f32;
-        let cfg = LaunchConfig {
-            grid_dim: (max_len.div_ceil(ATTENTION_QUERY_TILE) as u32, heads as u32, num_seqs as u32),
-            block_dim: (ATTENTION_QUERY_TILE as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut l = stream.launch_builder(f);
-        l.arg(&q).arg(&b).arg(&cu).arg(&heads_i).arg(&scale_log2).arg(&o);
-        // SAFETY: argument list matches attention_d*_* in attention.cu.
-        launched(unsafe { l.launch(cfg) }, "attention")
+        // Sequences go in gridDim.z, which no GPU lets exceed 65,535: a larger batch is launched
+        // in slices, each given cu_seqlens from its first sequence on (the offsets in it are
+        // absolute token indices, so the kernel needs nothing else).
+        for first in (0..num_seqs).step_by(MAX_GRID_Z) {
+            let seqs = (num_seqs - first).min(MAX_GRID_Z);
+            let cu_slice = cu + (first * std::mem::size_of::<i32>()) as u64;
+            let cfg = LaunchConfig {
+                grid_dim: (max_len.div_ceil(ATTENTION_QUERY_TILE) as u32, heads as u32, seqs as u32),
+                block_dim: (ATTENTION_QUERY_TILE as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut l = stream.launch_builder(f);
+            l.arg(&q).arg(&b).arg(&cu_slice).arg(&heads_i).arg(&scale_log2).arg(&o);
+            // SAFETY: argument list matches attention_d*_* in attention.cu; cu_slice points at
+            // entry `first` of cu_seqlens, which holds num_seqs + 1 entries.
+            launched(unsafe { l.launch(cfg) }, "attention")?;
+        }
+        Ok(())
     }
 
     /// pooling.cu: out[s] = pooled (and, with `normalize`, L2-normalised) sequence s.
