@@ -85,6 +85,9 @@ pub extern "C-unwind" fn bge_server_main(_arg: pg_sys::Datum) {
     pgrx::log!("pg_bge model server started ({} request slots of {} kB)", h.slot_count, h.slot_bytes / 1024);
     let mut server = Server { h, epoch, stores: HashMap::new(), queue: VecDeque::new(), pieces: HashMap::new(), partial: HashMap::new(), models: Vec::new() };
     loop {
+        // Interrupts as any connected process: ProcSignalBarriers (DROP DATABASE waits for every
+        // process to absorb one), cancel (pg_cancel_backend: ERROR, so a restart).
+        pgrx::check_for_interrupts!();
         exit_if_terminated();
         if BackgroundWorker::sighup_received() {
             // SAFETY: main thread, between requests.
@@ -394,6 +397,7 @@ impl Server {
         let h = self.h;
         let mut interrupt = || {
             exit_if_terminated();
+            pgrx::check_for_interrupts!();
             if slots.iter().all(|&i| unsafe { &*h.slot(i) }.state.load(Ordering::Acquire) == ABANDONED) {
                 std::panic::resume_unwind(Box::new(AllAbandoned));
             }

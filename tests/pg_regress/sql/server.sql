@@ -11,7 +11,7 @@ SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'bge.server
 CREATE TEMP TABLE texts AS
 SELECT i AS id,
        CASE WHEN i = 0 THEN '' ELSE left(repeat(md5(i::text) || ' word ' || i || ' ', 1 + (i * 7) % 90), 3000) END AS body
-FROM generate_series(0, 149) AS i;
+FROM generate_series(0, 79) AS i;
 
 SET bge.server = off;
 CREATE TEMP TABLE local AS
