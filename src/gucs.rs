@@ -229,7 +229,10 @@ fn client_backends() -> usize {
         let procs = std::slice::from_raw_parts(global.allProcs, global.allProcCount as usize);
         procs
             .iter()
-            .filter(|p| p.pid != 0 && p.databaseId == pg_sys::MyDatabaseId && u32::from(p.statusFlags) & pg_sys::PROC_IS_AUTOVACUUM == 0 && regular_backend(p))
+            // A PGPROC keeps its pid and database after its backend exits (until reused); only
+            // a live one owns its latch.
+            .filter(|p| p.pid != 0 && p.procLatch.owner_pid != 0)
+            .filter(|p| p.databaseId == pg_sys::MyDatabaseId && u32::from(p.statusFlags) & pg_sys::PROC_IS_AUTOVACUUM == 0 && regular_backend(p))
             .count()
     }
 }
