@@ -6,7 +6,8 @@
 #       against in-process connections (4 of them: 16 copies of 1.3 GB would not fit 24 GB).
 #   (b) throughput: 16 concurrent pgbench clients, each running single-text
 #       SELECT bge_embed(body) on all-MiniLM-L6-v2; tokens/s and the server's texts per pass.
-#   (c) latency: one client, a 16-token text, median of per-call latencies (pgbench log).
+#   (c) latency: one client, a 16-token text, median of per-call latencies (pgbench log), the
+#       two paths in alternating rounds.
 #
 #   benches/server_bench.sh [SECONDS]     (SECONDS per throughput and latency run, default 20)
 set -euo pipefail
@@ -98,19 +99,24 @@ print(f"   in-process: {l:.1f} calls/s = {l * tok:,.0f} tokens/s")
 print(f"   server:     {s:.1f} calls/s = {s * tok:,.0f} tokens/s ({s / l:.2f}x in-process), {req / bat:.1f} texts per forward pass")
 EOF
 
-echo "== (c) latency: one client, a 16-token text, $SECS s each"
+echo "== (c) latency: one client, a 16-token text, $SECS s each, in alternating rounds of 2 s"
 query="how many people live in the capital city of france and its suburbs today"
 echo "   text: '$query' ($(sql -c "SELECT bge_token_count('$query')") tokens)"
 printf "SELECT bge_embed('%s');\n" "$query" >"$WORK/latency.sql"
-for mode in on off; do
-    rm -f "$WORK"/lat_*
-    (cd "$WORK" && run_pgbench "$mode" 1 "$SECS" -f latency.sql -l --log-prefix="lat_$mode" >/dev/null)
-    python3 - "$mode" "$WORK"/lat_"$mode"* <<'EOF'
-import statistics, sys
-mode, files = sys.argv[1], sys.argv[2:]
-lat = [int(line.split()[2]) / 1000 for f in files for line in open(f)]
-lat = lat[len(lat) // 10:]  # drop the first tenth (the model load, cold caches)
-name = "server" if mode == "on" else "in-process"
-print(f"   {name:11} median {statistics.median(lat):.3f} ms, p90 {sorted(lat)[int(len(lat) * 0.9)]:.3f} ms over {len(lat)} calls")
-EOF
+rm -f "$WORK"/lat_*
+# Alternating short rounds, so that this VM's drift in speed falls on both paths alike.
+for round in $(seq 1 $((SECS / 2))); do
+    for mode in on off; do
+        (cd "$WORK" && run_pgbench "$mode" 1 2 -f latency.sql -l --log-prefix="lat_${mode}_$round" >/dev/null)
+    done
 done
+python3 - "$WORK" <<'EOF'
+import glob, os, statistics, sys
+for mode, name in (("on", "server"), ("off", "in-process")):
+    lat = []
+    for f in glob.glob(os.path.join(sys.argv[1], f"lat_{mode}_*")):
+        calls = [int(line.split()[2]) / 1000 for line in open(f)]
+        lat += calls[1:]  # each round's first call follows a new connection
+    lat.sort()
+    print(f"   {name:11} median {statistics.median(lat):.3f} ms, p90 {lat[int(len(lat) * 0.9)]:.3f} ms over {len(lat)} calls")
+EOF
