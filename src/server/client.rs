@@ -49,7 +49,7 @@ pub fn loaded_models() -> Vec<crate::registry::LoadedCopy> {
 /// The slot this backend holds, for the exit callback (-1: none).
 static HELD_SLOT: AtomicI64 = AtomicI64::new(-1);
 
-/// Per sequence of `encoded`, the result's 32-bit words (see worker::serialize).
+/// Per sequence of `encoded`, the result as 32-bit words (see `Server::compute` in worker.rs).
 pub fn compute(model: &str, dir: &Path, target: Target, output: Output, encoded: &[Encoded]) -> Vec<Vec<u32>> {
     let h = header().expect("model server region");
     let capacity = h.buffer_words();

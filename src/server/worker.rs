@@ -422,18 +422,27 @@ impl Server {
     /// with its resident memory (the process's growth while loading it).
     fn model(&mut self, key: &JobKey) -> bge_engine::Result<Arc<Model>> {
         let store = self.stores.entry(key.dir.clone()).or_insert_with(|| ModelStore::new(key.dir.clone()));
-        let before = resident_bytes();
+        // /proc is read only around a load (a model not in the table yet), not per batch.
+        let gpu = key.target.device == Device::Cuda || (key.target.device == Device::Auto && bge_engine::backend::cuda::probed() == Some(true));
+        let expected = (key.dir.clone(), key.model.clone(), if gpu { BackendKind::Cuda } else { key.target.cpu });
+        let known = self.models.iter().any(|(k, _)| *k == expected);
+        let before = (!known).then(resident_bytes);
         let model = registry::resolve(store, &key.model, key.target.device, key.target.cpu)?;
         let id = (key.dir.clone(), key.model.clone(), model.backend);
-        let fresh = self.models.iter().find(|(k, _)| *k == id).map(|(_, e)| e.load_ms) != Some(model.load_time.as_secs_f64() * 1e3);
-        if fresh {
+        let listed = self.models.iter().find(|(k, _)| *k == id).map(|(_, e)| *e);
+        if listed.map(|e| e.load_ms) != Some(model.load_time.as_secs_f64() * 1e3) {
+            // A new copy, or one reloaded after its files changed (then its size is the old one's).
+            let resident = match before {
+                Some(b) => resident_bytes().saturating_sub(b),
+                None => listed.map_or(0, |e| e.resident_bytes),
+            };
             let mut entry = ModelEntry {
                 dir: [0; super::DIR_BYTES],
                 name: [0; super::NAME_BYTES],
                 device: [0; 16],
                 isa: [0; 16],
                 precision: [0; 16],
-                resident_bytes: resident_bytes().saturating_sub(before),
+                resident_bytes: resident,
                 load_ms: model.load_time.as_secs_f64() * 1e3,
             };
             put_str(&mut entry.dir, &key.dir.to_string_lossy());
