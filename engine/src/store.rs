@@ -113,7 +113,6 @@ impl ModelStore {
         }
         let front = Arc::new(Frontend::load(name, &self.path_of(name)?)?);
         self.fronts.insert(name.to_string(), front.clone());
-        release_free_heap();
         Ok(front)
     }
 
@@ -128,16 +127,5 @@ impl ModelStore {
             return Err(Error::UnknownModel { name: name.to_string(), dir: self.dir.clone(), installed });
         }
         Ok(path)
-    }
-}
-
-/// Gives the heap pages freed after parsing tokenizer.json (several MB of transient JSON)
-/// back to the system: every connection holds a frontend, so they would otherwise stay
-/// resident in each.
-fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
