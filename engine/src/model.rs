@@ -122,8 +122,11 @@ pub struct Model {
     pub heads: M3Heads,
     /// Wall time of `load`, reported by bge_models().
     pub load_time: Duration,
-    /// model.safetensors and what it was when loaded (see [`Model::is_stale`]).
-    weights_path: std::path::PathBuf,
+    /// How much this process's resident memory grew while loading it (0 where Linux's
+    /// /proc/self/statm is not there); the model server reports it per model.
+    pub resident_bytes: u64,
+    /// What model.safetensors (the frontend's `weights_path`) was when loaded (see
+    /// [`Model::is_stale`]).
     weights_identity: FileIdentity,
 }
 
@@ -137,10 +140,10 @@ impl std::ops::Deref for Model {
 impl Model {
     pub fn load(name: &str, dir: &std::path::Path, backend: BackendKind) -> Result<Model> {
         let started = Instant::now();
+        let resident_before = resident_set_bytes();
         let front = Arc::new(Frontend::load(name, dir)?);
         let spec = &front.spec;
-        let weights_path = dir.join("model.safetensors");
-        let weights = WeightFile::open(&weights_path)?;
+        let weights = WeightFile::open(&front.weights_path)?;
         let weights_identity = weights.identity();
         // The heads run on the hidden states forward() returns to the host: on the scalar
         // oracle for the reference backend, on the CPU kernels for any other (a GPU backend's
@@ -161,7 +164,8 @@ impl Model {
                 (network, M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?, None, "fp16")
             }
         };
-        Ok(Model { front, backend, isa, precision, network, heads, load_time: started.elapsed(), weights_path, weights_identity })
+        let resident_bytes = resident_set_bytes().saturating_sub(resident_before);
+        Ok(Model { front, backend, isa, precision, network, heads, load_time: started.elapsed(), resident_bytes, weights_identity })
     }
 
     pub fn load_shared(name: &str, dir: &std::path::Path, backend: BackendKind) -> Result<Arc<Model>> {
@@ -171,7 +175,7 @@ impl Model {
     /// Whether model.safetensors at the model's path is no longer the file loaded (replaced by
     /// rename, or changed in place): the store then loads it again.
     pub fn is_stale(&self) -> bool {
-        std::fs::metadata(&self.weights_path).ok().map(|m| FileIdentity::of(&m)) != Some(self.weights_identity)
+        std::fs::metadata(&self.front.weights_path).ok().map(|m| FileIdentity::of(&m)) != Some(self.weights_identity)
     }
 
     /// Dense embeddings of passages (`texts` with the default prompt, if any), in input order.
@@ -277,4 +281,10 @@ impl Model {
         }
         Ok(results)
     }
+}
+
+/// Resident set size of this process (/proc/self/statm counts 4 KiB pages on x86-64 Linux).
+fn resident_set_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
 }

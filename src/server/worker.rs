@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bge_engine::backend::BackendKind;
@@ -56,7 +56,8 @@ struct Server {
     pieces: HashMap<usize, Pieces>,
     /// Requests arriving in pieces, by slot: (request id, words so far).
     partial: HashMap<usize, (u64, Vec<u32>)>,
-    models: Vec<((PathBuf, String, BackendKind), ModelEntry)>,
+    /// The status table's rows: which copy each describes (not kept alive by it).
+    models: Vec<((PathBuf, String, BackendKind), Weak<Model>, ModelEntry)>,
 }
 
 #[pgrx::pg_guard]
@@ -176,14 +177,6 @@ fn publish_models(h: &Header, models: &[ModelEntry]) {
         (*h).model_count = n as u32;
         (*h).models_version.fetch_add(1, Ordering::AcqRel);
     }
-}
-
-/// Resident set size of this process, from /proc/self/statm (4 KiB pages on x86-64 Linux).
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    pages * 4096
 }
 
 impl Server {
@@ -418,31 +411,20 @@ impl Server {
         })
     }
 
-    /// The model a key names, loaded on first use; a newly loaded one enters the status table
-    /// with its resident memory (the process's growth while loading it).
+    /// The model a key names, loaded on first use; a copy not in the status table yet (new, or
+    /// reloaded after its files changed) enters it.
     fn model(&mut self, key: &JobKey) -> bge_engine::Result<Arc<Model>> {
         let store = self.stores.entry(key.dir.clone()).or_insert_with(|| ModelStore::new(key.dir.clone()));
-        // /proc is read only around a load (a model not in the table yet), not per batch.
-        let gpu = key.target.device == Device::Cuda || (key.target.device == Device::Auto && bge_engine::backend::cuda::probed() == Some(true));
-        let expected = (key.dir.clone(), key.model.clone(), if gpu { BackendKind::Cuda } else { key.target.cpu });
-        let known = self.models.iter().any(|(k, _)| *k == expected);
-        let before = (!known).then(resident_bytes);
         let model = registry::resolve(store, &key.model, key.target.device, key.target.cpu)?;
         let id = (key.dir.clone(), key.model.clone(), model.backend);
-        let listed = self.models.iter().find(|(k, _)| *k == id).map(|(_, e)| *e);
-        if listed.map(|e| e.load_ms) != Some(model.load_time.as_secs_f64() * 1e3) {
-            // A new copy, or one reloaded after its files changed (then its size is the old one's).
-            let resident = match before {
-                Some(b) => resident_bytes().saturating_sub(b),
-                None => listed.map_or(0, |e| e.resident_bytes),
-            };
+        if !self.models.iter().any(|(k, copy, _)| *k == id && copy.ptr_eq(&Arc::downgrade(&model))) {
             let mut entry = ModelEntry {
                 dir: [0; super::DIR_BYTES],
                 name: [0; super::NAME_BYTES],
                 device: [0; 16],
                 isa: [0; 16],
                 precision: [0; 16],
-                resident_bytes: resident,
+                resident_bytes: model.resident_bytes,
                 load_ms: model.load_time.as_secs_f64() * 1e3,
             };
             put_str(&mut entry.dir, &key.dir.to_string_lossy());
@@ -450,9 +432,9 @@ impl Server {
             put_str(&mut entry.device, model.backend.name());
             put_str(&mut entry.isa, model.isa.unwrap_or(""));
             put_str(&mut entry.precision, model.precision);
-            self.models.retain(|(k, _)| *k != id);
-            self.models.push((id, entry));
-            let table: Vec<ModelEntry> = self.models.iter().map(|(_, e)| *e).collect();
+            self.models.retain(|(k, _, _)| *k != id);
+            self.models.push((id, Arc::downgrade(&model), entry));
+            let table: Vec<ModelEntry> = self.models.iter().map(|(_, _, e)| *e).collect();
             publish_models(self.h, &table);
         }
         Ok(model)
