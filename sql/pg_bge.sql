@@ -118,3 +118,273 @@ COMMENT ON FUNCTION bge_l2_distance(real[], real[]) IS
 COMMENT ON OPERATOR <=> (real[], real[]) IS 'cosine distance (bge_cosine_distance)';
 COMMENT ON OPERATOR <#> (real[], real[]) IS 'negative inner product (bge_negative_inner_product)';
 COMMENT ON OPERATOR <-> (real[], real[]) IS 'Euclidean distance (bge_l2_distance)';
+
+-- RAG tables at scale (src/vectorize/): bge_backfill fills a column batch by batch; bge_vectorize
+-- keeps it filled from then on. A row needs embedding while its target is NULL and its source is
+-- not: the table itself is the queue, so pending work survives restarts, and rows deleted or
+-- updated again before they are embedded need no bookkeeping.
+
+-- Registrations of bge_vectorize, and the vectorizer worker's counters for each.
+CREATE TABLE bge_vectorized (
+    tbl regclass NOT NULL,
+    source name NOT NULL,
+    target name NOT NULL,
+    -- What bge_embed(source) computed in the registering session (model, bge.truncate,
+    -- bge.precision), or bge_embed(source, model) when a model was named.
+    model text NOT NULL,
+    truncate boolean NOT NULL,
+    precision text NOT NULL,
+    pending_index regclass,
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    rows_done bigint NOT NULL DEFAULT 0,
+    tokens_done bigint NOT NULL DEFAULT 0,
+    rows_per_s double precision,
+    last_batch_at timestamptz,
+    -- When the worker last found nothing to do after embedding rows: the oldest pending row
+    -- was written after it.
+    caught_up_at timestamptz,
+    last_error text,
+    last_error_at timestamptz,
+    PRIMARY KEY (tbl, target)
+);
+
+-- Rows the vectorizer skipped because their text failed alone (e.g. too long with truncation
+-- off). A row is identified by ctid and xmin, so an update or a new row in the same place is
+-- tried again.
+CREATE TABLE bge_vectorize_errors (
+    tbl regclass NOT NULL,
+    target name NOT NULL,
+    row_ctid tid NOT NULL,
+    row_xmin xid NOT NULL,
+    row_key text NOT NULL,
+    error text NOT NULL,
+    failed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tbl, target, row_ctid)
+);
+
+SELECT pg_catalog.pg_extension_config_dump('bge_vectorized', '');
+
+-- Anyone may read the rows of tables they can read, and register or unregister tables they own;
+-- the worker (a superuser) writes the counters.
+ALTER TABLE bge_vectorized ENABLE ROW LEVEL SECURITY;
+ALTER TABLE bge_vectorize_errors ENABLE ROW LEVEL SECURITY;
+GRANT SELECT, INSERT, UPDATE, DELETE ON bge_vectorized TO PUBLIC;
+GRANT SELECT, DELETE ON bge_vectorize_errors TO PUBLIC;
+CREATE POLICY readers ON bge_vectorized FOR SELECT USING (pg_catalog.has_table_privilege(tbl, 'SELECT'));
+CREATE POLICY owners ON bge_vectorized FOR ALL
+    USING (EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = tbl AND pg_catalog.pg_has_role(c.relowner, 'USAGE')))
+    WITH CHECK (EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = tbl AND pg_catalog.pg_has_role(c.relowner, 'USAGE')));
+CREATE POLICY readers ON bge_vectorize_errors FOR SELECT USING (pg_catalog.has_table_privilege(tbl, 'SELECT'));
+CREATE POLICY owners ON bge_vectorize_errors FOR DELETE
+    USING (EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = tbl AND pg_catalog.pg_has_role(c.relowner, 'USAGE')));
+
+-- Checks that tbl.source can feed tbl.target and returns the model's name (bge.model when model
+-- is NULL). Shared by bge_backfill and bge_vectorize, so both refuse the same mistakes up front.
+CREATE FUNCTION bge_check_columns(tbl regclass, source name, target name, model text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel record;
+    src record;
+    tgt record;
+    dims integer;
+    model_name text := coalesce(model, current_setting('bge.model'));
+BEGIN
+    SELECT c.relkind, c.relname INTO rel FROM pg_class c WHERE c.oid = tbl;
+    IF rel.relkind = 'p' THEN
+        RAISE EXCEPTION '% is a partitioned table', tbl USING ERRCODE = 'wrong_object_type',
+            HINT = 'Run it on each partition.';
+    ELSIF rel.relkind IS DISTINCT FROM 'r' THEN
+        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    SELECT a.atttypid, t.typcategory INTO src FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = tbl AND a.attname = source AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of % does not exist', source, tbl USING ERRCODE = 'undefined_column';
+    ELSIF src.typcategory <> 'S' THEN
+        RAISE EXCEPTION 'source column "%" is of type %, not text', source, format_type(src.atttypid, NULL)
+            USING ERRCODE = 'datatype_mismatch', HINT = 'The source must be text, varchar or char.';
+    END IF;
+    SELECT a.atttypid, a.atttypmod, a.attgenerated, t.typname INTO tgt FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = tbl AND a.attname = target AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of % does not exist', target, tbl USING ERRCODE = 'undefined_column',
+            HINT = 'Add it first, e.g. ALTER TABLE ... ADD COLUMN embedding real[] (or vector(n) with pgvector).';
+    ELSIF target = source THEN
+        RAISE EXCEPTION 'source and target are the same column' USING ERRCODE = 'invalid_parameter_value';
+    ELSIF tgt.attgenerated <> '' THEN
+        RAISE EXCEPTION 'target column "%" is a generated column', target USING ERRCODE = 'wrong_object_type',
+            HINT = 'A generated column is always filled already; fill a plain column instead.';
+    ELSIF tgt.atttypid NOT IN ('real[]'::regtype, 'double precision[]'::regtype)
+          AND NOT EXISTS (SELECT FROM pg_cast WHERE castsource = 'real[]'::regtype AND casttarget = tgt.atttypid AND castcontext IN ('a', 'i')) THEN
+        RAISE EXCEPTION 'target column "%" is of type %, which takes no real[]', target, format_type(tgt.atttypid, tgt.atttypmod)
+            USING ERRCODE = 'datatype_mismatch', HINT = 'Use real[], or pgvector''s vector or halfvec.';
+    END IF;
+    SELECT m.dimensions INTO dims FROM @extschema@.bge_models() m WHERE m.name = model_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'model "%" is not installed', model_name USING ERRCODE = 'undefined_object',
+            HINT = 'SELECT name FROM bge_models() lists the models under bge.model_dir.';
+    END IF;
+    IF tgt.typname IN ('vector', 'halfvec') AND tgt.atttypmod > 0 AND tgt.atttypmod <> dims THEN
+        RAISE EXCEPTION 'target column "%" is %, but model "%" gives % dimensions', target, format_type(tgt.atttypid, tgt.atttypmod), model_name, dims
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    RETURN model_name;
+END $$;
+
+CREATE PROCEDURE bge_backfill(tbl regclass, source name, target name, model text DEFAULT NULL,
+                              batch_tokens integer DEFAULT 16384, progress interval DEFAULT '5 seconds')
+-- No SET search_path: a procedure with SET clauses cannot COMMIT. Every name is qualified.
+LANGUAGE plpgsql AS $$
+DECLARE
+    total bigint;
+    done bigint := 0;
+    tokens bigint := 0;
+    skipped_ctids text[] := '{}';
+    skipped text[] := '{}';
+    position text := '(0,0)';
+    pass integer := 1;
+    pass_rows bigint := 0;
+    rows_wanted integer;
+    batch record;
+    started timestamptz := clock_timestamp();
+    reported timestamptz := clock_timestamp();
+    secs double precision;
+    left_over bigint;
+BEGIN
+    IF batch_tokens IS NULL OR batch_tokens < 1 THEN
+        RAISE EXCEPTION 'batch_tokens must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM @extschema@.bge_check_columns(tbl, source, target, model);
+    EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL AND %I IS NOT NULL', tbl, target, source) INTO total;
+    -- Ends the caller's transaction: each batch commits on its own (CALL outside BEGIN ... END).
+    COMMIT;
+    rows_wanted := greatest(1, batch_tokens / 128);
+    LOOP
+        SELECT * INTO batch FROM @extschema@.bge_backfill_batch(tbl, source, target, model, rows_wanted, position, skipped_ctids);
+        COMMIT;
+        IF batch.last_ctid IS NULL THEN
+            -- End of a pass. Rows locked by writers were skipped, and updates may have moved
+            -- rows behind the position: go round again until a pass finds nothing to fill.
+            EXIT WHEN pass_rows = 0 AND pass > 1 OR pass = 10;
+            pass := pass + 1;
+            pass_rows := 0;
+            position := '(0,0)';
+            CONTINUE;
+        END IF;
+        position := batch.last_ctid;
+        done := done + batch.rows;
+        pass_rows := pass_rows + batch.rows;
+        tokens := tokens + batch.tokens;
+        skipped_ctids := skipped_ctids || batch.failed_ctids;
+        skipped := skipped || batch.failed;
+        IF done > 0 THEN
+            rows_wanted := greatest(1, least(10000, (batch_tokens::bigint * done / greatest(tokens, 1))::integer));
+        END IF;
+        IF clock_timestamp() - reported >= progress THEN
+            reported := clock_timestamp();
+            secs := extract(epoch FROM reported - started);
+            RAISE NOTICE 'bge_backfill: % of % rows, % rows/s, % tokens/s, about % s left',
+                done, greatest(total, done + cardinality(skipped)), round(done / secs), round(tokens / secs),
+                round(greatest(total - done - cardinality(skipped), 0) / greatest(done / secs, 1e-9));
+        END IF;
+    END LOOP;
+    secs := greatest(extract(epoch FROM clock_timestamp() - started), 1e-9);
+    RAISE NOTICE 'bge_backfill: filled % rows (% tokens) in % s: % rows/s, % tokens/s',
+        done, tokens, round(secs::numeric, 1), round(done / secs), round(tokens / secs);
+    IF cardinality(skipped) > 0 THEN
+        RAISE WARNING 'bge_backfill: skipped % rows whose text failed', cardinality(skipped)
+            USING DETAIL = array_to_string(skipped[1:10], E'\n') || CASE WHEN cardinality(skipped) > 10 THEN E'\n...' ELSE '' END,
+                  HINT = 'Their target stays NULL; fix the text (or SET bge.truncate = on) and call bge_backfill again.';
+    END IF;
+    EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL AND %I IS NOT NULL', tbl, target, source) INTO left_over;
+    IF left_over > cardinality(skipped) THEN
+        RAISE NOTICE 'bge_backfill: % rows still pending (written or locked by other transactions meanwhile)', left_over - cardinality(skipped)
+            USING HINT = 'Call bge_backfill again, or keep the column filled with bge_vectorize.';
+    END IF;
+END $$;
+
+CREATE FUNCTION bge_vectorize(tbl regclass, source name, target name, model text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    model_name text := @extschema@.bge_check_columns(tbl, source, target, model);
+    index_name text;
+    pending regclass;
+BEGIN
+    IF EXISTS (SELECT FROM @extschema@.bge_vectorized v WHERE v.tbl = bge_vectorize.tbl AND v.target = bge_vectorize.target) THEN
+        RAISE EXCEPTION '%.% is vectorized already', tbl, target USING ERRCODE = 'duplicate_object',
+            HINT = 'bge_unvectorize it first to change its source or model.';
+    END IF;
+    -- Writes of the source leave the target NULL until the worker fills it.
+    EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OF %I ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.bge_vectorize_trigger(%L, %L)',
+                   left('bge_vectorize_' || target, 63), source, tbl, source, target);
+    -- Finds the pending rows without scanning the table: it holds only them, under one key.
+    index_name := left(format('%s_%s_bge_pending', (SELECT relname FROM pg_class WHERE oid = tbl), target), 63);
+    EXECUTE format('CREATE INDEX %I ON %s ((1)) WHERE %I IS NULL AND %I IS NOT NULL', index_name, tbl, target, source);
+    SELECT i.indexrelid INTO pending FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        WHERE i.indrelid = tbl AND c.relname = index_name;
+    INSERT INTO @extschema@.bge_vectorized (tbl, source, target, model, truncate, precision, pending_index)
+    VALUES (tbl, source, target, model_name,
+            model IS NOT NULL OR current_setting('bge.truncate')::boolean,
+            CASE WHEN model IS NULL THEN current_setting('bge.precision') ELSE 'fp32' END,
+            pending);
+    PERFORM @extschema@.bge_vectorizer_start();
+END $$;
+
+CREATE FUNCTION bge_unvectorize(tbl regclass, target name DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v record;
+    n integer := 0;
+BEGIN
+    FOR v IN DELETE FROM @extschema@.bge_vectorized r
+             WHERE r.tbl = bge_unvectorize.tbl AND (bge_unvectorize.target IS NULL OR r.target = bge_unvectorize.target)
+             RETURNING r.target, r.pending_index
+    LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', left('bge_vectorize_' || v.target, 63), tbl);
+        IF v.pending_index IS NOT NULL THEN
+            EXECUTE format('DROP INDEX IF EXISTS %s', v.pending_index);
+        END IF;
+        DELETE FROM @extschema@.bge_vectorize_errors e WHERE e.tbl = bge_unvectorize.tbl AND e.target = v.target;
+        n := n + 1;
+    END LOOP;
+    IF n = 0 THEN
+        RAISE EXCEPTION '% is not vectorized%', tbl, coalesce(' on ' || quote_ident(target), '') USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN n;
+END $$;
+
+CREATE FUNCTION bge_vectorize_status()
+RETURNS TABLE (tbl regclass, source name, target name, model text, pending bigint, failed bigint, lag interval,
+               rows_per_s double precision, rows_done bigint, last_batch_at timestamptz, last_error text,
+               last_error_at timestamptz, worker_pid integer)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v record;
+    pid integer;
+BEGIN
+    -- After a restart without shared_preload_libraries nobody else starts the worker.
+    pid := @extschema@.bge_vectorizer_start();
+    FOR v IN SELECT * FROM @extschema@.bge_vectorized r WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = r.tbl) ORDER BY r.tbl::text, r.target LOOP
+        tbl := v.tbl; source := v.source; target := v.target; model := v.model;
+        rows_per_s := v.rows_per_s; rows_done := v.rows_done; last_batch_at := v.last_batch_at;
+        last_error := v.last_error; last_error_at := v.last_error_at; worker_pid := pid;
+        EXECUTE format('SELECT count(*) FROM %s t WHERE %I IS NULL AND %I IS NOT NULL AND NOT EXISTS '
+                       '(SELECT FROM @extschema@.bge_vectorize_errors e WHERE e.tbl = $1 AND e.target = $2 AND e.row_ctid = t.ctid AND e.row_xmin = t.xmin)',
+                       v.tbl, v.target, v.source) INTO pending USING v.tbl, v.target;
+        SELECT count(*) INTO failed FROM @extschema@.bge_vectorize_errors e WHERE e.tbl = v.tbl AND e.target = v.target;
+        lag := CASE WHEN pending > 0 THEN now() - coalesce(v.caught_up_at, v.registered_at) ELSE '0'::interval END;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+
+CREATE FUNCTION bge_vectorize_trigger() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'bge_vectorize_trigger';
+
+COMMENT ON PROCEDURE bge_backfill(regclass, name, name, text, integer, interval) IS
+    'Fills tbl.target with bge_embed(source) (or bge_embed(source, model)) on every row where it is NULL, in batches of about batch_tokens tokens through the batched engine path, committing after each batch (CALL it outside a transaction block; cancel and call again to resume). Locks only the rows of the batch in hand and skips rows other transactions hold. NOTICEs report progress every progress interval and a summary at the end; rows whose text fails (e.g. too long with bge.truncate off) are skipped and listed.';
+COMMENT ON FUNCTION bge_vectorize(regclass, name, name, text) IS
+    'Keeps tbl.target equal to bge_embed(source) (as this session computes it; bge_embed(source, model) when model is named): a trigger sets it to NULL on writes of source, and the database''s vectorizer worker fills NULL targets in batches within seconds of commit (rows already NULL included). Adds a trigger and a partial index on the table. The worker runs as the table''s owner.';
+COMMENT ON FUNCTION bge_unvectorize(regclass, name) IS
+    'Stops bge_vectorize on tbl (on one target, or all): removes its trigger, index and error rows; the vectors stay. Returns how many were removed.';
+COMMENT ON FUNCTION bge_vectorize_status() IS
+    'Per vectorized table and target: rows pending, rows failed (skipped; see bge_vectorize_errors), lag (how long the table has had pending rows since the worker last caught up), rows/s of the current or last run, rows done, the last error, and the pid of this database''s vectorizer worker (started if it was not running).';

@@ -8,7 +8,7 @@ use bge_engine::TextRole;
 use crate::errors::OrRaise;
 use crate::functions::{check_interrupts, options};
 use crate::registry;
-use crate::server::{client, Output};
+use crate::server::{client, Output, Target};
 
 /// Dense embeddings of `texts` in `role`, in input order.
 pub fn dense(texts: &[&str], role: TextRole, model: Option<&str>) -> Vec<Vec<f32>> {
@@ -45,6 +45,15 @@ pub fn colbert(texts: &[&str], model: Option<&str>) -> Vec<ColbertVectors> {
     let encoded = registry::frontend(model).encode_bare(texts, opts.truncate, &mut check_interrupts).or_raise();
     let vectors = |w: Vec<u32>| ColbertVectors { dim: w[0] as usize, data: floats(w[1..].to_vec()) };
     on_server(model, Output::Colbert, &encoded).into_iter().map(vectors).collect()
+}
+
+/// Dense embeddings of texts tokenised already, computed with the copy of `model` for
+/// `target`, in input order.
+pub fn dense_encoded(encoded: &[Encoded], model: &str, target: Target, interrupt: &mut dyn FnMut()) -> Vec<Vec<f32>> {
+    if !client::active() {
+        return registry::model_on(model, target).embed_encoded(encoded, &options(Some(model)), interrupt).or_raise();
+    }
+    client::compute(model, &crate::gucs::model_dir(), target, Output::Dense, encoded).into_iter().map(floats).collect()
 }
 
 fn on_server(model: Option<&str>, output: Output, encoded: &[Encoded]) -> Vec<Vec<u32>> {

@@ -12,6 +12,7 @@ mod planner;
 mod registry;
 mod server;
 mod sparse;
+mod vectorize;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -28,6 +29,7 @@ pub extern "C-unwind" fn _PG_init() {
     planner::init();
     if preloading {
         server::init();
+        vectorize::worker::register_launcher();
     }
 }
 

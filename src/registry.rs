@@ -134,20 +134,30 @@ pub fn resolve(store: &mut ModelStore, name: &str, device: Device, cpu: BackendK
 
 /// The model `name` (None: bge.model) loaded in this backend (see [`resolve`]).
 pub fn model(name: Option<&str>) -> Arc<Model> {
-    require_utf8();
     let (name, target) = target(name);
-    with_store(|store| resolve(store, &name, target.device, target.cpu)).or_raise()
+    model_on(&name, target)
+}
+
+/// The copy of model `name` for `target`, loaded in this backend.
+pub fn model_on(name: &str, target: Target) -> Arc<Model> {
+    require_utf8();
+    with_store(|store| resolve(store, name, target.device, target.cpu)).or_raise()
 }
 
 /// The spec and tokenizer of `name` (None: bge.model): without loading its weights when the
 /// model server computes, else from the model this backend loads.
 pub fn frontend(name: Option<&str>) -> Arc<Frontend> {
+    let (name, target) = target(name);
+    frontend_on(&name, target)
+}
+
+/// The spec and tokenizer of the copy of `name` for `target` (see [`frontend`]).
+pub fn frontend_on(name: &str, target: Target) -> Arc<Frontend> {
     if !crate::server::client::active() {
-        return model(name).front.clone();
+        return model_on(name, target).front.clone();
     }
     require_utf8();
-    let (name, _) = target(name);
-    with_store(|store| store.frontend(&name)).or_raise()
+    with_store(|store| store.frontend(name)).or_raise()
 }
 
 /// Tokenizers work on UTF-8; text from a database in another encoding would be misread.

@@ -1,0 +1,190 @@
+//! One batch of filling a table's embedding column: the step bge_backfill repeats (committing
+//! after each) and the vectorizer worker runs per table. In the caller's transaction it locks up
+//! to `max_rows` rows whose target is NULL and source is not (FOR NO KEY UPDATE SKIP LOCKED: a
+//! writer is never waited for, and waits at most for the rows of this batch), tokenises each
+//! (a text the model rejects fails alone), embeds them in one engine call (the model server's
+//! when it runs) and writes the vectors back by ctid, which the row locks keep stable.
+use bge_engine::tokenize::Encoded;
+use bge_engine::TextRole;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+
+use crate::server::Target;
+use crate::{compute, gucs, registry};
+
+/// What the column holds: bge_embed(source) as one session computes it.
+#[derive(Clone, Debug)]
+pub struct Embedding {
+    pub model: String,
+    pub truncate: bool,
+    pub target: Target,
+}
+
+impl Embedding {
+    /// bge_embed(source) in this session, or bge_embed(source, model) when `model` is named.
+    pub fn of_session(model: Option<&str>) -> Embedding {
+        let (name, target) = registry::target(model);
+        Embedding { model: name, truncate: gucs::run_options(model.is_some()).truncate, target }
+    }
+}
+
+/// A row whose text failed alone.
+pub struct FailedRow {
+    pub ctid: String,
+    pub xmin: String,
+    pub key: String,
+    pub error: String,
+}
+
+pub struct Batch {
+    /// Rows locked and filled, and their tokens.
+    pub rows: usize,
+    pub tokens: usize,
+    /// Rows this batch locked (filled or failed).
+    pub fetched: usize,
+    /// The highest ctid fetched; None when no row was left to fetch.
+    pub last_ctid: Option<String>,
+    pub failed: Vec<FailedRow>,
+}
+
+/// Fills one batch of `table`. `after`: only rows past this ctid (bge_backfill's position in its
+/// pass); `skip`: ctids not to try again.
+#[allow(clippy::too_many_arguments)]
+pub fn fill_batch(
+    table: pg_sys::Oid,
+    source: &str,
+    target: &str,
+    embedding: &Embedding,
+    max_rows: usize,
+    after: Option<&str>,
+    skip: &[String],
+    interrupt: &mut dyn FnMut(),
+) -> Batch {
+    let (src, tgt) = (quote_identifier(source), quote_identifier(target));
+    // A pass over the table must be a scan in ctid order (a TID range scan, or the vectorizer's
+    // partial index, which keeps equal keys in heap order), never a sequential scan restarting
+    // at the first block for every batch.
+    let _plan = NoSeqScan::set();
+    Spi::connect_mut(|client| {
+        let rel: String = client
+            .select("SELECT $1::regclass::text", None, &[table.into()])
+            .and_then(|t| t.first().get_one())
+            .expect("catalog query")
+            .expect("relation name");
+        let key = key_expression(client, table);
+        let mut args = vec![skip.to_vec().into()];
+        let position = match after {
+            Some(ctid) => {
+                args.push(ctid.into());
+                "AND ctid > $2::tid"
+            }
+            None => "",
+        };
+        let query = format!(
+            "SELECT ctid::text, xmin::text, {key}, {src}::text FROM {rel} \
+             WHERE {tgt} IS NULL AND {src} IS NOT NULL AND ctid <> ALL($1::tid[]) {position} \
+             LIMIT {max_rows} FOR NO KEY UPDATE SKIP LOCKED"
+        );
+        let table_rows = client.update(&query, None, &args).unwrap_or_else(|e| panic!("{e}"));
+        let mut fetched = Vec::new();
+        for row in table_rows {
+            let text = |i: usize| row.get::<String>(i).ok().flatten().unwrap_or_default();
+            fetched.push((text(1), text(2), text(3), text(4)));
+        }
+        let frontend = registry::frontend_on(&embedding.model, embedding.target);
+        let mut good: Vec<(String, Encoded)> = Vec::new();
+        let mut failed = Vec::new();
+        for (ctid, xmin, key, text) in &fetched {
+            match frontend.encode(text, TextRole::Passage, embedding.truncate, interrupt) {
+                Ok(encoded) => good.push((ctid.clone(), encoded)),
+                Err(e) => failed.push(FailedRow { ctid: ctid.clone(), xmin: xmin.clone(), key: key.clone(), error: e.to_string() }),
+            }
+        }
+        let last_ctid = fetched.iter().map(|r| r.0.as_str()).max_by_key(|c| parse_tid(c)).map(str::to_string);
+        let encoded: Vec<Encoded> = good.iter().map(|(_, e)| e.clone()).collect();
+        let tokens = encoded.iter().map(|e| e.ids.len()).sum();
+        let vectors = if encoded.is_empty() { Vec::new() } else { compute::dense_encoded(&encoded, &embedding.model, embedding.target, interrupt) };
+        if !vectors.is_empty() {
+            let update = client
+                .prepare_mut(&format!("UPDATE {rel} SET {tgt} = $1 WHERE ctid = $2::tid"), &[pg_sys::FLOAT4ARRAYOID.into(), pg_sys::TEXTOID.into()])
+                .unwrap_or_else(|e| panic!("{e}"));
+            for ((ctid, _), vector) in good.iter().zip(vectors) {
+                client.update(&update, None, &[vector.into(), ctid.as_str().into()]).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        Batch { rows: good.len(), tokens, fetched: fetched.len(), last_ctid, failed }
+    })
+}
+
+/// SQL naming a row for people: its primary key ("id=42"), else its ctid.
+fn key_expression(client: &pgrx::spi::SpiClient<'_>, table: pg_sys::Oid) -> String {
+    let columns: Vec<String> = client
+        .select(
+            "SELECT a.attname::text FROM pg_catalog.pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, n) \
+             JOIN pg_catalog.pg_attribute a ON a.attnum = k.attnum \
+             WHERE i.indrelid = $1 AND i.indisprimary AND a.attrelid = $1 ORDER BY k.n",
+            None,
+            &[table.into()],
+        )
+        .expect("catalog query")
+        .filter_map(|row| row.get::<String>(1).ok().flatten())
+        .collect();
+    if columns.is_empty() {
+        return "'ctid=' || ctid::text".into();
+    }
+    let parts: Vec<String> =
+        columns.iter().map(|c| format!("{} || {}::text", pgrx::spi::quote_literal(format!("{c}=")), quote_identifier(c))).collect();
+    format!("concat_ws(', ', {})", parts.join(", "))
+}
+
+/// "(block,offset)" as a sortable pair.
+fn parse_tid(tid: &str) -> (u64, u64) {
+    let inner = tid.trim_start_matches('(').trim_end_matches(')');
+    let mut parts = inner.split(',').map(|p| p.trim().parse::<u64>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// enable_seqscan = off until dropped (or until the transaction ends in an error).
+struct NoSeqScan(i32);
+
+impl NoSeqScan {
+    fn set() -> NoSeqScan {
+        // SAFETY: GUC calls on the main thread inside a transaction; the nest level is popped on
+        // drop, or by the transaction's abort.
+        unsafe {
+            let level = pg_sys::NewGUCNestLevel();
+            pg_sys::set_config_option(
+                c"enable_seqscan".as_ptr(),
+                c"off".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+            NoSeqScan(level)
+        }
+    }
+}
+
+impl Drop for NoSeqScan {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            // SAFETY: pops exactly the level set() pushed.
+            unsafe { pg_sys::AtEOXact_GUC(true, self.0) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_tid;
+
+    #[test]
+    fn tids_sort_by_block_then_offset() {
+        assert!(parse_tid("(10,2)") > parse_tid("(9,300)"));
+        assert!(parse_tid("(0,3)") > parse_tid("(0,2)"));
+    }
+}

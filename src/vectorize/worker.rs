@@ -1,0 +1,481 @@
+//! The vectorizer: one background worker per database with vectorized tables fills, table by
+//! table, the targets bge_vectorize's trigger left NULL, a batch per transaction. It polls every
+//! second, so the rows of many small transactions coalesce into full batches, and runs each
+//! table's batch as the table's owner (a security-restricted operation, as autovacuum runs index
+//! functions), in a subtransaction, so that one table's error is recorded and retried later
+//! instead of stopping the others.
+//!
+//! Who starts it: bge_vectorize; at server start (with shared_preload_libraries) a launcher that
+//! starts one per database and lets those without vectorized tables exit; and, after a restart
+//! without preloading, bge_vectorize_status or the first write a connection makes to a
+//! vectorized table. An advisory lock keeps it to one per database. It exits (and stays down)
+//! on SIGTERM — DROP DATABASE ... WITH (FORCE), pg_terminate_backend — and after a minute
+//! without registrations; on an unexpected ERROR it restarts after 10 s.
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use bge_engine::backend::BackendKind;
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+
+use super::fill::{self, Batch, Embedding};
+use crate::gucs;
+use crate::server::Target;
+
+const WORKER_TYPE: &str = "pg_bge vectorizer";
+/// How often an idle worker looks for pending rows.
+const NAPTIME: Duration = Duration::from_secs(1);
+/// How long a worker with nothing registered waits before exiting (a bge_vectorize that started
+/// it may not have committed yet).
+const IDLE_EXIT: Duration = Duration::from_secs(60);
+/// Tokens per batch (one transaction).
+const BATCH_TOKENS: usize = 16384;
+/// pg_try_advisory_lock key: one worker per database.
+const LOCK_KEY: (i32, i32) = (0x6267_6576, 1);
+
+/// Registers the launcher (from _PG_init while preloading).
+pub fn register_launcher() {
+    BackgroundWorkerBuilder::new("pg_bge vectorizer launcher")
+        .set_type("pg_bge vectorizer launcher")
+        .set_library("pg_bge")
+        .set_function("bge_vectorizer_launcher_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        // It exits with code 0 when done, which unregisters it; 10 s after an ERROR.
+        .set_restart_time(Some(Duration::from_secs(10)))
+        .load();
+}
+
+/// Starts one worker per database that allows connections; those with nothing to do exit.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn bge_vectorizer_launcher_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    for (oid, name) in databases() {
+        if launch(oid, &name, false).is_err() {
+            pgrx::warning!("pg_bge vectorizer launcher: no background worker slot for database \"{name}\" (max_worker_processes)");
+        }
+    }
+}
+
+/// (oid, name) of the databases a worker may connect to, read from the shared catalog without
+/// being connected to any database.
+fn databases() -> Vec<(pg_sys::Oid, String)> {
+    let mut found = Vec::new();
+    // SAFETY: a catalog scan inside a transaction of this process, as PostgreSQL's own launchers
+    // do; every tuple is read before the scan moves on.
+    unsafe {
+        pg_sys::StartTransactionCommand();
+        let rel = pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
+        loop {
+            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tuple.is_null() {
+                break;
+            }
+            let header = (*tuple).t_data;
+            let db = &*header.cast::<u8>().add((*header).t_hoff as usize).cast::<pg_sys::FormData_pg_database>();
+            // datconnlimit -2: a database left invalid by an interrupted DROP DATABASE.
+            if db.datallowconn && !db.datistemplate && db.datconnlimit != -2 {
+                let name = std::ffi::CStr::from_ptr(db.datname.data.as_ptr()).to_string_lossy().into_owned();
+                found.push((db.oid, name));
+            }
+        }
+        pg_sys::table_endscan(scan);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        pg_sys::CommitTransactionCommand();
+    }
+    found
+}
+
+/// Registers a worker for database `oid`; with `wait`, returns its pid once started.
+fn launch(oid: pg_sys::Oid, name: &str, wait: bool) -> Result<Option<i32>, ()> {
+    let mut title = format!("{WORKER_TYPE} {name}");
+    while title.len() > 90 {
+        title.pop();
+    }
+    let mut builder = BackgroundWorkerBuilder::new(&title)
+        .set_type(WORKER_TYPE)
+        .set_library("pg_bge")
+        .set_function("bge_vectorizer_main")
+        .set_argument(Some(pg_sys::Datum::from(u32::from(oid))))
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(10)));
+    if wait {
+        // SAFETY: a plain read of this process's pid.
+        builder = builder.set_notify_pid(unsafe { pg_sys::MyProcPid });
+    }
+    let worker = builder.load_dynamic().map_err(|_| ())?;
+    Ok(if wait { worker.wait_for_startup().ok().map(|pid| pid as i32) } else { None })
+}
+
+/// This database's worker: its pid, starting it when none runs (see the module comment).
+pub fn start_for_this_database() -> Option<i32> {
+    // SAFETY: plain reads of this backend's state.
+    let (db, in_recovery) = unsafe { (pg_sys::MyDatabaseId, pg_sys::RecoveryInProgress()) };
+    if in_recovery {
+        return None;
+    }
+    let running = Spi::get_one_with_args::<i32>(
+        "SELECT pid FROM pg_catalog.pg_stat_activity WHERE backend_type = $1 AND datid = $2 LIMIT 1",
+        &[WORKER_TYPE.into(), db.into()],
+    );
+    if let Ok(Some(pid)) = running {
+        return Some(pid);
+    }
+    let name = Spi::get_one::<String>("SELECT pg_catalog.current_database()::text").ok().flatten().unwrap_or_default();
+    match launch(db, &name, true) {
+        Ok(pid) => pid,
+        Err(()) => {
+            pgrx::warning!("pg_bge: could not start the vectorizer worker: no free background worker slot (max_worker_processes)");
+            None
+        }
+    }
+}
+
+/// Per connection: whether the trigger has made sure the worker runs.
+static mut WORKER_CHECKED: bool = false;
+
+/// Called by the trigger: the first vectorized write of a connection makes sure the worker runs
+/// (after a restart without shared_preload_libraries nothing else would start it).
+pub fn ensure_started_once() {
+    // SAFETY: backend-local state, main thread only.
+    unsafe {
+        if !WORKER_CHECKED {
+            WORKER_CHECKED = true;
+            start_for_this_database();
+        }
+    }
+}
+
+/// A vectorized table as the worker reads its registration.
+struct Registration {
+    table: pg_sys::Oid,
+    owner: pg_sys::Oid,
+    source: String,
+    target: String,
+    embedding: Embedding,
+    rows_done: i64,
+    tokens_done: i64,
+}
+
+/// The worker's memory of a table between batches.
+#[derive(Default)]
+struct TableState {
+    /// The current run of batches: since when, and rows filled.
+    busy_since: Option<Instant>,
+    busy_rows: usize,
+    /// Whether caught_up_at has been written since the worker started.
+    caught_up_written: bool,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn bge_vectorizer_main(arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let db = pg_sys::Oid::from(arg.value() as u32);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    let Some(schema) = BackgroundWorker::transaction(extension_schema) else { return };
+    let locked = BackgroundWorker::transaction(|| {
+        Spi::get_one_with_args::<bool>("SELECT pg_catalog.pg_try_advisory_lock($1, $2)", &[LOCK_KEY.0.into(), LOCK_KEY.1.into()])
+    });
+    if locked != Ok(Some(true)) {
+        return; // another worker serves this database
+    }
+    pgrx::log!("pg_bge vectorizer started");
+    let mut tables: HashMap<(pg_sys::Oid, String), TableState> = HashMap::new();
+    let mut last_registered = Instant::now();
+    loop {
+        pgrx::check_for_interrupts!();
+        exit_if_terminated();
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: main thread, between transactions.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let Some(registrations) = BackgroundWorker::transaction(|| registrations(&schema)) else {
+            return; // pg_bge was dropped
+        };
+        if registrations.is_empty() {
+            if last_registered.elapsed() > IDLE_EXIT {
+                pgrx::log!("pg_bge vectorizer exiting: no vectorized tables");
+                return;
+            }
+        } else {
+            last_registered = Instant::now();
+        }
+        let mut more = false;
+        for registration in &registrations {
+            let state = tables.entry((registration.table, registration.target.clone())).or_default();
+            if state.retry_at.is_some_and(|at| Instant::now() < at) {
+                continue;
+            }
+            more |= run_batch(&schema, registration, state);
+            exit_if_terminated();
+        }
+        if !more {
+            crate::server::wait(NAPTIME);
+        }
+    }
+}
+
+/// SIGTERM: exit with code 0, which unregisters the worker (see the module comment).
+fn exit_if_terminated() {
+    if BackgroundWorker::sigterm_received() {
+        // SAFETY: main thread; proc_exit runs the exit callbacks and does not return.
+        unsafe { pg_sys::proc_exit(0) };
+    }
+}
+
+/// The schema pg_bge is installed in (quoted), or None when it is not installed.
+fn extension_schema() -> Option<String> {
+    Spi::get_one::<String>(
+        "SELECT n.nspname::text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_bge'",
+    )
+    .ok()
+    .flatten()
+    .map(quote_identifier)
+}
+
+/// The registrations of tables that still exist (those of dropped tables are removed); None
+/// when pg_bge is no longer installed.
+fn registrations(schema: &str) -> Option<Vec<Registration>> {
+    extension_schema()?;
+    Spi::connect_mut(|client| {
+        for table in ["bge_vectorized", "bge_vectorize_errors"] {
+            client
+                .update(&format!("DELETE FROM {schema}.{table} v WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = v.tbl)"), None, &[])
+                .expect("registration cleanup");
+        }
+        let rows = client
+            .select(
+                &format!(
+                    "SELECT v.tbl::oid, c.relowner, v.source::text, v.target::text, v.model, v.truncate, v.precision, v.rows_done, v.tokens_done \
+                     FROM {schema}.bge_vectorized v JOIN pg_catalog.pg_class c ON c.oid = v.tbl ORDER BY v.tbl, v.target"
+                ),
+                None,
+                &[],
+            )
+            .expect("registrations");
+        let mut found = Vec::new();
+        for row in rows {
+            let get_oid = |i| row.get::<pg_sys::Oid>(i).ok().flatten().unwrap_or(pg_sys::InvalidOid);
+            let get_text = |i| row.get::<String>(i).ok().flatten().unwrap_or_default();
+            let cpu = if get_text(7) == "bf16" { BackendKind::CpuBf16 } else { BackendKind::Cpu };
+            found.push(Registration {
+                table: get_oid(1),
+                owner: get_oid(2),
+                source: get_text(3),
+                target: get_text(4),
+                embedding: Embedding {
+                    model: get_text(5),
+                    truncate: row.get::<bool>(6).ok().flatten().unwrap_or(true),
+                    target: Target { device: gucs::device(), cpu },
+                },
+                rows_done: row.get::<i64>(8).ok().flatten().unwrap_or(0),
+                tokens_done: row.get::<i64>(9).ok().flatten().unwrap_or(0),
+            });
+        }
+        Some(found)
+    })
+}
+
+/// One batch of one table in its own transaction. Returns whether the batch was full (more
+/// rows are likely waiting).
+fn run_batch(schema: &str, r: &Registration, state: &mut TableState) -> bool {
+    let started = Instant::now();
+    let max_rows = if r.rows_done > 0 && r.tokens_done > 0 {
+        (BATCH_TOKENS as i64 * r.rows_done / r.tokens_done).clamp(1, 10_000) as usize
+    } else {
+        128
+    };
+    let outcome = BackgroundWorker::transaction(AssertUnwindSafe(|| {
+        let skip = skipped_rows(schema, r);
+        let mut interrupt = || {
+            pgrx::check_for_interrupts!();
+            exit_if_terminated();
+        };
+        let filled = in_subtransaction(|| {
+            as_owner(r.owner, || fill::fill_batch(r.table, &r.source, &r.target, &r.embedding, max_rows, None, &skip, &mut interrupt))
+        });
+        match filled {
+            Ok(batch) => {
+                record(schema, r, &batch, max_rows, state, started);
+                Ok(batch.fetched == max_rows)
+            }
+            Err(message) => {
+                record_error(schema, r, &message);
+                Err(())
+            }
+        }
+    }));
+    match outcome {
+        Ok(more) => {
+            state.failures = 0;
+            state.retry_at = None;
+            more
+        }
+        Err(()) => {
+            // The same error would come back at once: back off, up to a minute.
+            state.failures += 1;
+            state.retry_at = Some(Instant::now() + Duration::from_secs(1 << state.failures.min(6)));
+            state.busy_since = None;
+            false
+        }
+    }
+}
+
+/// ctids of the rows that failed and have not changed since; forgets the others (updated,
+/// deleted, or filled by someone else), so those are tried again.
+fn skipped_rows(schema: &str, r: &Registration) -> Vec<String> {
+    Spi::connect_mut(|client| {
+        let args = [r.table.into(), r.target.as_str().into()];
+        let any = client
+            .select(&format!("SELECT EXISTS (SELECT FROM {schema}.bge_vectorize_errors WHERE tbl = $1 AND target = $2)"), None, &args)
+            .and_then(|t| t.first().get_one::<bool>())
+            .expect("error rows");
+        if any != Some(true) {
+            return Vec::new();
+        }
+        let query = format!(
+            "DELETE FROM {schema}.bge_vectorize_errors e WHERE e.tbl = $1 AND e.target = $2 AND NOT EXISTS \
+             (SELECT FROM {} t WHERE t.ctid = e.row_ctid AND t.xmin = e.row_xmin AND t.{} IS NULL)",
+            qualified_name(r.table),
+            quote_identifier(&r.target)
+        );
+        client.update(&query, None, &args).expect("error rows cleanup");
+        client
+            .select(&format!("SELECT row_ctid::text FROM {schema}.bge_vectorize_errors WHERE tbl = $1 AND target = $2"), None, &args)
+            .expect("error rows")
+            .filter_map(|row| row.get::<String>(1).ok().flatten())
+            .collect()
+    })
+}
+
+fn qualified_name(table: pg_sys::Oid) -> String {
+    Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[table.into()]).ok().flatten().expect("table name")
+}
+
+/// The batch's failed rows and the table's counters.
+fn record(schema: &str, r: &Registration, batch: &Batch, max_rows: usize, state: &mut TableState, started: Instant) {
+    if batch.rows > 0 {
+        state.busy_since.get_or_insert(started);
+        state.busy_rows += batch.rows;
+    }
+    let rate = state.busy_since.map(|since| state.busy_rows as f64 / since.elapsed().as_secs_f64().max(1e-6));
+    let caught_up = batch.fetched < max_rows;
+    let last_error = batch.failed.last().map(|f| format!("row {}: {}", f.key, f.error));
+    let write = batch.rows > 0 || last_error.is_some() || (caught_up && (state.busy_since.is_some() || !state.caught_up_written));
+    Spi::connect_mut(|client| {
+        for f in &batch.failed {
+            client
+                .update(
+                    &format!(
+                        "INSERT INTO {schema}.bge_vectorize_errors (tbl, target, row_ctid, row_xmin, row_key, error) \
+                         VALUES ($1, $2, $3::tid, $4::xid, $5, $6) ON CONFLICT (tbl, target, row_ctid) DO UPDATE \
+                         SET row_xmin = EXCLUDED.row_xmin, row_key = EXCLUDED.row_key, error = EXCLUDED.error, failed_at = now()"
+                    ),
+                    None,
+                    &[r.table.into(), r.target.as_str().into(), f.ctid.as_str().into(), f.xmin.as_str().into(), f.key.as_str().into(), f.error.as_str().into()],
+                )
+                .expect("error row");
+        }
+        if write {
+            client
+                .update(
+                    &format!(
+                        "UPDATE {schema}.bge_vectorized SET rows_done = rows_done + $3, tokens_done = tokens_done + $4, \
+                         rows_per_s = coalesce($5, rows_per_s), last_batch_at = CASE WHEN $3 > 0 THEN now() ELSE last_batch_at END, \
+                         caught_up_at = CASE WHEN $6 THEN now() ELSE caught_up_at END, \
+                         last_error = coalesce($7, last_error), last_error_at = CASE WHEN $7 IS NULL THEN last_error_at ELSE now() END \
+                         WHERE tbl = $1 AND target = $2"
+                    ),
+                    None,
+                    &[
+                        r.table.into(),
+                        r.target.as_str().into(),
+                        (batch.rows as i64).into(),
+                        (batch.tokens as i64).into(),
+                        rate.into(),
+                        caught_up.into(),
+                        last_error.into(),
+                    ],
+                )
+                .expect("counters");
+        }
+    });
+    if caught_up {
+        state.busy_since = None;
+        state.busy_rows = 0;
+        state.caught_up_written = true;
+    }
+}
+
+fn record_error(schema: &str, r: &Registration, message: &str) {
+    pgrx::log!("pg_bge vectorizer: {}.{}: {message}", qualified_name(r.table), r.target);
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                &format!("UPDATE {schema}.bge_vectorized SET last_error = $3, last_error_at = now() WHERE tbl = $1 AND target = $2"),
+                None,
+                &[r.table.into(), r.target.as_str().into(), message.into()],
+            )
+            .expect("last error");
+    });
+}
+
+/// Runs `f` as `owner` in a security-restricted operation: the table's triggers, defaults and
+/// index expressions run with its owner's rights, which cannot be escaped with SET ROLE.
+fn as_owner<T>(owner: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
+    // SAFETY: main thread; an ERROR inside unwinds to the enclosing subtransaction, whose abort
+    // restores the user and security context.
+    unsafe {
+        let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
+        pg_sys::SetUserIdAndSecContext(owner, context | restricted);
+        let result = f();
+        pg_sys::SetUserIdAndSecContext(user, context);
+        result
+    }
+}
+
+/// Runs `f` in a subtransaction: its ERROR (or panic) rolls back only what `f` did and comes
+/// back as the message.
+fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    // SAFETY: the begin/release/rollback pattern of PL/pgSQL's exception blocks, on the main
+    // thread inside a transaction; the memory context and resource owner are restored after.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        let restore = move || {
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+        };
+        let f = AssertUnwindSafe(f);
+        PgTryBuilder::new(AssertUnwindSafe(move || {
+            let result = (f.0)();
+            pg_sys::ReleaseCurrentSubTransaction();
+            restore();
+            Ok(result)
+        }))
+        .catch_others(move |e| {
+            restore();
+            let message = match &e {
+                pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+                pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+            };
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            restore();
+            Err(message)
+        })
+        .execute()
+    }
+}
