@@ -254,6 +254,7 @@ BEGIN
     IF batch_tokens IS NULL OR batch_tokens < 1 THEN
         RAISE EXCEPTION 'batch_tokens must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM @extschema@.bge_backfill_check_transaction();
     PERFORM @extschema@.bge_check_columns(tbl, source, target, model);
     EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL AND %I IS NOT NULL', tbl, target, source) INTO total;
     -- Ends the caller's transaction: each batch commits on its own (CALL outside BEGIN ... END).
@@ -310,6 +311,9 @@ DECLARE
     index_name text;
     pending regclass;
 BEGIN
+    IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = tbl), 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF EXISTS (SELECT FROM @extschema@.bge_vectorized v WHERE v.tbl = bge_vectorize.tbl AND v.target = bge_vectorize.target) THEN
         RAISE EXCEPTION '%.% is vectorized already', tbl, target USING ERRCODE = 'duplicate_object',
             HINT = 'bge_unvectorize it first to change its source or model.';
@@ -336,6 +340,9 @@ DECLARE
     v record;
     n integer := 0;
 BEGIN
+    IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = tbl), 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
     FOR v IN DELETE FROM @extschema@.bge_vectorized r
              WHERE r.tbl = bge_unvectorize.tbl AND (bge_unvectorize.target IS NULL OR r.target = bge_unvectorize.target)
              RETURNING r.target, r.pending_index

@@ -39,6 +39,19 @@ fn bge_backfill_batch(
     TableIterator::once((batch.rows as i32, batch.tokens as i64, batch.last_ctid, failed_ctids, failed))
 }
 
+/// bge_backfill commits after every batch: refuse, before any work, to run where it cannot.
+#[pg_extern(volatile, parallel_unsafe)]
+fn bge_backfill_check_transaction() {
+    // SAFETY: a plain read of this backend's transaction state.
+    if unsafe { pg_sys::IsTransactionBlock() } {
+        crate::errors::raise_with(
+            pgrx::PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
+            "bge_backfill cannot run inside a transaction block".into(),
+            "It commits after every batch: CALL it on its own, outside BEGIN ... COMMIT.",
+        );
+    }
+}
+
 /// Starts this database's vectorizer worker unless it runs; returns its pid (NULL when it
 /// could not start, with a WARNING saying why).
 #[pg_extern(volatile, parallel_unsafe)]

@@ -160,5 +160,30 @@ SELECT pg_temp.plan($$
     SELECT id FROM m3docs ORDER BY sparse <#> bge_sparse_text('read a file', 'tiny-bge-m3')::sparsevec(579) LIMIT 5 $$) AS plan;
 RESET enable_seqscan;
 
+-- bge_backfill and bge_vectorize into pgvector columns (real[] is assigned through pgvector's
+-- casts); a vector(n) of the wrong width is refused up front.
+CREATE TABLE vdocs (id int PRIMARY KEY, body text, emb vector(384), half halfvec(384), wrong vector(768));
+INSERT INTO vdocs SELECT g, 'vector passage ' || g FROM generate_series(1, 120) g;
+SET client_min_messages = warning;
+CALL bge_backfill('vdocs', 'body', 'emb', batch_tokens => 300);
+CALL bge_backfill('vdocs', 'body', 'half');
+RESET client_min_messages;
+SELECT count(emb) AS filled, count(*) FILTER (WHERE emb = bge_embed(body)::vector) AS bitwise_equal,
+       count(*) FILTER (WHERE half = bge_embed(body)::halfvec) AS halfvec_equal FROM vdocs;
+CALL bge_backfill('vdocs', 'body', 'wrong');
+SELECT bge_vectorize('vdocs', 'body', 'emb');
+INSERT INTO vdocs (id, body) SELECT g, 'vector passage ' || g FROM generate_series(121, 180) g;
+UPDATE vdocs SET body = body || ' edited' WHERE id % 4 = 0;
+DO $$
+BEGIN
+    FOR i IN 1..1200 LOOP
+        EXIT WHEN NOT EXISTS (SELECT FROM bge_vectorize_status() WHERE pending > 0);
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+SELECT count(*) AS rows, count(*) FILTER (WHERE emb = bge_embed(body)::vector) AS bitwise_equal FROM vdocs;
+SELECT bge_unvectorize('vdocs');
+DROP TABLE vdocs;
+
 DROP TABLE m3docs, questions, rag;
 DROP EXTENSION vector;
