@@ -395,3 +395,13 @@ COMMENT ON FUNCTION bge_unvectorize(regclass, name) IS
     'Stops bge_vectorize on tbl (on one target, or all): removes its trigger, index and error rows; the vectors stay. Returns how many were removed.';
 COMMENT ON FUNCTION bge_vectorize_status() IS
     'Per vectorized table and target: rows pending, rows failed (skipped; see bge_vectorize_errors), lag (how long the table has had pending rows since the worker last caught up), rows/s of the current or last run, rows done, the last error, and the pid of this database''s vectorizer worker (started if it was not running).';
+COMMENT ON FUNCTION bge_backfill_batch(oid, text, text, text, integer, text, text[]) IS
+    'One batch of bge_backfill, in the caller''s transaction; internal, called by bge_backfill.';
+COMMENT ON FUNCTION bge_backfill_check_transaction() IS
+    'Raises an error inside a transaction block, where bge_backfill could not commit; internal.';
+COMMENT ON FUNCTION bge_check_columns(regclass, name, name, text) IS
+    'Checks that tbl.source (text) can feed tbl.target (real[], vector or halfvec of the model''s width) and returns the model''s name; used by bge_backfill and bge_vectorize.';
+COMMENT ON FUNCTION bge_vectorize_trigger() IS
+    'The row trigger bge_vectorize adds: sets the target NULL on inserts and on updates that change the source.';
+COMMENT ON FUNCTION bge_vectorizer_start() IS
+    'Starts this database''s vectorizer worker unless it runs, and returns its pid; bge_vectorize and bge_vectorize_status call it.';
