@@ -66,12 +66,8 @@ pub fn fill_batch(
     // partial index, which keeps equal keys in heap order), never a sequential scan restarting
     // at the first block for every batch.
     let _plan = NoSeqScan::set();
+    let rel = qualified_name(table);
     Spi::connect_mut(|client| {
-        let rel: String = client
-            .select("SELECT $1::regclass::text", None, &[table.into()])
-            .and_then(|t| t.first().get_one())
-            .expect("catalog query")
-            .expect("relation name");
         let key = key_expression(client, table);
         let mut args = vec![skip.to_vec().into()];
         let position = match after {
@@ -115,6 +111,11 @@ pub fn fill_batch(
         }
         Batch { rows: good.len(), tokens, fetched: fetched.len(), last_ctid, failed }
     })
+}
+
+/// The table's name as SQL text, schema-qualified when the search path would not find it.
+pub fn qualified_name(table: pg_sys::Oid) -> String {
+    Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[table.into()]).ok().flatten().expect("table name")
 }
 
 /// SQL naming a row for people: its primary key ("id=42"), else its ctid.

@@ -21,7 +21,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 
-use super::fill::{self, Batch, Embedding};
+use super::fill::{self, qualified_name, Batch, Embedding};
 use crate::gucs;
 use crate::server::Target;
 
@@ -356,10 +356,6 @@ fn skipped_rows(schema: &str, r: &Registration) -> Vec<String> {
             .filter_map(|row| row.get::<String>(1).ok().flatten())
             .collect()
     })
-}
-
-fn qualified_name(table: pg_sys::Oid) -> String {
-    Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[table.into()]).ok().flatten().expect("table name")
 }
 
 /// The batch's failed rows and the table's counters.
