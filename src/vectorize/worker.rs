@@ -121,9 +121,12 @@ pub fn start_for_this_database() -> Option<i32> {
     if in_recovery {
         return None;
     }
+    // The holder of the worker's advisory lock: pg_locks shows it to every role (pg_stat_activity
+    // hides other users' backend types, so an unprivileged caller would start a needless worker).
     let running = Spi::get_one_with_args::<i32>(
-        "SELECT pid FROM pg_catalog.pg_stat_activity WHERE backend_type = $1 AND datid = $2 LIMIT 1",
-        &[WORKER_TYPE.into(), db.into()],
+        "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = $1 AND classid = $2::oid AND objid = $3::oid AND objsubid = 2 LIMIT 1",
+        &[db.into(), LOCK_KEY.0.into(), LOCK_KEY.1.into()],
     );
     if let Ok(Some(pid)) = running {
         return Some(pid);

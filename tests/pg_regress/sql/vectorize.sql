@@ -110,4 +110,13 @@ INSERT INTO vz (body) VALUES ('no longer vectorized') RETURNING emb IS NULL AS l
 REVOKE ALL ON vz FROM bge_vectorize_stranger;
 DROP ROLE bge_vectorize_stranger;
 -- The worker stops on SIGTERM (and is not restarted) so DROP DATABASE is not blocked.
-SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'pg_bge vectorizer';
+SELECT bool_and(pg_terminate_backend(pid)) AS terminated FROM pg_stat_activity
+WHERE backend_type = 'pg_bge vectorizer' AND datname = current_database();
+DO $$
+BEGIN
+    FOR i IN 1..100 LOOP
+        EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'pg_bge vectorizer' AND datname = current_database());
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+SELECT count(*) AS vectorizers_left FROM pg_stat_activity WHERE backend_type = 'pg_bge vectorizer' AND datname = current_database();
