@@ -210,6 +210,7 @@ impl Kernels {
         let f = match activation {
             Activation::Gelu => &self.bias_gelu_erf,
             Activation::GeluTanh => &self.bias_gelu_tanh,
+            Activation::Silu => return Err("no bias + SiLU kernel (no encoder uses SiLU)".into()),
         };
         let (y, b, o) = (ptr(linear_out, stream), ptr(bias, stream), ptr(out, stream));
         let (rows_u, cols_i) = (rows as u64, cols as i32);
