@@ -190,6 +190,8 @@ def make(arch, tokenizer_dir):
     randomise(saved)
     # Gemma2 in shards (as bge-multilingual-gemma2 is published); the others in one file.
     saved.save_pretrained(dest, max_shard_size="200KB" if arch == "gemma2" else "50MB")
+    if os.path.exists(os.path.join(dest, "generation_config.json")):
+        os.remove(os.path.join(dest, "generation_config.json"))  # a text-generation setting
     write_sentence_transformers_files(dest)
     for root, _, files in os.walk(dest):
         for f in files:

@@ -232,3 +232,33 @@ fn gemma2_rows_do_not_depend_on_their_batch() {
         assert_eq!(model.embed(&texts, &opts, &mut || {}).unwrap(), all, "max_batch_tokens {max_batch_tokens}, {threads} threads");
     }
 }
+
+// Mistral (bge-en-icl's architecture) and Qwen3 (Qwen3-Embedding's) are settings of the same
+// decoder: SiLU-gated MLP, plain RMSNorm, no sandwich norms or soft-cap; Mistral slides every
+// layer, Qwen3 normalises each query and key head. Both files name tensors "model.*".
+
+#[test]
+fn mistral_cpu_matches_transformers() {
+    let model = Model::load("tiny-mistral", &model_dir("tiny-mistral"), BackendKind::Cpu).unwrap();
+    let d = model.spec.decoder.as_ref().unwrap();
+    assert_eq!(d.layer_windows, vec![Some(8); 3]);
+    assert!(!d.norm_adds_one && !d.sandwich_norms && d.attention_softcap.is_none() && d.embedding_scale.is_none());
+    check_model(&model, &goldens("tiny-mistral"), MIN_COSINE);
+}
+
+#[test]
+fn qwen3_cpu_matches_transformers() {
+    let model = Model::load("tiny-qwen3", &model_dir("tiny-qwen3"), BackendKind::Cpu).unwrap();
+    let d = model.spec.decoder.as_ref().unwrap();
+    assert!(d.qk_norm && d.layer_windows.iter().all(Option::is_none));
+    assert_eq!(model.prompt(bge_engine::TextRole::Query), Some("Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"));
+    check_model(&model, &goldens("tiny-qwen3"), MIN_COSINE);
+}
+
+#[test]
+fn mistral_and_qwen3_reference_match_transformers() {
+    for name in ["tiny-mistral", "tiny-qwen3"] {
+        let model = Model::load(name, &model_dir(name), BackendKind::Reference).unwrap();
+        check_model(&model, &goldens(name), MIN_COSINE);
+    }
+}
