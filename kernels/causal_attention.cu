@@ -17,6 +17,7 @@
 #include "bge_common.cuh"
 
 #define ROWS_PER_BLOCK 4
+#define BLOCK_THREADS 128  // 32 * ROWS_PER_BLOCK
 #define MAX_CHUNKS 8  // head_dim <= 32 * MAX_CHUNKS
 
 template <typename T>
@@ -90,7 +91,7 @@ __device__ __forceinline__ void causal_attention(const float* __restrict__ qkv,
 }
 
 #define BGE_CAUSAL_ATTENTION(SUFFIX, T)                                                           \
-    extern "C" __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK) causal_attention_##SUFFIX(  \
+    extern "C" __global__ void __launch_bounds__(BLOCK_THREADS) causal_attention_##SUFFIX(  \
         const float* __restrict__ qkv, const int* __restrict__ cu_seqlens, int heads,             \
         int kv_heads, int head_dim, float scale, float softcap, int window,                      \
         T* __restrict__ out) {                                                                    \

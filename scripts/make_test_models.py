@@ -16,6 +16,10 @@ DEST/tiny-bge-m3                the tiny random-weight BGE-M3-shaped model commi
                                 engine/tests/models (XLM-RoBERTa, sparse and ColBERT heads)
 DEST/tiny-bge-m3-unconverted    its heads only as .pt files (not converted to safetensors)
 DEST/tiny-bge-m3-dense-only     no head files at all
+DEST/tiny-gemma2                the tiny random-weight Gemma2 decoder committed in
+                                engine/tests/models (sharded weights, last-token pooling;
+                                scripts/make_decoder_goldens.py)
+DEST/tiny-mistral, tiny-qwen3   its Mistral- and Qwen3-shaped siblings
 """
 import json
 import os
@@ -25,6 +29,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY_M3 = os.path.join(os.path.dirname(HERE), "engine", "tests", "models", "tiny-bge-m3")
+TINY_DECODERS = ["tiny-gemma2", "tiny-mistral", "tiny-qwen3"]
 sys.path.insert(0, HERE)
 from golden_texts import make_cls512_variant  # noqa: E402
 
@@ -105,6 +110,9 @@ def main():
     shutil.copytree(TINY_M3, d, ignore=lambda _dir, names: [n for n in names if n in heads])
     d = os.path.join(dest, "tiny-bge-m3-dense-only")
     shutil.copytree(TINY_M3, d, ignore=lambda _dir, names: [n for n in names if n.startswith(("sparse_linear", "colbert_linear"))])
+
+    for name in TINY_DECODERS:
+        shutil.copytree(os.path.join(os.path.dirname(TINY_M3), name), os.path.join(dest, name))
 
     for root, dirs, files in os.walk(dest):
         os.chmod(root, 0o755)

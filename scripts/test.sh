@@ -81,7 +81,7 @@ regress_server() {
     regress "$@"
 }
 
-SQL_TESTS=(setup embed goldens operators generated errors m3 m3_goldens hardening planner)
+SQL_TESTS=(setup embed goldens operators generated errors m3 m3_goldens hardening planner gemma2)
 status=0
 install_for 15
 echo "== SQL tests on PostgreSQL 15 (pg_regress), every call in its own backend"
