@@ -193,9 +193,7 @@ impl Model {
             BackendKind::Cuda => {
                 let network: Box<dyn Forward> =
                     if spec.decoder.is_some() { Box::new(CudaDecoder::load(spec, &weights)?) } else { Box::new(CudaEncoder::load(spec, &weights)?) };
-                // Decoders run their GEMMs in bf16 (CudaDecoder::PRECISION), encoders in fp16.
-                let precision = if spec.decoder.is_some() { "bf16" } else { "fp16" };
-                (network, M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?, None, precision)
+                (network, M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?, None, "fp16")
             }
         };
         let resident_bytes = resident_set_bytes().saturating_sub(resident_before);
