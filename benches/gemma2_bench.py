@@ -114,6 +114,7 @@ def main():
         return torch.stack(out)
 
     results["pytorch fp32 (eager)"] = timed(run_torch, args.repeats)
+    print(f"pytorch:  {results['pytorch fp32 (eager)']:8.3f} s  {n_tokens / results['pytorch fp32 (eager)']:9.1f} tokens/s", flush=True)
     del model
 
     exe = os.path.join(ROOT, "target", "release", "examples", "throughput")
