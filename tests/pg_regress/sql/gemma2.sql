@@ -3,7 +3,9 @@
 -- bge-multilingual-gemma2 is published (sharded weights, last-token pooling, normalised), the
 -- default retrieval instruction for queries, another task through
 -- bge_embed_query(query, model, instruction), and the numbers against transformers (the
--- vectors below are from engine/tests/goldens/tiny-gemma2.json).
+-- vectors below are from engine/tests/goldens/tiny-gemma2.json). They live in a model directory
+-- of their own (scripts/make_test_models.py), the "decoders" subdirectory of the usual one.
+SELECT set_config('bge.model_dir', current_setting('bge.model_dir') || '/decoders', false) IS NOT NULL AS decoders_dir;
 
 SELECT name, architecture, dimensions, max_tokens, pooling, normalize, error
 FROM bge_models() WHERE name IN ('tiny-gemma2', 'tiny-mistral', 'tiny-qwen3') ORDER BY name;
@@ -54,11 +56,9 @@ FROM (VALUES
     (E'Given a question, retrieve passages that answer it',
      '{-0.11975240707397461,-0.010236264206469059,0.08158887922763824,-0.028364794328808784,0.008594372309744358,-0.02505420334637165,-0.0780487135052681,-0.017611360177397728,0.07665057480335236,-0.08434080332517624,0.15563887357711792,-0.08369512856006622,0.08951159566640854,0.007334340829402208,0.030606335029006004,-0.03679914027452469,-0.09985864162445068,0.04489471763372421,0.09187735617160797,-0.08965565264225006,0.08651436865329742,-0.004062409047037363,-0.016523120924830437,-0.024734914302825928,-0.08366438746452332,0.1835615187883377,0.006355982273817062,0.0006669638096354902,-0.1481962352991104,0.050069183111190796,0.23939497768878937,-0.3650854825973511,0.1876661777496338,0.1258506327867508,0.011871492490172386,-0.03469250723719597,0.010270082391798496,0.2067832499742508,0.017122343182563782,0.06994181126356125,0.17816129326820374,-0.5164340734481812,-0.45744794607162476,0.013967894949018955,0.0036145809572190046,-0.027074294164776802,-0.03761804476380348,0.11510585248470306}'::real[])
 ) AS q(task, golden);
--- Qwen3's template is its own; an encoder takes the instruction itself as the prompt.
+-- Qwen3's template is its own.
 SELECT bge_embed_query('capital of France', 'tiny-qwen3')
-           = bge_embed(E'Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:capital of France', 'tiny-qwen3') AS qwen3_template,
-       bge_embed_query('capital of France', 'all-MiniLM-L6-v2', 'Represent this: ')
-           = bge_embed('Represent this: capital of France', 'all-MiniLM-L6-v2') AS encoder_instruction_is_the_prompt;
+           = bge_embed(E'Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:capital of France', 'tiny-qwen3') AS qwen3_template;
 SELECT bge_embed_query('x', 'tiny-gemma2', NULL) IS NULL AS strict;
 
 -- A batch gives bitwise the vectors of one-by-one calls (texts of mixed lengths, longer than
@@ -67,3 +67,8 @@ WITH texts(a) AS (SELECT ARRAY['a', 'Paris is the capital of France.', repeat('w
 SELECT m AS model, bool_and(e = bge_embed(a[i::int], m)) AS batch_equals_single, count(*) AS rows
 FROM texts, unnest(ARRAY['tiny-gemma2', 'tiny-mistral', 'tiny-qwen3']) AS m, bge_embed(a, m) WITH ORDINALITY AS r(e, i)
 GROUP BY m ORDER BY m;
+
+-- An encoder takes the instruction itself as the prompt.
+RESET bge.model_dir;
+SELECT bge_embed_query('capital of France', 'all-MiniLM-L6-v2', 'Represent this: ')
+           = bge_embed('Represent this: capital of France', 'all-MiniLM-L6-v2') AS encoder_instruction_is_the_prompt;
