@@ -1,4 +1,4 @@
-// Embedding gather + LayerNorm: the BERT encoder's first op.
+// Embedding gather + LayerNorm: the BERT encoder's first op; and the decoders' scaled gather.
 //
 // Must match: Encoder::embed_tokens (word row + (position row + token-type row), rows picked
 // by the packed batch) followed by reference::add_layer_norm(x, None, gamma, beta, eps).
@@ -54,3 +54,14 @@ __device__ __forceinline__ void embed_layer_norm(const unsigned* ids, const unsi
 
 BGE_EMBED(f16, f16)
 BGE_EMBED(bf16, bf16)
+
+// Decoders: out32[t] = word[ids[t]] * scale (Gemma's sqrt(hidden_size) rounded to f32, 1 for
+// the others). Must match Decoder::embed_tokens. Layout: ids [tokens] u32 (bound-checked on
+// the host), word [vocab, hidden] f32, out32 [tokens, hidden] f32. Launch: grid (tokens), block
+// 128.
+extern "C" __global__ void embed_scaled(const unsigned* ids, const float* word, int hidden,
+                                        float scale, float* out32) {
+    const size_t t = blockIdx.x;
+    const float* w = word + (size_t)ids[t] * hidden;
+    for (int c = threadIdx.x; c < hidden; c += blockDim.x) out32[t * hidden + c] = w[c] * scale;
+}

@@ -142,6 +142,8 @@ inline float max(float a, float b) { return fmaxf(a, b); }
 // synchronisation, not last-bit agreement with the GPU's math.
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline float __expf(float x) { return expf(x); }
+// Multiplications NVRTC must not contract into a fused multiply-add; C++17 never contracts.
+inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __logf(float x) { return logf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 

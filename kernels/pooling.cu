@@ -1,6 +1,7 @@
 // Pooling + L2 normalisation: the sentence-transformers Pooling and Normalize modules.
 //
-// Must match: pooling::pool (modes concatenated in the order cls, max, mean, mean_sqrt_len;
+// Must match: pooling::pool (modes concatenated in the order cls, max, mean, mean_sqrt_len,
+//   last token;
 //   mean = sum / len, mean_sqrt_len = sum / sqrt(len)) followed, when `normalize` is set, by
 //   pooling::l2_normalize (x / max(||x||, 1e-12)).
 //
@@ -14,11 +15,12 @@
 
 extern "C" __global__ void pool_normalize(const float* hidden_states, const int* cu_seqlens,
                                           int hidden, int use_cls, int use_max, int use_mean,
-                                          int use_mean_sqrt_len, int normalize, float* out) {
+                                          int use_mean_sqrt_len, int use_last, int normalize,
+                                          float* out) {
     __shared__ float scratch[32];
     const int start = cu_seqlens[blockIdx.x];
     const int end = cu_seqlens[blockIdx.x + 1];
-    const int modes = use_cls + use_max + use_mean + use_mean_sqrt_len;
+    const int modes = use_cls + use_max + use_mean + use_mean_sqrt_len + use_last;
     float* o = out + (size_t)blockIdx.x * modes * hidden;
     const float len = (float)(end - start);
 
@@ -52,6 +54,11 @@ extern "C" __global__ void pool_normalize(const float* hidden_states, const int*
         }
         if (use_mean_sqrt_len) {
             const float v = empty ? 0.0f : sum / sqrtf(len);
+            o[k++ * hidden + c] = v;
+            squares += v * v;
+        }
+        if (use_last) {
+            const float v = empty ? 0.0f : hidden_states[(size_t)(end - 1) * hidden + c];
             o[k++ * hidden + c] = v;
             squares += v * v;
         }

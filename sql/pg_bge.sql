@@ -30,6 +30,7 @@ ALTER FUNCTION bge_embed(text, text) COST 20000;
 ALTER FUNCTION bge_embed(text[], text) COST 15000 ROWS 100;
 ALTER FUNCTION bge_embed_query(text) COST 20000;
 ALTER FUNCTION bge_embed_query(text, text) COST 20000;
+ALTER FUNCTION bge_embed_query(text, text, text) COST 20000;
 ALTER FUNCTION bge_embed_sparse(text) COST 20000;
 ALTER FUNCTION bge_embed_sparse(text, text) COST 20000;
 ALTER FUNCTION bge_sparse_text(text) COST 20000;
@@ -78,7 +79,9 @@ COMMENT ON FUNCTION bge_embed(text[], text) IS
 COMMENT ON FUNCTION bge_embed_query(text) IS
     'Embedding of a search query: the model''s query prompt is prepended, as sentence-transformers'' encode_query does (config_sentence_transformers.json prompts."query"; without one, the instruction its BGE model card documents); without any, equals bge_embed.';
 COMMENT ON FUNCTION bge_embed_query(text, text) IS
-    'bge_embed_query with the named model; IMMUTABLE, as bge_embed(text, text).';
+    'bge_embed_query with the named model; IMMUTABLE, as bge_embed(text, text). Decoder embedders (bge-multilingual-gemma2) get their model card''s default retrieval instruction: <instruct>Given a web search query, retrieve relevant passages that answer the query.\n<query>{query}.';
+COMMENT ON FUNCTION bge_embed_query(text, text, text) IS
+    'bge_embed_query(query, model, instruction): the query phrased for another task. Decoder embedders wrap the instruction in their query template (<instruct>{instruction}\n<query>{query} for the BGE decoders); for encoders the instruction is prepended as is. IMMUTABLE.';
 COMMENT ON FUNCTION bge_token_count(text) IS
     'Number of tokens bge.model embeds for the text, special tokens included: at most max_seq_length when bge.truncate is on, the full count when off (counted in windows of the text, so any length is fine).';
 COMMENT ON FUNCTION bge_token_count(text, text) IS

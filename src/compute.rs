@@ -25,6 +25,18 @@ pub fn dense(texts: &[&str], role: TextRole, model: Option<&str>) -> Vec<Vec<f32
     on_server(model, Output::Dense, &encoded).into_iter().map(floats).collect()
 }
 
+/// Dense embeddings of search queries `texts` phrased for task instruction `task` (the model's
+/// query template filled in; engine: ModelSpec::prompt_for_task), in input order.
+pub fn dense_for_task(texts: &[&str], task: &str, model: Option<&str>) -> Vec<Vec<f32>> {
+    let opts = options(model);
+    if !client::active() {
+        return registry::model(model).embed_queries_for_task(texts, task, &opts, &mut check_interrupts).or_raise();
+    }
+    let front = registry::frontend(model);
+    let encoded = front.encode_all_prompted(texts, &front.spec.prompt_for_task(task), opts.truncate, &mut check_interrupts).or_raise();
+    on_server(model, Output::Dense, &encoded).into_iter().map(floats).collect()
+}
+
 /// BGE-M3 sparse weights of `texts`, in input order.
 pub fn sparse(texts: &[&str], model: Option<&str>) -> Vec<SparseWeights> {
     let opts = options(model);

@@ -65,6 +65,13 @@ fn bge_embed_query_model(input: &str, model: &str) -> Vec<f32> {
     embed_query(input, Some(model))
 }
 
+/// With the model's query template around another task instruction (for decoder embedders
+/// `<instruct>{task}\n<query>`; for encoders the instruction is the prompt).
+#[pg_extern(immutable, strict, parallel_safe, name = "bge_embed_query")]
+fn bge_embed_query_task(input: &str, model: &str, instruction: &str) -> Vec<f32> {
+    compute::dense_for_task(&[input], instruction, Some(model)).remove(0)
+}
+
 fn token_count(input: &str, model: Option<&str>, role: TextRole) -> i32 {
     let opts = options(model);
     registry::frontend(model).count_tokens(input, role, opts.truncate, &mut check_interrupts).or_raise() as i32

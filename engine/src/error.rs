@@ -158,7 +158,7 @@ impl Error {
                 Some("Shorten the input, or SET bge.truncate = on to embed only its first tokens as sentence-transformers does.".into())
             }
             Error::Unsupported { .. } => {
-                Some("pg_bge runs BERT and XLM-RoBERTa sentence-transformers models (BertModel, XLMRobertaModel).".into())
+                Some("pg_bge runs BERT and XLM-RoBERTa encoders (BertModel, XLMRobertaModel) and Gemma2, Mistral and Qwen3 decoder embedders (Gemma2Model, MistralModel, Qwen3Model) exported for sentence-transformers.".into())
             }
             Error::CpuFeatureMissing { hint, .. } => Some(hint.clone()),
             Error::OutOfMemory { .. } => Some(

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{cpu::Cpu, cuda::CudaEncoder, reference::Reference, BackendKind};
+use crate::backend::{cpu::Cpu, cuda::CudaDecoder, cuda::CudaEncoder, reference::Reference, BackendKind};
 use crate::batch::PackedBatch;
 use crate::colbert::ColbertVectors;
 use crate::config::ModelSpec;
 use crate::error::{Error, Result};
+use crate::models::decoder::Decoder;
 use crate::models::encoder::Encoder;
 use crate::models::m3_heads::{HeadKind, M3Heads};
 use crate::models::Forward;
@@ -59,7 +60,7 @@ impl Frontend {
     pub fn load(name: &str, dir: &std::path::Path) -> Result<Frontend> {
         let spec = ModelSpec::load(name, dir)?;
         let tokenizer = TextTokenizer::load(&spec)?;
-        let weights_path = dir.join("model.safetensors");
+        let weights_path = weights_path_in(dir);
         let weights_identity = std::fs::metadata(&weights_path).ok().map(|m| FileIdentity::of(&m));
         Ok(Frontend { spec, tokenizer, weights_path, weights_identity })
     }
@@ -102,10 +103,39 @@ impl Frontend {
         Ok(encoded)
     }
 
+    /// Tokens of every text with `prompt` before it (a query's task instruction, see
+    /// [`ModelSpec::prompt_for_task`]), `interrupt` between texts.
+    pub fn encode_all_prompted(&self, texts: &[&str], prompt: &str, truncate: bool, interrupt: &mut dyn FnMut()) -> Result<Vec<Encoded>> {
+        let mut encoded = Vec::new();
+        encoded.try_reserve_exact(texts.len()).map_err(|_| Error::out_of_memory(texts.len() * std::mem::size_of::<Encoded>()))?;
+        for t in texts {
+            interrupt();
+            encoded.push(self.tokenizer.encode_prompted(prompt, t, truncate, interrupt)?);
+        }
+        Ok(encoded)
+    }
+
     /// Tokens of `texts` with no prompt (BGE-M3's sparse and ColBERT output take none).
     pub fn encode_bare(&self, texts: &[&str], truncate: bool, interrupt: &mut dyn FnMut()) -> Result<Vec<Encoded>> {
         texts.iter().map(|t| self.tokenizer.encode_prompted("", t, truncate, interrupt)).collect()
     }
+}
+
+/// The file that identifies a directory's weights: model.safetensors, or for a model published
+/// in shards (large decoders) model.safetensors.index.json when there is no single file.
+fn weights_path_in(dir: &std::path::Path) -> std::path::PathBuf {
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    if !single.exists() && index.exists() {
+        index
+    } else {
+        single
+    }
+}
+
+/// The network `spec` describes, on `ops`: the decoder for Gemma2/Mistral/Qwen3, else the encoder.
+fn load_network<O: crate::backend::Ops>(ops: O, spec: &ModelSpec, weights: &WeightFile) -> Result<Box<dyn Forward>> {
+    Ok(if spec.decoder.is_some() { Box::new(Decoder::load(ops, spec, weights)?) } else { Box::new(Encoder::load(ops, spec, weights)?) })
 }
 
 pub struct Model {
@@ -143,7 +173,8 @@ impl Model {
         let resident_before = resident_set_bytes();
         let front = Arc::new(Frontend::load(name, dir)?);
         let spec = &front.spec;
-        let weights = WeightFile::open(&front.weights_path)?;
+        let anchor = if spec.decoder.is_some() { crate::models::decoder::ANCHOR } else { "embeddings.word_embeddings.weight" };
+        let weights = WeightFile::open_anchored(&front.weights_path, anchor)?;
         let weights_identity = weights.identity();
         // The heads run on the hidden states forward() returns to the host: on the scalar
         // oracle for the reference backend, on the CPU kernels for any other (a GPU backend's
@@ -151,16 +182,17 @@ impl Model {
         let (network, heads, isa, precision): (Box<dyn Forward>, M3Heads, Option<&'static str>, &'static str) = match backend {
             BackendKind::Reference => {
                 let heads = M3Heads::load(name, dir, spec.hidden_size, || Ok(Reference))?;
-                (Box::new(Encoder::load(Reference, spec, &weights)?), heads, Some("scalar"), "fp64")
+                (load_network(Reference, spec, &weights)?, heads, Some("scalar"), "fp64")
             }
             BackendKind::Cpu | BackendKind::CpuBf16 => {
                 let cpu = if backend == BackendKind::Cpu { Cpu::new()? } else { Cpu::bf16()? };
                 let heads = M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?;
                 let (isa, precision) = cpu.describe();
-                (Box::new(Encoder::load(cpu, spec, &weights)?), heads, Some(isa), precision)
+                (load_network(cpu, spec, &weights)?, heads, Some(isa), precision)
             }
             BackendKind::Cuda => {
-                let network = Box::new(CudaEncoder::load(spec, &weights)?);
+                let network: Box<dyn Forward> =
+                    if spec.decoder.is_some() { Box::new(CudaDecoder::load(spec, &weights)?) } else { Box::new(CudaEncoder::load(spec, &weights)?) };
                 (network, M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?, None, "fp16")
             }
         };
@@ -186,6 +218,14 @@ impl Model {
     /// Dense embeddings of search queries (`texts` with the query prompt, if any).
     pub fn embed_queries(&self, texts: &[&str], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<Vec<f32>>> {
         self.embed_as(texts, TextRole::Query, opts, interrupt)
+    }
+
+    /// Dense embeddings of search queries phrased for task instruction `task` (the model's
+    /// query template filled in: `<instruct>{task}\n<query>` for the BGE decoders; for an encoder
+    /// the instruction itself is the prompt).
+    pub fn embed_queries_for_task(&self, texts: &[&str], task: &str, opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<Vec<f32>>> {
+        let encoded = self.encode_all_prompted(texts, &self.spec.prompt_for_task(task), opts.truncate, interrupt)?;
+        self.embed_encoded(&encoded, opts, interrupt)
     }
 
     fn embed_as(&self, texts: &[&str], role: TextRole, opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<Vec<f32>>> {

@@ -1,5 +1,6 @@
 //! Pooling and normalisation, as sentence-transformers' Pooling and Normalize modules do:
-//! modes concatenated in the order cls, max, mean, mean_sqrt_len; then x / max(‖x‖, 1e-12).
+//! modes concatenated in the order cls, max, mean, mean_sqrt_len, last token; then
+//! x / max(‖x‖, 1e-12).
 use crate::batch::PackedBatch;
 use crate::config::Pooling;
 
@@ -31,6 +32,9 @@ pub fn pool(hidden_states: &[f32], hidden: usize, batch: &PackedBatch, pooling: 
                 if pooling.mean_sqrt_len {
                     out.extend(sum.iter().map(|v| v / len.sqrt()));
                 }
+            }
+            if pooling.last_token {
+                out.extend_from_slice(&rows[rows.len() - hidden..]);
             }
             if normalize {
                 l2_normalize(&mut out);

@@ -1,4 +1,4 @@
-//! model.safetensors, read with positioned reads (never memory-mapped: a file truncated or
+//! model.safetensors (or the shards of model.safetensors.index.json), read with positioned reads (never memory-mapped: a file truncated or
 //! rewritten under a mapping would kill the process with SIGBUS). Matrices are converted to f32
 //! once at load (backends then repack them); the word-embedding table, the largest tensor,
 //! stays in the file and is read row by row per call, so processes share it through the page
@@ -49,11 +49,21 @@ impl OpenFile {
     }
 }
 
-pub struct WeightFile {
+/// One safetensors file of a model: its header and where its data starts.
+struct Shard {
     file: Arc<OpenFile>,
     data_start: usize,
     meta: Metadata,
-    /// "bert.", "roberta." or "" depending on how the model was saved.
+}
+
+/// A model's weights: one model.safetensors, or the shards a model.safetensors.index.json lists
+/// (how large models are published: model-00001-of-00004.safetensors, …).
+pub struct WeightFile {
+    shards: Vec<Shard>,
+    /// The path opened (the single file or the index) and what it was then.
+    path: PathBuf,
+    identity: FileIdentity,
+    /// "bert.", "roberta.", "model." or "" depending on how the model was saved.
     prefix: String,
 }
 
@@ -61,18 +71,57 @@ const ANCHOR: &str = "embeddings.word_embeddings.weight";
 /// Largest safetensors header read (the format's own limit is 100 MB).
 const MAX_HEADER: u64 = 100 << 20;
 
+/// model.safetensors.index.json: tensor name -> shard file name.
+#[derive(serde::Deserialize)]
+struct ShardIndex {
+    weight_map: std::collections::BTreeMap<String, String>,
+}
+
 impl WeightFile {
     /// An encoder's weights; tensor names may carry a prefix ("bert.", "roberta.", …), found
     /// from the word-embedding table's name.
     pub fn open(path: &Path) -> Result<WeightFile> {
-        let mut file = Self::open_unprefixed(path)?;
+        Self::open_anchored(path, ANCHOR)
+    }
+
+    /// Weights whose tensor names may carry a prefix, found from the name of tensor `anchor`
+    /// (e.g. "embed_tokens.weight" for a decoder saved as "model.embed_tokens.weight"). `path`
+    /// is a safetensors file or a model.safetensors.index.json naming the shards.
+    pub fn open_anchored(path: &Path, anchor: &str) -> Result<WeightFile> {
+        let mut file = if path.extension().is_some_and(|e| e == "json") { Self::open_sharded(path)? } else { Self::open_unprefixed(path)? };
         file.prefix = file
-            .meta
-            .offset_keys()
-            .into_iter()
-            .find_map(|k| k.strip_suffix(ANCHOR).map(str::to_string))
-            .ok_or_else(|| Error::MissingTensor { path: path.to_path_buf(), tensor: ANCHOR.into() })?;
+            .shards
+            .iter()
+            .flat_map(|s| s.meta.offset_keys())
+            .find_map(|k| k.strip_suffix(anchor).map(str::to_string))
+            .ok_or_else(|| Error::MissingTensor { path: path.to_path_buf(), tensor: anchor.into() })?;
         Ok(file)
+    }
+
+    /// The shards listed by a model.safetensors.index.json, each opened once. A shard outside
+    /// the index's directory (a name with a path in it) is refused.
+    fn open_sharded(index_path: &Path) -> Result<WeightFile> {
+        let meta = std::fs::metadata(index_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::MissingFile { path: index_path.to_path_buf() },
+            _ => invalid_file(index_path, e),
+        })?;
+        if meta.len() > MAX_HEADER {
+            return Err(invalid_file(index_path, "larger than a shard index can be"));
+        }
+        let text = std::fs::read_to_string(index_path).map_err(|e| invalid_file(index_path, e))?;
+        let index: ShardIndex = serde_json::from_str(&text).map_err(|e| invalid_file(index_path, e))?;
+        let dir = index_path.parent().unwrap_or(Path::new("."));
+        let mut names: Vec<&String> = index.weight_map.values().collect();
+        names.sort();
+        names.dedup();
+        let mut shards = Vec::with_capacity(names.len());
+        for name in names {
+            if name.contains('/') || name.starts_with('.') {
+                return Err(invalid_file(index_path, format!("shard \"{name}\" is not a file name in the model directory")));
+            }
+            shards.extend(Self::open_unprefixed(&dir.join(name))?.shards);
+        }
+        Ok(WeightFile { shards, path: index_path.to_path_buf(), identity: FileIdentity::of(&meta), prefix: String::new() })
     }
 
     /// A file whose tensors are named exactly as asked for (e.g. an output head's "weight").
@@ -100,42 +149,56 @@ impl WeightFile {
         if 8 + header_len + data_len > meta.len() {
             return Err(truncated(&format!("{data_len} bytes of tensor data declared, {} present", meta.len() - 8 - header_len)));
         }
-        Ok(WeightFile { file: Arc::new(file), data_start: 8 + header_len as usize, meta: meta_data, prefix: String::new() })
+        let identity = file.identity;
+        let shard = Shard { file: Arc::new(file), data_start: 8 + header_len as usize, meta: meta_data };
+        Ok(WeightFile { shards: vec![shard], path: path.to_path_buf(), identity, prefix: String::new() })
     }
 
-    /// What the file was when opened (a path whose identity differs holds another file).
+    /// What the file (or the shard index) was when opened (a path whose identity differs holds
+    /// another file).
     pub fn identity(&self) -> FileIdentity {
-        self.file.identity
+        self.identity
+    }
+
+    /// Whether tensor `name` (without the prefix) is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.shape(name).is_some()
     }
 
     /// The shape of tensor `name` (without the prefix), if the file has it.
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
-        self.meta.info(&format!("{}{}", self.prefix, name)).map(|i| i.shape.as_slice())
+        let full = format!("{}{}", self.prefix, name);
+        self.shards.iter().find_map(|s| s.meta.info(&full)).map(|i| i.shape.as_slice())
     }
 
-    fn info(&self, name: &str, shape: &[usize]) -> Result<&TensorInfo> {
+    fn info(&self, name: &str, shape: &[usize]) -> Result<(&Shard, &TensorInfo)> {
         let full = format!("{}{}", self.prefix, name);
-        let info = self.meta.info(&full).ok_or_else(|| Error::MissingTensor { path: self.file.path.clone(), tensor: full.clone() })?;
+        let (shard, info) = self
+            .shards
+            .iter()
+            .find_map(|s| s.meta.info(&full).map(|i| (s, i)))
+            .ok_or_else(|| Error::MissingTensor { path: self.path.clone(), tensor: full.clone() })?;
+        let path = &shard.file.path;
         if info.shape != shape {
-            return Err(Error::TensorShape { path: self.file.path.clone(), tensor: full, found: info.shape.clone(), expected: shape.to_vec() });
+            return Err(Error::TensorShape { path: path.clone(), tensor: full, found: info.shape.clone(), expected: shape.to_vec() });
         }
         if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
-            return Err(invalid_file(&self.file.path, format!("tensor \"{full}\" has dtype {:?}; F32, F16 or BF16 expected", info.dtype)));
+            return Err(invalid_file(path, format!("tensor \"{full}\" has dtype {:?}; F32, F16 or BF16 expected", info.dtype)));
         }
         let (start, end) = info.data_offsets;
         let want = shape.iter().try_fold(info.dtype.bitsize() / 8, |a, &d| a.checked_mul(d));
         if end < start || Some(end - start) != want {
-            return Err(invalid_file(&self.file.path, format!("tensor \"{full}\" occupies bytes {start}..{end}, which do not fit its shape {shape:?}")));
+            return Err(invalid_file(path, format!("tensor \"{full}\" occupies bytes {start}..{end}, which do not fit its shape {shape:?}")));
         }
-        Ok(info)
+        Ok((shard, info))
     }
 
     /// The tensor `name` (without the file's prefix), checked against `shape`, as f32.
     pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let info = self.info(name, shape)?;
+        let (shard, info) = self.info(name, shape)?;
         let mut bytes = try_zeroed::<u8>(info.data_offsets.1 - info.data_offsets.0)?;
-        self.file.check()?;
-        self.file.read(self.data_start + info.data_offsets.0, &mut bytes)?;
+        shard.file.check()?;
+        shard.file.read(shard.data_start + info.data_offsets.0, &mut bytes)?;
         let mut out = try_zeroed(shape.iter().product())?;
         convert(info.dtype, &bytes, &mut out);
         Ok(out)
@@ -143,8 +206,8 @@ impl WeightFile {
 
     /// A [rows, cols] tensor that stays in the file and is read one row at a time.
     pub fn table(&self, name: &str, rows: usize, cols: usize) -> Result<EmbeddingTable> {
-        let info = self.info(name, &[rows, cols])?;
-        Ok(EmbeddingTable { file: self.file.clone(), offset: self.data_start + info.data_offsets.0, dtype: info.dtype, rows, cols })
+        let (shard, info) = self.info(name, &[rows, cols])?;
+        Ok(EmbeddingTable { file: shard.file.clone(), offset: shard.data_start + info.data_offsets.0, dtype: info.dtype, rows, cols })
     }
 }
 

@@ -555,8 +555,9 @@ fn gpu_pooling_matches_reference() {
             let batch = batch_of(&lens);
             let t = batch.num_tokens();
             let states = random(&mut rng, t * h, 3.0);
-            for bits in 1..16u32 {
-                let pooling = Pooling { cls: bits & 1 != 0, max: bits & 2 != 0, mean: bits & 4 != 0, mean_sqrt_len: bits & 8 != 0 };
+            // The four encoder modes in every combination, last-token alone and with all of them.
+            for bits in (1..16u32).chain([16, 31]) {
+                let pooling = Pooling { cls: bits & 1 != 0, max: bits & 2 != 0, mean: bits & 4 != 0, mean_sqrt_len: bits & 8 != 0, last_token: bits & 16 != 0 };
                 for normalize in [false, true] {
                     let width = pooling.modes() * h;
                     let mut out = g.poisoned_f32(batch.num_seqs() * width);

@@ -4,6 +4,7 @@
 //! own forward pass over device buffers (models/mod.rs `Forward`), not through `Ops`.
 use crate::batch::PackedBatch;
 use crate::config::Activation;
+pub use reference::CausalAttention;
 
 pub mod cpu;
 pub mod cuda;
@@ -50,4 +51,46 @@ pub trait Ops: Send + Sync + 'static {
     /// of which only the rows of the tokens in `queries` are computed (callers split long work).
     #[allow(clippy::too_many_arguments)]
     fn attention(&self, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, num_heads: usize, head_dim: usize, out: &mut [f32], queries: std::ops::Range<usize>);
+
+    // The decoder's op families (models/decoder.rs); each documented at its reference function.
+
+    /// [`reference::rms_norm`]: out (or out +=) RMSNorm(x) · gain, rows of width gain.len().
+    fn rms_norm(&self, pool: &rayon::ThreadPool, x: &[f32], gain: &[f32], eps: f32, out: &mut [f32], accumulate: bool);
+
+    /// [`reference::rope`] with the angles of `table`, in place on every q and k head of `qkv`.
+    fn rope(&self, pool: &rayon::ThreadPool, qkv: &mut [f32], table: &RopeTable, heads: usize, kv_heads: usize, qk_norm: Option<(&[f32], &[f32], f32)>);
+
+    /// [`reference::causal_attention`] for the query tokens in `queries`.
+    fn causal_attention(&self, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, attention: &CausalAttention, out: &mut [f32], queries: std::ops::Range<usize>);
+
+    /// [`reference::gated_activation`]: out = act(gate) · up for rows of gate | up.
+    fn gated_activation(&self, pool: &rayon::ThreadPool, gate_up: &[f32], inter: usize, act: Activation, out: &mut [f32]);
+}
+
+/// The RoPE angles of one batch: cos and sin of position × inverse frequency for every token and
+/// pair, [tokens, head_dim / 2] each, computed once per forward pass and shared by the layers.
+pub struct RopeTable {
+    pub head_dim: usize,
+    pub theta: f64,
+    pub positions: Vec<u32>,
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
+impl RopeTable {
+    /// As transformers: the angle is an f32 product ([`reference::rope_angle`]), its cosine and
+    /// sine rounded to f32.
+    pub fn new(positions: &[u32], head_dim: usize, theta: f64) -> RopeTable {
+        let inv_freq = reference::rope_inv_freq(head_dim, theta);
+        let mut cos = Vec::with_capacity(positions.len() * head_dim / 2);
+        let mut sin = Vec::with_capacity(positions.len() * head_dim / 2);
+        for &p in positions {
+            for &f in &inv_freq {
+                let angle = reference::rope_angle(p, f) as f64;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        RopeTable { head_dim, theta, positions: positions.to_vec(), cos, sin }
+    }
 }

@@ -161,11 +161,11 @@ impl<O: Ops> Encoder<O> {
 
 /// Work between two interrupt checks: about 10 ms on two cores, so cancel and
 /// statement_timeout act within a fraction of a second whatever the batch.
-const CHUNK_FLOPS: usize = 2_000_000_000;
+pub(crate) const CHUNK_FLOPS: usize = 2_000_000_000;
 
 /// 0..n in chunks of whole 288-row blocks (a multiple of every GEMM row block) costing about
 /// CHUNK_FLOPS at `flops_per_row`.
-fn row_chunks(n: usize, flops_per_row: usize) -> impl Iterator<Item = Range<usize>> {
+pub(crate) fn row_chunks(n: usize, flops_per_row: usize) -> impl Iterator<Item = Range<usize>> {
     let rows = (CHUNK_FLOPS / flops_per_row.max(1) / 288).max(1) * 288;
     (0..n).step_by(rows).map(move |start| start..(start + rows).min(n))
 }

@@ -1,4 +1,5 @@
 //! Model architectures, written once over the backend [`Ops`](crate::backend::Ops).
+pub mod decoder;
 pub mod encoder;
 pub mod m3_heads;
 

@@ -1,4 +1,5 @@
-//! pooling.cu against bge_engine::pooling::pool: every combination of the four pooling modes,
+//! pooling.cu against bge_engine::pooling::pool: every combination of the four encoder pooling
+//! modes, last-token pooling alone and with them,
 //! with and without L2 normalisation, hidden sizes below, at and above the 256-thread block,
 //! packed batches of 1 to 513 tokens per sequence, under both schedules.
 mod common;
@@ -20,8 +21,9 @@ fn pooling_matches_reference() {
             let t = batch.num_tokens();
             let states = random(&mut rng, t * h, 3.0);
             let (d_states, d_cu) = (emu.up(&states), emu.up(&cu_seqlens(&batch)));
-            for bits in 1..16u32 {
-                let pooling = Pooling { cls: bits & 1 != 0, max: bits & 2 != 0, mean: bits & 4 != 0, mean_sqrt_len: bits & 8 != 0 };
+            // The four encoder modes in every combination, last-token alone and with all of them.
+            for bits in (1..16u32).chain([16, 31]) {
+                let pooling = Pooling { cls: bits & 1 != 0, max: bits & 2 != 0, mean: bits & 4 != 0, mean_sqrt_len: bits & 8 != 0, last_token: bits & 16 != 0 };
                 for normalize in [false, true] {
                     let want: Vec<f32> = bge_engine::pooling::pool(&states, h, &batch, pooling, normalize).concat();
                     under_each_schedule(|s| {

@@ -1,14 +1,17 @@
 //! The CPU backend: SIMD kernels (one file per op family) run on an explicit rayon pool.
-use super::Ops;
+use super::{CausalAttention, Ops, RopeTable};
 use crate::batch::PackedBatch;
 use crate::config::Activation;
 use crate::error::{Error, Result};
 
 pub mod activation;
 pub mod attention;
+pub mod causal_attention;
 pub mod gemm;
 pub mod gemm_bf16;
 pub mod norm;
+pub mod rms_norm;
+pub mod rope;
 pub mod simd;
 
 pub use gemm::{Isa, PackedLinear};
@@ -107,5 +110,21 @@ impl Ops for Cpu {
 
     fn attention(&self, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, heads: usize, d: usize, out: &mut [f32], queries: std::ops::Range<usize>) {
         attention::attention_rows(self.isa, pool, qkv, batch, heads, d, out, queries)
+    }
+
+    fn rms_norm(&self, pool: &rayon::ThreadPool, x: &[f32], gain: &[f32], eps: f32, out: &mut [f32], accumulate: bool) {
+        rms_norm::rms_norm(self.isa, pool, x, gain, eps, out, accumulate)
+    }
+
+    fn rope(&self, pool: &rayon::ThreadPool, qkv: &mut [f32], table: &RopeTable, heads: usize, kv_heads: usize, qk_norm: Option<(&[f32], &[f32], f32)>) {
+        rope::rope(self.isa, pool, qkv, table, heads, kv_heads, qk_norm)
+    }
+
+    fn causal_attention(&self, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, a: &CausalAttention, out: &mut [f32], queries: std::ops::Range<usize>) {
+        causal_attention::causal_attention(self.isa, pool, qkv, batch, a, out, queries)
+    }
+
+    fn gated_activation(&self, pool: &rayon::ThreadPool, gate_up: &[f32], inter: usize, act: Activation, out: &mut [f32]) {
+        activation::gated_activation(self.isa, pool, gate_up, inter, act, out)
     }
 }

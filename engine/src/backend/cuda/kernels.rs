@@ -7,6 +7,7 @@ use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfi
 
 use super::nvrtc::{self, KernelFile};
 use super::{Device, Precision};
+use crate::backend::CausalAttention;
 use crate::config::{Activation, Pooling};
 
 /// Head dimensions attention.cu is instantiated for.
@@ -29,7 +30,25 @@ pub struct Kernels {
     pool_normalize: CudaFunction,
     cast_from_f32: CudaFunction,
     cast_to_f32: CudaFunction,
+    decoder: DecoderKernels,
 }
+
+/// The decoders' kernels (rms_norm.cu, rope.cu, causal_attention.cu, the gated activations,
+/// the scaled embedding gather).
+struct DecoderKernels {
+    embed_scaled: CudaFunction,
+    rms_norm: CudaFunction,
+    residual_add: CudaFunction,
+    rope_qk: CudaFunction,
+    causal_attention: CudaFunction,
+    gated_gelu_tanh: CudaFunction,
+    gated_silu: CudaFunction,
+}
+
+/// Largest head dimension causal_attention.cu holds (32 lanes × MAX_CHUNKS).
+pub const CAUSAL_ATTENTION_MAX_HEAD_DIM: usize = 256;
+/// Query rows per causal attention block (ROWS_PER_BLOCK in causal_attention.cu).
+const CAUSAL_ATTENTION_ROWS: usize = 4;
 
 type Launch = std::result::Result<(), String>;
 
@@ -77,6 +96,15 @@ impl Kernels {
             (nvrtc::CAST, format!("cast_{s}_to_f32")),
         ];
         names.extend(ATTENTION_HEAD_DIMS.iter().map(|d| (nvrtc::ATTENTION, format!("attention_d{d}_{s}"))));
+        names.extend([
+            (nvrtc::EMBEDDING, "embed_scaled".to_string()),
+            (nvrtc::RMS_NORM, format!("rms_norm_{s}")),
+            (nvrtc::RMS_NORM, "residual_add".to_string()),
+            (nvrtc::ROPE, "rope_qk".to_string()),
+            (nvrtc::CAUSAL_ATTENTION, format!("causal_attention_{s}")),
+            (nvrtc::ACTIVATION, format!("gated_gelu_tanh_{s}")),
+            (nvrtc::ACTIVATION, format!("gated_silu_{s}")),
+        ]);
         names
     }
 
@@ -104,6 +132,15 @@ impl Kernels {
             pool_normalize: take("pool_normalize".to_string())?,
             cast_from_f32: take(format!("cast_f32_to_{s}"))?,
             cast_to_f32: take(format!("cast_{s}_to_f32"))?,
+            decoder: DecoderKernels {
+                embed_scaled: take("embed_scaled".to_string())?,
+                rms_norm: take(format!("rms_norm_{s}"))?,
+                residual_add: take("residual_add".to_string())?,
+                rope_qk: take("rope_qk".to_string())?,
+                causal_attention: take(format!("causal_attention_{s}"))?,
+                gated_gelu_tanh: take(format!("gated_gelu_tanh_{s}"))?,
+                gated_silu: take(format!("gated_silu_{s}"))?,
+            },
         })
     }
 
@@ -210,6 +247,7 @@ impl Kernels {
         let f = match activation {
             Activation::Gelu => &self.bias_gelu_erf,
             Activation::GeluTanh => &self.bias_gelu_tanh,
+            Activation::Silu => return Err("no bias + SiLU kernel (no encoder uses SiLU)".into()),
         };
         let (y, b, o) = (ptr(linear_out, stream), ptr(bias, stream), ptr(out, stream));
         let (rows_u, cols_i) = (rows as u64, cols as i32);
@@ -287,7 +325,15 @@ impl Kernels {
             return Ok(());
         }
         let (h, cu, o) = (ptr(hidden_states, stream), ptr(cu_seqlens, stream), ptr(out, stream));
-        let flags = [hidden as i32, pooling.cls as i32, pooling.max as i32, pooling.mean as i32, pooling.mean_sqrt_len as i32, normalize as i32];
+        let flags = [
+            hidden as i32,
+            pooling.cls as i32,
+            pooling.max as i32,
+            pooling.mean as i32,
+            pooling.mean_sqrt_len as i32,
+            pooling.last_token as i32,
+            normalize as i32,
+        ];
         let cfg = LaunchConfig { grid_dim: (num_seqs as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         let mut l = stream.launch_builder(&self.pool_normalize);
         l.arg(&h).arg(&cu);
@@ -297,6 +343,184 @@ impl Kernels {
         l.arg(&o);
         // SAFETY: argument list matches pool_normalize in pooling.cu.
         launched(unsafe { l.launch(cfg) }, "pool_normalize")
+    }
+
+    /// embedding.cu embed_scaled: out32[t] = word[ids[t]] · scale. Ids must already be checked.
+    pub fn embed_scaled(&self, stream: &CudaStream, tokens: usize, hidden: usize, ids: &CudaSlice<u32>, word: &CudaSlice<f32>, scale: f32, out32: &mut CudaSlice<f32>) -> Launch {
+        need(ids, tokens, "ids")?;
+        need(out32, tokens * hidden, "embedding output")?;
+        if tokens == 0 {
+            return Ok(());
+        }
+        let (i, w, o, hidden_i) = (ptr(ids, stream), ptr(word, stream), ptr(out32, stream), hidden as i32);
+        let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let mut l = stream.launch_builder(&self.decoder.embed_scaled);
+        l.arg(&i).arg(&w).arg(&hidden_i).arg(&scale).arg(&o);
+        // SAFETY: argument list matches embed_scaled in embedding.cu; sizes checked.
+        launched(unsafe { l.launch(cfg) }, "embed_scaled")
+    }
+
+    /// rms_norm.cu: v = RMSNorm(x)·gain per row; out32 = v (or += v with `accumulate`) when
+    /// given, out16 = v in 16 bits when given. `out32` may be `x` itself: pass `in_place`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rms_norm(
+        &self,
+        stream: &CudaStream,
+        rows: usize,
+        hidden: usize,
+        x: Option<&CudaSlice<f32>>,
+        gain: &CudaSlice<f32>,
+        eps: f32,
+        out32: Option<(&mut CudaSlice<f32>, bool)>,
+        out16: Option<&mut CudaSlice<u16>>,
+    ) -> Launch {
+        need(gain, hidden, "gain")?;
+        let o32 = match &out32 {
+            Some((b, _)) => {
+                need(b, rows * hidden, "rms_norm out32")?;
+                ptr(b, stream)
+            }
+            None => 0,
+        };
+        let accumulate = out32.as_ref().is_some_and(|(_, a)| *a) as i32;
+        // No separate input: the norm of out32 in place.
+        let xp = match x {
+            Some(b) => {
+                need(b, rows * hidden, "rms_norm input")?;
+                ptr(b, stream)
+            }
+            None if o32 != 0 && accumulate == 0 => o32,
+            None => return Err("rms_norm: no input (in place needs out32 without accumulate)".into()),
+        };
+        let o16 = match &out16 {
+            Some(b) => {
+                need(b, rows * hidden, "rms_norm out16")?;
+                ptr(b, stream)
+            }
+            None => 0,
+        };
+        if rows == 0 {
+            return Ok(());
+        }
+        let (g, hidden_i) = (ptr(gain, stream), hidden as i32);
+        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (row_block(hidden), 1, 1), shared_mem_bytes: 0 };
+        let mut l = stream.launch_builder(&self.decoder.rms_norm);
+        l.arg(&xp).arg(&g).arg(&hidden_i).arg(&eps).arg(&accumulate).arg(&o32).arg(&o16);
+        // SAFETY: argument list matches rms_norm_* in rms_norm.cu; null outputs are skipped.
+        launched(unsafe { l.launch(cfg) }, "rms_norm")
+    }
+
+    /// rms_norm.cu residual_add: x += y over n elements.
+    pub fn residual_add(&self, stream: &CudaStream, n: usize, y: &CudaSlice<f32>, x: &mut CudaSlice<f32>) -> Launch {
+        need(y, n, "residual input")?;
+        need(x, n, "residual stream")?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (yp, xp, n_u) = (ptr(y, stream), ptr(x, stream), n as u64);
+        let mut l = stream.launch_builder(&self.decoder.residual_add);
+        l.arg(&yp).arg(&n_u).arg(&xp);
+        // SAFETY: argument list matches residual_add in rms_norm.cu.
+        launched(unsafe { l.launch(elementwise(n)) }, "residual_add")
+    }
+
+    /// rope.cu: RoPE (after the optional per-head q/k norm) in place on the query and key heads.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(
+        &self,
+        stream: &CudaStream,
+        tokens: usize,
+        qkv: &mut CudaSlice<f32>,
+        positions: &CudaSlice<u32>,
+        inv_freq: &CudaSlice<f32>,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        qk_norm: Option<(&CudaSlice<f32>, &CudaSlice<f32>, f32)>,
+    ) -> Launch {
+        need(qkv, tokens * (heads + 2 * kv_heads) * head_dim, "qkv")?;
+        need(positions, tokens, "positions")?;
+        need(inv_freq, head_dim / 2, "inv_freq")?;
+        if tokens == 0 {
+            return Ok(());
+        }
+        let (q, p, f) = (ptr(qkv, stream), ptr(positions, stream), ptr(inv_freq, stream));
+        let (qg, kg, eps) = match qk_norm {
+            Some((qg, kg, eps)) => {
+                need(qg, head_dim, "q_norm")?;
+                need(kg, head_dim, "k_norm")?;
+                (ptr(qg, stream), ptr(kg, stream), eps)
+            }
+            None => (0, 0, 0.0f32),
+        };
+        let (h, kv, d) = (heads as i32, kv_heads as i32, head_dim as i32);
+        let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let mut l = stream.launch_builder(&self.decoder.rope_qk);
+        l.arg(&q).arg(&p).arg(&f).arg(&h).arg(&kv).arg(&d).arg(&qg).arg(&kg).arg(&eps);
+        // SAFETY: argument list matches rope_qk in rope.cu; sizes checked.
+        launched(unsafe { l.launch(cfg) }, "rope_qk")
+    }
+
+    /// causal_attention.cu: causal GQA attention with soft-cap and sliding window.
+    #[allow(clippy::too_many_arguments)]
+    pub fn causal_attention(
+        &self,
+        stream: &CudaStream,
+        qkv: &CudaSlice<f32>,
+        cu_seqlens: &CudaSlice<i32>,
+        num_seqs: usize,
+        max_len: usize,
+        tokens: usize,
+        a: &CausalAttention,
+        out: &mut CudaSlice<u16>,
+    ) -> Launch {
+        if a.head_dim > CAUSAL_ATTENTION_MAX_HEAD_DIM || a.kv_heads == 0 || a.heads % a.kv_heads != 0 {
+            return Err(format!("causal attention cannot run {a:?}"));
+        }
+        need(qkv, tokens * a.qkv_width(), "qkv")?;
+        need(cu_seqlens, num_seqs + 1, "cu_seqlens")?;
+        need(out, tokens * a.heads * a.head_dim, "attention output")?;
+        if num_seqs == 0 || max_len == 0 {
+            return Ok(());
+        }
+        let (q, cu, o) = (ptr(qkv, stream), ptr(cu_seqlens, stream), ptr(out, stream));
+        let (h, kv, d) = (a.heads as i32, a.kv_heads as i32, a.head_dim as i32);
+        let softcap = a.softcap.unwrap_or(0.0);
+        let window = a.window.map_or(0, |w| w.min(i32::MAX as usize) as i32);
+        for first in (0..num_seqs).step_by(MAX_GRID_Z) {
+            let seqs = (num_seqs - first).min(MAX_GRID_Z);
+            let cu_slice = cu + (first * std::mem::size_of::<i32>()) as u64;
+            let cfg = LaunchConfig {
+                grid_dim: (max_len.div_ceil(CAUSAL_ATTENTION_ROWS) as u32, a.heads as u32, seqs as u32),
+                block_dim: (32 * CAUSAL_ATTENTION_ROWS as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut l = stream.launch_builder(&self.decoder.causal_attention);
+            l.arg(&q).arg(&cu_slice).arg(&h).arg(&kv).arg(&d).arg(&a.scale).arg(&softcap).arg(&window).arg(&o);
+            // SAFETY: argument list matches causal_attention_* in causal_attention.cu; cu_slice
+            // points at entry `first` of cu_seqlens.
+            launched(unsafe { l.launch(cfg) }, "causal_attention")?;
+        }
+        Ok(())
+    }
+
+    /// activation.cu gated_*: out = act(gate) · up for rows of gate | up, in 16 bits.
+    pub fn gated_activation(&self, stream: &CudaStream, activation: Activation, rows: usize, inter: usize, gate_up: &CudaSlice<f32>, out: &mut CudaSlice<u16>) -> Launch {
+        need(gate_up, rows * 2 * inter, "gate_up")?;
+        need(out, rows * inter, "gated output")?;
+        if rows * inter == 0 {
+            return Ok(());
+        }
+        let f = match activation {
+            Activation::GeluTanh => &self.decoder.gated_gelu_tanh,
+            Activation::Silu => &self.decoder.gated_silu,
+            Activation::Gelu => return Err("no gated exact-GELU kernel (no decoder uses it)".into()),
+        };
+        let (g, o, rows_u, inter_i) = (ptr(gate_up, stream), ptr(out, stream), rows as u64, inter as i32);
+        let mut l = stream.launch_builder(f);
+        l.arg(&g).arg(&rows_u).arg(&inter_i).arg(&o);
+        // SAFETY: argument list matches gated_* in activation.cu.
+        launched(unsafe { l.launch(elementwise(rows * inter)) }, "gated activation")
     }
 
     /// cast.cu: out = input narrowed to this precision (round to nearest even).

@@ -15,12 +15,14 @@ use cudarc::driver::{CudaContext, CudaModule, CudaStream};
 
 use crate::error::{Error, Result};
 
+pub mod decoder;
 pub mod encoder;
 pub mod gemm;
 pub mod kernels;
 pub mod nvrtc;
 pub mod probe;
 
+pub use decoder::CudaDecoder;
 pub use encoder::CudaEncoder;
 pub use kernels::Kernels;
 

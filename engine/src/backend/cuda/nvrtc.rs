@@ -25,9 +25,13 @@ pub const ACTIVATION: KernelFile = KernelFile { name: "activation.cu", source: i
 pub const ATTENTION: KernelFile = KernelFile { name: "attention.cu", source: include_str!("../../../../kernels/attention.cu") };
 pub const POOLING: KernelFile = KernelFile { name: "pooling.cu", source: include_str!("../../../../kernels/pooling.cu") };
 pub const CAST: KernelFile = KernelFile { name: "cast.cu", source: include_str!("../../../../kernels/cast.cu") };
+pub const RMS_NORM: KernelFile = KernelFile { name: "rms_norm.cu", source: include_str!("../../../../kernels/rms_norm.cu") };
+pub const ROPE: KernelFile = KernelFile { name: "rope.cu", source: include_str!("../../../../kernels/rope.cu") };
+pub const CAUSAL_ATTENTION: KernelFile =
+    KernelFile { name: "causal_attention.cu", source: include_str!("../../../../kernels/causal_attention.cu") };
 
 /// Every kernel file; the compile test checks this list against the kernels/ directory.
-pub const KERNEL_FILES: [KernelFile; 6] = [EMBEDDING, LAYER_NORM, ACTIVATION, ATTENTION, POOLING, CAST];
+pub const KERNEL_FILES: [KernelFile; 9] = [EMBEDDING, LAYER_NORM, ACTIVATION, ATTENTION, POOLING, CAST, RMS_NORM, ROPE, CAUSAL_ATTENTION];
 
 /// What NVRTC produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
