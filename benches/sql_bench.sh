@@ -3,7 +3,7 @@
 # same threads: `SELECT bge_embed(body) FROM t` (one call per row) against the engine one
 # sequence at a time, and the array form against the engine's batched path.
 #
-#   bash benches/sql_bench.sh [THREADS=2] [REPEATS=3]
+#   bash benches/sql_bench.sh [THREADS=2] [REPEATS=3]      (PRECISION=int8 etc.: bge.precision)
 # Needs the extension installed (scripts/demo.sh or scripts/test.sh did that) and a release
 # build of the engine example (built here if missing). Uses the scratch cluster of
 # scripts/pg_cluster.sh (restarted) of the major PG_BGE_PG picks (default 15).
@@ -12,13 +12,14 @@ cd "$(dirname "$0")/.."
 . scripts/pg_versions.sh
 THREADS=${1:-2}
 REPEATS=${2:-3}
+PRECISION=${PRECISION:-fp32}
 MODEL_DIR="$("$(pg_config_of "$PG_BGE_PG")" --sharedir)/bge_models"
 [ -f benches/corpus.txt ] || python3 benches/make_corpus.py benches/corpus.txt 1000
 cargo build --release -q -p bge-engine --example throughput
 chmod a+r benches/corpus.txt
 cp benches/corpus.txt /tmp/pg_bge_bench_corpus.txt && chmod a+r /tmp/pg_bge_bench_corpus.txt
 
-scripts/pg_cluster.sh start "bge.threads = $THREADS" >/dev/null
+scripts/pg_cluster.sh start "bge.threads = $THREADS" "bge.precision = $PRECISION" >/dev/null
 trap 'scripts/pg_cluster.sh stop' EXIT
 scripts/pg_cluster.sh psql -q -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION IF NOT EXISTS pg_bge;
@@ -37,7 +38,7 @@ SQL
     done
 } > /tmp/pg_bge_bench.sql
 times=$(scripts/pg_cluster.sh psql -q -o /dev/null -f /tmp/pg_bge_bench.sql | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
-engine=$(./target/release/examples/throughput "$MODEL_DIR/all-MiniLM-L6-v2" benches/corpus.txt "$THREADS" "$REPEATS")
+engine=$(BGE_PRECISION=$PRECISION ./target/release/examples/throughput "$MODEL_DIR/all-MiniLM-L6-v2" benches/corpus.txt "$THREADS" "$REPEATS")
 echo "$engine"
 python3 - "$REPEATS" "$times" "$engine" <<'PY'
 import statistics, sys
