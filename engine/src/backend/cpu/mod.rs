@@ -8,6 +8,7 @@ pub mod activation;
 pub mod attention;
 pub mod gemm;
 pub mod gemm_bf16;
+pub mod gemm_int8;
 pub mod norm;
 pub mod simd;
 
@@ -41,24 +42,43 @@ pub(crate) fn run_tasks(pool: &rayon::ThreadPool, tasks: usize, task: impl Fn(us
     }
 }
 
+/// Arithmetic of the CPU backend's linear layers (bge.precision); everything else stays f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearPrecision {
+    Fp32,
+    /// bfloat16 inputs, f32 sums (AVX512-BF16).
+    Bf16,
+    /// Weights per output channel and activations per token in int8, exact i32 sums.
+    Int8,
+}
+
+impl LinearPrecision {
+    pub fn name(self) -> &'static str {
+        match self {
+            LinearPrecision::Fp32 => "fp32",
+            LinearPrecision::Bf16 => "bf16",
+            LinearPrecision::Int8 => "int8",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Cpu {
     pub isa: Isa,
-    /// Linear layers in bfloat16 (AVX512-BF16); everything else stays f32.
-    pub bf16: bool,
+    pub precision: LinearPrecision,
 }
 
 impl Cpu {
     /// The f32 backend on the kernel family [`Isa::selected`] picks.
     pub fn new() -> Result<Cpu> {
-        Ok(Cpu { isa: Isa::selected()?, bf16: false })
+        Ok(Cpu { isa: Isa::selected()?, precision: LinearPrecision::Fp32 })
     }
 
     /// The reduced-precision variant: needs AVX512-BF16 and the AVX-512 kernels selected.
     pub fn bf16() -> Result<Cpu> {
         let isa = Isa::selected()?;
         if isa == Isa::Avx512 && gemm_bf16::available() {
-            return Ok(Cpu { isa, bf16: true });
+            return Ok(Cpu { isa, precision: LinearPrecision::Bf16 });
         }
         let why = if gemm_bf16::available() {
             format!("this server runs the {} kernels ({}={})", isa.name(), Isa::ENV, std::env::var(Isa::ENV).unwrap_or_default())
@@ -71,9 +91,19 @@ impl Cpu {
         })
     }
 
+    /// The 8-bit variant: runs on every CPU (VNNI, AVX2 or portable integer kernels).
+    pub fn int8() -> Result<Cpu> {
+        Ok(Cpu { isa: Isa::selected()?, precision: LinearPrecision::Int8 })
+    }
+
+    /// The int8 kernel family this backend's linear layers run on (when its precision is int8).
+    pub fn int8_kernel(&self) -> gemm_int8::Int8Kernel {
+        gemm_int8::Int8Kernel::for_isa(self.isa)
+    }
+
     /// What it computes with, for bge_models(): the kernel family and the linear layers' precision.
     pub fn describe(&self) -> (&'static str, &'static str) {
-        (self.isa.name(), if self.bf16 { "bf16" } else { "fp32" })
+        (self.isa.name(), self.precision.name())
     }
 }
 
@@ -81,16 +111,17 @@ impl Cpu {
 pub enum CpuLinear {
     F32(PackedLinear),
     Bf16(gemm_bf16::PackedBf16),
+    Int8(gemm_int8::PackedInt8),
 }
 
 impl Ops for Cpu {
     type Linear = CpuLinear;
 
     fn prepare_linear(&self, weight: Vec<f32>, bias: Vec<f32>, out_features: usize, in_features: usize) -> CpuLinear {
-        if self.bf16 {
-            CpuLinear::Bf16(gemm_bf16::PackedBf16::pack(&weight, &bias, out_features, in_features))
-        } else {
-            CpuLinear::F32(PackedLinear::pack(self.isa, &weight, &bias, out_features, in_features))
+        match self.precision {
+            LinearPrecision::Fp32 => CpuLinear::F32(PackedLinear::pack(self.isa, &weight, &bias, out_features, in_features)),
+            LinearPrecision::Bf16 => CpuLinear::Bf16(gemm_bf16::PackedBf16::pack(&weight, &bias, out_features, in_features)),
+            LinearPrecision::Int8 => CpuLinear::Int8(gemm_int8::PackedInt8::pack(self.int8_kernel(), &weight, &bias, out_features, in_features)),
         }
     }
 
@@ -98,6 +129,7 @@ impl Ops for Cpu {
         match lin {
             CpuLinear::F32(w) => gemm::gemm(pool, x, rows, w, act, y),
             CpuLinear::Bf16(w) => gemm_bf16::gemm_bf16(pool, x, rows, w, act, y),
+            CpuLinear::Int8(w) => gemm_int8::gemm_int8(pool, self.isa, x, rows, w, act, y),
         }
     }
 
