@@ -456,7 +456,7 @@ pub fn gemm_int8(pool: &rayon::ThreadPool, isa: Isa, x: &[f32], m: usize, w: &Pa
                 *scale = quantize_token_digits(w.kernel, &x[row * k..(row + 1) * k], values, dst);
             }
         } else {
-            pool.install(|| {
+            super::in_pool(pool, || {
                 bytes.par_chunks_mut(2 * kp).enumerate().zip(scales.par_iter_mut()).for_each_init(Vec::new, |values, ((row, dst), scale)| {
                     *scale = quantize_token_digits(w.kernel, &x[row * k..(row + 1) * k], values, dst);
                 })
