@@ -5,7 +5,8 @@
 //!   cargo run --release -p bge-engine --example throughput -- MODEL_DIR CORPUS [THREADS] [REPEATS] [MAX_BATCH_TOKENS]
 //!
 //! BGE_PRECISION=bf16|int8 picks bge.precision's CPU backend (fp32 otherwise); BGE_QUERY sets
-//! the latency query (default: a 10-token query with all-MiniLM-L6-v2's tokenizer).
+//! the latency query (default: a 10-token query with all-MiniLM-L6-v2's tokenizer). REPEATS = 0
+//! measures the latency only.
 use std::time::Instant;
 
 use bge_engine::backend::BackendKind;
@@ -37,18 +38,6 @@ fn main() {
     let tokens: usize = texts.iter().map(|t| model.tokenizer.count(t, true).unwrap()).sum();
     model.embed(&texts[..texts.len().min(16)], &opts, &mut || {}).unwrap();
 
-    let batched = median((0..repeats).map(|_| {
-        let t = Instant::now();
-        model.embed(&texts, &opts, &mut || {}).unwrap();
-        t.elapsed().as_secs_f64()
-    }).collect());
-    let single = median((0..repeats).map(|_| {
-        let t = Instant::now();
-        for text in &texts {
-            model.embed(&[text], &opts, &mut || {}).unwrap();
-        }
-        t.elapsed().as_secs_f64()
-    }).collect());
     // Batch-1 latency: one short query, embedded alone, many times (median).
     let query = std::env::var("BGE_QUERY").unwrap_or_else(|_| "what is the capital city of france?".into());
     let query_tokens = model.tokenizer.count(&query, true).unwrap();
@@ -60,6 +49,23 @@ fn main() {
         model.embed(&[query.as_str()], &opts, &mut || {}).unwrap();
         t.elapsed().as_secs_f64()
     }).collect());
+    let (batched, single) = if repeats == 0 {
+        (f64::NAN, f64::NAN)
+    } else {
+        let batched = median((0..repeats).map(|_| {
+            let t = Instant::now();
+            model.embed(&texts, &opts, &mut || {}).unwrap();
+            t.elapsed().as_secs_f64()
+        }).collect());
+        let single = median((0..repeats).map(|_| {
+            let t = Instant::now();
+            for text in &texts {
+                model.embed(&[text], &opts, &mut || {}).unwrap();
+            }
+            t.elapsed().as_secs_f64()
+        }).collect());
+        (batched, single)
+    };
     println!("model {name} ({}): load {:.1} ms, {} texts, {} tokens, {} threads, isa {:?}", backend.name(), load * 1e3, texts.len(), tokens, threads, bge_engine::backend::cpu::Isa::selected());
     println!("batched:  {:8.3} s  {:9.0} tokens/s  {:7.1} texts/s", batched, tokens as f64 / batched, texts.len() as f64 / batched);
     println!("single:   {:8.3} s  {:9.0} tokens/s  {:7.1} texts/s", single, tokens as f64 / single, texts.len() as f64 / single);
