@@ -246,32 +246,41 @@ pub unsafe fn gemm_block(
     let (mr, nr) = w.isa.tile();
     let k = w.k;
     let kernel = microkernel(w.isa);
-    // The last, partial MR rows go through a zero-padded copy so the kernel sees MR rows.
+    // The last, partial MR rows go through a zero-padded copy so the kernel sees MR rows
+    // (kept per thread: steady-state calls allocate nothing).
     let tail_start = rows.end - (rows.end - rows.start) % mr;
-    let mut tail = Vec::new();
-    if tail_start < rows.end {
-        tail = vec![0.0f32; mr * k];
-        for r in tail_start..rows.end {
-            std::ptr::copy_nonoverlapping(x.add(r * lda), tail[(r - tail_start) * k..].as_mut_ptr(), k);
-        }
-    }
-    let mut tile = [0.0f32; MAX_TILE];
-    for panel in panels {
-        let col0 = panel * nr;
-        let cols = nr.min(w.n - col0);
-        let b = w.panels[panel * k * nr..].as_ptr();
-        let bias = w.bias[col0..].as_ptr();
-        for row0 in rows.clone().step_by(mr) {
-            let (a, a_stride) = if row0 < tail_start { (x.add(row0 * lda), lda) } else { (tail.as_ptr(), k) };
-            kernel(k, a, a_stride, b, bias, tile.as_mut_ptr());
-            // The epilogue runs on the whole register tile at once (padding lanes included).
-            activate_inplace(w.isa, act, &mut tile[..mr * nr]);
-            for i in 0..mr.min(rows.end - row0) {
-                let dst = std::slice::from_raw_parts_mut(y.add((row0 + i) * ldy + col0), cols);
-                dst.copy_from_slice(&tile[i * nr..i * nr + cols]);
+    TAIL.with(|tail| {
+        let mut tail = tail.borrow_mut();
+        if tail_start < rows.end {
+            tail.clear();
+            tail.resize(mr * k, 0.0);
+            for r in tail_start..rows.end {
+                std::ptr::copy_nonoverlapping(x.add(r * lda), tail[(r - tail_start) * k..].as_mut_ptr(), k);
             }
         }
-    }
+        let mut tile = [0.0f32; MAX_TILE];
+        for panel in panels {
+            let col0 = panel * nr;
+            let cols = nr.min(w.n - col0);
+            let b = w.panels[panel * k * nr..].as_ptr();
+            let bias = w.bias[col0..].as_ptr();
+            for row0 in rows.clone().step_by(mr) {
+                let (a, a_stride) = if row0 < tail_start { (x.add(row0 * lda), lda) } else { (tail.as_ptr(), k) };
+                kernel(k, a, a_stride, b, bias, tile.as_mut_ptr());
+                // The epilogue runs on the whole register tile at once (padding lanes included).
+                activate_inplace(w.isa, act, &mut tile[..mr * nr]);
+                for i in 0..mr.min(rows.end - row0) {
+                    let dst = std::slice::from_raw_parts_mut(y.add((row0 + i) * ldy + col0), cols);
+                    dst.copy_from_slice(&tile[i * nr..i * nr + cols]);
+                }
+            }
+        }
+    })
+}
+
+thread_local! {
+    /// gemm_block's zero-padded copy of its last rows (gemm_block never re-enters itself).
+    static TAIL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Rows of x one task walks through while it sweeps its panels (keeps them in L2).

@@ -443,9 +443,11 @@ pub fn gemm_int8(pool: &rayon::ThreadPool, isa: Isa, x: &[f32], m: usize, w: &Pa
     if m == 0 {
         return;
     }
-    X_SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        let XScratch { bytes, scales, values } = &mut *scratch;
+    // Taken out, not borrowed, while the pool runs: a thread waiting for its tasks may steal
+    // another caller's GEMM, which then finds an empty scratch and makes its own.
+    let mut scratch = X_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    {
+        let XScratch { bytes, scales, values } = &mut scratch;
         bytes.clear();
         bytes.resize(m * 2 * kp, 0);
         scales.clear();
@@ -463,7 +465,8 @@ pub fn gemm_int8(pool: &rayon::ThreadPool, isa: Isa, x: &[f32], m: usize, w: &Pa
             });
         }
         run_quantized(pool, isa, bytes, scales, m, w, act, y);
-    });
+    }
+    X_SCRATCH.with(|s| *s.borrow_mut() = scratch);
 }
 
 #[allow(clippy::too_many_arguments)]
