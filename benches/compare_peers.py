@@ -87,6 +87,8 @@ def main():
     ap.add_argument("--onnx", help="encoder exported by benches/export_onnx.py (else exported here with PyTorch)")
     ap.add_argument("--latency-threads", default="1,2")
     ap.add_argument("--query", default="what is the capital city of france?")
+    ap.add_argument("--rounds", type=int, default=3, help="latency rounds, every runtime once per round, interleaved; medians reported")
+    ap.add_argument("--skip-throughput", action="store_true", help="latency only")
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
@@ -141,42 +143,53 @@ def main():
                 out[i] = pooled[j]
         return np.stack(out)
 
-    results["onnxruntime"] = timed(run_ort, args.repeats)
+    if not args.skip_throughput:
+        results["onnxruntime"] = timed(run_ort, args.repeats)
     if reference is not None:
         print(f"onnxruntime min cosine to sentence-transformers: {float((run_ort() * reference).sum(1).min()):.6f}")
     query_feeds = ort_inputs(tok, [args.query])
     query_tokens = int(query_feeds["attention_mask"].sum())
     lat_threads = [int(t) for t in args.latency_threads.split(",")]
-    for t in lat_threads:
-        s1 = ort_session(onnx_path, t)
-        latencies[("onnxruntime", t)] = median_latency(lambda: s1.run(None, query_feeds))
+    ort_by_threads = {t: ort_session(onnx_path, t) for t in lat_threads}
 
     # pg_bge's engine (batched by length under max_batch_tokens, the array form's path), then
     # its batch-1 latency per thread count (REPEATS = 0: latency only).
     exe = os.path.join(os.path.dirname(__file__), "..", "target", "release", "examples", "throughput")
-    for precision, suffix in (("fp32", ""), ("bf16", " bf16"), ("int8", " int8")):
+    precisions = (("fp32", ""), ("bf16", " bf16"), ("int8", " int8"))
+    runs_ok = []
+    for precision, suffix in precisions:
         env = dict(os.environ, BGE_PRECISION=precision, BGE_QUERY=args.query)
-        run = subprocess.run([exe, args.model, args.corpus, str(args.threads), str(args.repeats)], capture_output=True, text=True, env=env)
+        run = subprocess.run([exe, args.model, args.corpus, str(args.threads), "0" if args.skip_throughput else str(args.repeats)], capture_output=True, text=True, env=env)
         if run.returncode != 0:
             print(f"pg_bge {precision}: not run ({run.stderr.strip().splitlines()[-1:]})")
             continue
+        runs_ok.append((precision, suffix, env))
         print(run.stdout.strip())
         for line in run.stdout.splitlines():
-            if line.startswith("batched:"):
+            if line.startswith("batched:") and not args.skip_throughput:
                 results["pg_bge" + suffix] = float(line.split()[1])
-            if line.startswith("single:"):
+            if line.startswith("single:") and not args.skip_throughput:
                 results["pg_bge one at a time" + suffix] = float(line.split()[1])
+    # Latency in rounds, every runtime once per round, so load that comes and goes on the
+    # machine affects them alike; medians over rounds.
+    samples = {}
+    for _ in range(args.rounds):
         for t in lat_threads:
-            run = subprocess.run([exe, args.model, args.corpus, str(t), "0"], capture_output=True, text=True, env=env)
-            for line in run.stdout.splitlines():
-                if line.startswith("latency:"):
-                    latencies[("pg_bge" + suffix, t)] = float(line.split()[1]) / 1e3
+            s1 = ort_by_threads[t]
+            samples.setdefault(("onnxruntime", t), []).append(median_latency(lambda: s1.run(None, query_feeds)))
+        for precision, suffix, env in runs_ok:
+            for t in lat_threads:
+                run = subprocess.run([exe, args.model, args.corpus, str(t), "0"], capture_output=True, text=True, env=env)
+                for line in run.stdout.splitlines():
+                    if line.startswith("latency:"):
+                        samples.setdefault(("pg_bge" + suffix, t), []).append(float(line.split()[1]) / 1e3)
+    latencies = {k: statistics.median(v) for k, v in samples.items()}
 
     print(f"\ncorpus: {len(texts)} texts, {n_tokens} tokens after truncation at {max_len}; {args.threads} threads; median of {args.repeats}")
     print(f"{'runtime':28} {'seconds':>8} {'tokens/s':>10} {'texts/s':>8} {'x onnxruntime':>14}")
-    for name, secs in results.items():
+    for name, secs in (results.items() if results else []):
         print(f"{name:28} {secs:8.3f} {n_tokens / secs:10.0f} {len(texts) / secs:8.1f} {results['onnxruntime'] / secs:13.2f}x")
-    print(f"\nbatch-1 latency of a {query_tokens}-token query (median of 300; pg_bge includes tokenising and pooling)")
+    print(f"\nbatch-1 latency of a {query_tokens}-token query (median of 300 calls, then of {args.rounds} interleaved rounds; pg_bge includes tokenising and pooling)")
     print(f"{'runtime':28} " + " ".join(f"{f'{t} thr ms':>10} {'x ort':>6}" for t in lat_threads))
     for name in dict.fromkeys(n for n, _ in latencies):
         cells = []
