@@ -130,9 +130,18 @@ fn quantize_symmetric(values: &[f32], max_level: f32, out: &mut [i32]) -> f32 {
     }
     let inv = max_level / amax;
     for (q, v) in out.iter_mut().zip(values) {
-        *q = (v * inv).round_ties_even().clamp(-max_level, max_level) as i32;
+        *q = round_even((v * inv).clamp(-max_level, max_level)) as i32;
     }
     amax / max_level
+}
+
+/// Round to nearest, ties to even, for |x| < 2²²: adding 1.5·2²³ leaves no fraction bits, so
+/// the addition itself rounds. Unlike f32::round_ties_even (a libm call on baseline x86-64),
+/// it vectorises.
+#[inline(always)]
+fn round_even(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5·2²³
+    (x + SHIFT) - SHIFT
 }
 
 pub fn quantize_weights(w: &[f32], n: usize, k: usize) -> QuantizedWeights {
