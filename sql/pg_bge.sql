@@ -109,7 +109,7 @@ COMMENT ON FUNCTION bge_embed_colbert(text, text) IS
 COMMENT ON FUNCTION bge_maxsim(real[], real[]) IS
     'Late-interaction (MaxSim) score of a query''s ColBERT vectors against a document''s: for each query row the largest dot product with any document row, averaged over the query rows (FlagEmbedding''s colbert_score; multiply by array_length(query, 1) for the plain sum). A 1-D array is one vector. Errors (SQLSTATE 22000) when the vector widths differ.';
 COMMENT ON FUNCTION bge_models() IS
-    'Models installed under bge.model_dir: architecture, dimensions, max tokens, pooling, normalisation, device, CPU kernel family (isa: avx512, avx2 or portable; NULL on a GPU) and linear-layer precision (fp32, bf16; fp16 on a GPU), whether it is loaded (by the model server when it computes for this session, else by this backend) and how long that took, or why it cannot be read.';
+    'Models installed under bge.model_dir: architecture, dimensions, max tokens, pooling, normalisation, device, CPU kernel family (isa: avx512, avx2 or portable; NULL on a GPU) and linear-layer precision (fp32, bf16, int8; fp16 on a GPU), whether it is loaded (by the model server when it computes for this session, else by this backend) and how long that took, or why it cannot be read.';
 COMMENT ON FUNCTION bge_server_status() IS
     'The model server (shared_preload_libraries = ''pg_bge''): whether it runs, its pid, start time and uptime, request slots, requests waiting and in flight, requests, forward passes (batches) and texts per pass since it started, tokens and tokens/s, and the models it holds (device, precision, resident bytes, load time) as jsonb. One row with running = false when pg_bge is not preloaded.';
 COMMENT ON FUNCTION bge_cosine_distance(real[], real[]) IS

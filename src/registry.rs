@@ -40,6 +40,7 @@ pub fn planned_compute() -> (Option<&'static str>, &'static str) {
     let precision = match gucs::precision() {
         Precision::Fp32 => "fp32",
         Precision::Bf16 => "bf16",
+        Precision::Int8 => "int8",
     };
     (bge_engine::backend::cpu::Isa::selected().ok().map(|i| i.name()), precision)
 }
@@ -101,6 +102,7 @@ fn cpu_kind() -> BackendKind {
     match gucs::precision() {
         Precision::Fp32 => BackendKind::Cpu,
         Precision::Bf16 => BackendKind::CpuBf16,
+        Precision::Int8 => BackendKind::CpuInt8,
     }
 }
 

@@ -45,12 +45,15 @@ fn bench_models(c: &mut Criterion) {
     write_random_weights(&small, &path);
     let weights = bge_engine::weights::WeightFile::open(&path).unwrap();
     let small_bf16 = Cpu::bf16().ok().map(|cpu| Encoder::load(cpu, &small, &weights).unwrap());
+    let small_int8 = Encoder::load(Cpu::int8().unwrap(), &small, &weights).unwrap();
     let small = Encoder::load(Cpu::new().unwrap(), &small, &weights).unwrap();
     run(c, "bge-small-shape", &small);
     // bge.precision = bf16: half the weight bytes, which batch-1 latency is bound by.
     if let Some(net) = small_bf16 {
         run(c, "bge-small-shape-bf16", &net);
     }
+    // bge.precision = int8: a quarter of the weight bytes.
+    run(c, "bge-small-shape-int8", &small_int8);
 }
 
 /// A BertModel safetensors file of `spec`'s shape with small pseudo-random weights.

@@ -145,7 +145,7 @@ pub struct Model {
     /// The CPU kernel family it runs on ("avx512", "avx2", "portable"; "scalar" for the
     /// reference backend), None on a GPU.
     pub isa: Option<&'static str>,
-    /// Arithmetic of its linear layers: "fp32", "bf16" (CPU), "fp16" (GPU), "fp64" (reference).
+    /// Arithmetic of its linear layers: "fp32", "bf16", "int8" (CPU), "fp16" (GPU), "fp64" (reference).
     pub precision: &'static str,
     network: Box<dyn Forward>,
     /// BGE-M3's sparse and ColBERT heads, where the directory has them.
@@ -184,8 +184,14 @@ impl Model {
                 let heads = M3Heads::load(name, dir, spec.hidden_size, || Ok(Reference))?;
                 (load_network(Reference, spec, &weights)?, heads, Some("scalar"), "fp64")
             }
-            BackendKind::Cpu | BackendKind::CpuBf16 => {
-                let cpu = if backend == BackendKind::Cpu { Cpu::new()? } else { Cpu::bf16()? };
+            BackendKind::Cpu | BackendKind::CpuBf16 | BackendKind::CpuInt8 => {
+                let cpu = match backend {
+                    BackendKind::CpuBf16 => Cpu::bf16()?,
+                    BackendKind::CpuInt8 => Cpu::int8()?,
+                    _ => Cpu::new()?,
+                };
+                // The M3 heads stay f32 whatever the precision: they are small and their
+                // outputs (sparse weights, ColBERT vectors) are compared exactly by users.
                 let heads = M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?;
                 let (isa, precision) = cpu.describe();
                 (load_network(cpu, spec, &weights)?, heads, Some(isa), precision)

@@ -56,7 +56,7 @@ impl ModelStore {
 
     /// A loaded copy of `name`: on the GPU if there is one, else the fp32 CPU one, else any.
     pub fn loaded(&self, name: &str) -> Option<&Arc<Model>> {
-        [BackendKind::Cuda, BackendKind::Cpu, BackendKind::CpuBf16, BackendKind::Reference]
+        [BackendKind::Cuda, BackendKind::Cpu, BackendKind::CpuBf16, BackendKind::CpuInt8, BackendKind::Reference]
             .into_iter()
             .find_map(|b| self.loaded.get(&(name.to_string(), b)))
     }
@@ -77,7 +77,7 @@ impl ModelStore {
     /// means. A model already loaded on either is kept. No GPU, no CUDA libraries, or a model
     /// the GPU kernels do not cover all mean the CPU, quietly; the GPU probe runs once per
     /// process and its answer is remembered. Errors in the model itself are still errors.
-    /// `cpu` is the CPU flavour to fall back to (f32 or bf16).
+    /// `cpu` is the CPU flavour to fall back to (fp32, bf16 or int8).
     pub fn get_auto(&mut self, name: &str, cpu: BackendKind) -> Result<Arc<Model>> {
         let gpu = crate::backend::cuda::available() && !self.gpu_refused.contains(name);
         // A CPU copy loaded under bge.device = cpu does not keep `auto` off a working GPU.

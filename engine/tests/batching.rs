@@ -32,7 +32,9 @@ fn interrupt_is_called_between_layers_and_may_abort() {
     let model = Model::load("all-MiniLM-L6-v2", &minilm(), BackendKind::Cpu).unwrap();
     let mut calls = 0;
     model.embed(&["hello", "world"], &RunOptions::default(), &mut || calls += 1).unwrap();
-    assert!(calls >= model.spec.num_layers, "{calls} interrupt checks");
+    // A short pass (under one chunk of work, ~10 ms) runs in one trip into the thread pool and
+    // is checked before and after; longer ones between layers and row chunks.
+    assert!(calls >= 2, "{calls} interrupt checks");
     // A large batch is checked inside layers too (row chunks of bounded work): 40 texts of 256
     // tokens in one pass make 10,240 rows, more than 20 chunks per layer over its five ops.
     let long = "word ".repeat(300);

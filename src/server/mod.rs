@@ -49,7 +49,7 @@ pub enum Output {
     Colbert = 2,
 }
 
-/// Which copy of the model: bge.device and the CPU backend (fp32 or bf16).
+/// Which copy of the model: bge.device and the CPU backend (fp32, bf16 or int8).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Target {
     pub device: gucs::Device,

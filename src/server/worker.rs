@@ -274,7 +274,11 @@ impl Server {
             d if d == Device::Cuda as u8 => Device::Cuda,
             d => return Err(format!("unknown model server device {d}")),
         };
-        let cpu = if slot.cpu == BackendKind::CpuBf16 as u8 { BackendKind::CpuBf16 } else { BackendKind::Cpu };
+        let cpu = match slot.cpu {
+            c if c == BackendKind::CpuBf16 as u8 => BackendKind::CpuBf16,
+            c if c == BackendKind::CpuInt8 as u8 => BackendKind::CpuInt8,
+            _ => BackendKind::Cpu,
+        };
         let key = JobKey { dir: PathBuf::from(get_str(&slot.dir)), model: get_str(&slot.model), target: Target { device, cpu }, output };
         Ok(Job { slot: i, request_id: slot.request_id, key, encoded, tokens })
     }

@@ -270,7 +270,11 @@ fn registrations(schema: &str) -> Option<Vec<Registration>> {
         for row in rows {
             let get_oid = |i| row.get::<pg_sys::Oid>(i).ok().flatten().unwrap_or(pg_sys::InvalidOid);
             let get_text = |i| row.get::<String>(i).ok().flatten().unwrap_or_default();
-            let cpu = if get_text(7) == "bf16" { BackendKind::CpuBf16 } else { BackendKind::Cpu };
+            let cpu = match get_text(7).as_str() {
+                "bf16" => BackendKind::CpuBf16,
+                "int8" => BackendKind::CpuInt8,
+                _ => BackendKind::Cpu,
+            };
             found.push(Registration {
                 table: get_oid(1),
                 owner: get_oid(2),

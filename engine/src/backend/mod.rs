@@ -17,6 +17,8 @@ pub enum BackendKind {
     Cpu,
     /// The CPU backend with linear layers in bfloat16 (AVX512-BF16), for speed over exactness.
     CpuBf16,
+    /// The CPU backend with linear layers in int8 (weights per channel, activations per token).
+    CpuInt8,
     /// NVIDIA GPU: kernels/*.cu through NVRTC, GEMMs through cuBLAS, f16 GEMM inputs.
     Cuda,
 }
@@ -27,6 +29,7 @@ impl BackendKind {
             BackendKind::Reference => "reference",
             BackendKind::Cpu => "cpu",
             BackendKind::CpuBf16 => "cpu-bf16",
+            BackendKind::CpuInt8 => "cpu-int8",
             BackendKind::Cuda => "cuda",
         }
     }

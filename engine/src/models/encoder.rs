@@ -170,12 +170,18 @@ pub(crate) fn row_chunks(n: usize, flops_per_row: usize) -> impl Iterator<Item =
     (0..n).step_by(rows).map(move |start| start..(start + rows).min(n))
 }
 
-impl<O: Ops> Forward for Encoder<O> {
-    fn forward(&self, pool: &rayon::ThreadPool, batch: &PackedBatch, interrupt: &mut dyn FnMut()) -> Result<Vec<f32>> {
+impl<O: Ops> Encoder<O> {
+    /// Matmul and attention FLOPs of a forward pass over `batch` (DESIGN.md's estimate).
+    fn forward_flops(&self, batch: &PackedBatch) -> usize {
+        let (h, i) = (self.hidden, self.intermediate);
+        let per_token = 2 * (4 * h * h + 2 * h * i) + 4 * batch.max_len * h;
+        self.layers.len() * batch.num_tokens() * per_token
+    }
+
+    /// The layers over `x`, with `interrupt` between them.
+    fn layers(&self, pool: &rayon::ThreadPool, batch: &PackedBatch, mut x: Vec<f32>, interrupt: &mut dyn FnMut()) -> Result<Vec<f32>> {
         let (h, n, i) = (self.hidden, batch.num_tokens(), self.intermediate);
         let ops = &self.ops;
-        let mut x = self.embed_tokens(batch)?;
-        ops.add_layer_norm(pool, &mut x, None, &self.emb_norm.gamma, &self.emb_norm.beta, self.eps);
         let mut qkv = try_zeroed(n * 3 * h)?;
         let mut ctx = try_zeroed(n * h)?;
         let mut y = try_zeroed(n * h)?;
@@ -196,5 +202,26 @@ impl<O: Ops> Forward for Encoder<O> {
             std::mem::swap(&mut x, &mut y);
         }
         Ok(x)
+    }
+}
+
+impl<O: Ops> Forward for Encoder<O> {
+    fn forward(&self, pool: &rayon::ThreadPool, batch: &PackedBatch, interrupt: &mut dyn FnMut()) -> Result<Vec<f32>> {
+        let mut x = self.embed_tokens(batch)?;
+        if self.forward_flops(batch) <= CHUNK_FLOPS {
+            // A short pass (a query, a few sentences) makes one trip into the pool for all its
+            // ops instead of one per op: at batch 1 the trips cost as much as the arithmetic.
+            // `interrupt` may call into PostgreSQL, so it runs here on the calling thread,
+            // before and after; the pass takes about as long as one chunk between checks.
+            interrupt();
+            let x = crate::backend::cpu::in_pool(pool, || {
+                self.ops.add_layer_norm(pool, &mut x, None, &self.emb_norm.gamma, &self.emb_norm.beta, self.eps);
+                self.layers(pool, batch, x, &mut || {})
+            })?;
+            interrupt();
+            return Ok(x);
+        }
+        self.ops.add_layer_norm(pool, &mut x, None, &self.emb_norm.gamma, &self.emb_norm.beta, self.eps);
+        self.layers(pool, batch, x, interrupt)
     }
 }

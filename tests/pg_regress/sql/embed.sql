@@ -88,3 +88,14 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 SELECT pg_temp.bf16_outcome();
 SELECT current_setting('bge.precision') AS precision_restored, bool_and(bge_embed(t) = e) AS fp32_again FROM fp32;
+
+-- bge.precision = int8: every CPU (8-bit weights; VNNI, AVX2 or portable kernels, all bitwise
+-- equal), within cosine 0.999 of fp32; a batch gives the vectors of single calls bitwise; the
+-- forms that name a model stay fp32.
+SET bge.precision = int8;
+SELECT bool_and(1 - (bge_embed(t) <=> e) >= 0.999) AS int8_close, bool_or(bge_embed(t) <> e) AS int8_differs,
+       bool_and(bge_embed(t, 'all-MiniLM-L6-v2') = e) AS named_model_fp32 FROM fp32;
+SELECT precision FROM bge_models() WHERE name = 'all-MiniLM-L6-v2';
+SELECT bool_and(r.e = bge_embed(s.a[r.i::int])) AS int8_batch_equals_single, count(*) AS rows
+FROM (SELECT array_agg(t ORDER BY t) AS a FROM fp32) AS s, bge_embed(s.a) WITH ORDINALITY AS r(e, i);
+RESET bge.precision;

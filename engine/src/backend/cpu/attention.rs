@@ -74,7 +74,8 @@ pub fn attention_rows(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &P
         let r = batch.seq_range(s);
         r.start < queries.end && queries.start < r.end
     }).collect();
-    let task = |t: usize| {
+    let task = |t: usize| ATTENTION_SCRATCH.with(|scratch| {
+        let AttentionScratch { keys, values, zero_bias, scores } = &mut *scratch.borrow_mut();
         let (s, h) = (seqs[t / heads], t % heads);
         let range = batch.seq_range(s);
         let (base, len) = (range.start, range.len());
@@ -82,10 +83,10 @@ pub fn attention_rows(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &P
         let (first, last) = (queries.start.max(base) - base, queries.end.min(range.end) - base);
         // Keys as the right-hand side of S = Q·Kᵀ (n = len, k = d): panel[c][lane] = K[j][c].
         let key_panels = len.div_ceil(nr);
-        let mut keys = vec![0.0f32; key_panels * d * nr];
+        zeroed(keys, key_panels * d * nr);
         // Values as the right-hand side of O = P·V (n = d, k = len): panel[j][lane] = V[j][c].
         let value_panels = d.div_ceil(nr);
-        let mut values = vec![0.0f32; value_panels * len * nr];
+        zeroed(values, value_panels * len * nr);
         for j in 0..len {
             let k_row = &qkv[(base + j) * row + hidden + h * d..][..d];
             let v_row = &qkv[(base + j) * row + 2 * hidden + h * d..][..d];
@@ -95,11 +96,11 @@ pub fn attention_rows(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &P
                 values[(c / nr) * len * nr + j * nr + c % nr] = v_row[c];
             }
         }
-        let zero_bias = vec![0.0f32; key_panels.max(value_panels) * nr];
-        let key_view = Panels { isa, n: len, k: d, panels: &keys, bias: &zero_bias };
-        let value_view = Panels { isa, n: d, k: len, panels: &values, bias: &zero_bias };
+        zeroed(zero_bias, key_panels.max(value_panels) * nr);
+        let key_view = Panels { isa, n: len, k: d, panels: keys, bias: zero_bias };
+        let value_view = Panels { isa, n: d, k: len, panels: values, bias: zero_bias };
         let block = QUERY_BLOCK.min(last - first);
-        let mut scores = vec![0.0f32; block * len];
+        zeroed(scores, block * len);
         for q0 in (first..last).step_by(QUERY_BLOCK) {
             let rows = QUERY_BLOCK.min(last - q0);
             let scores = &mut scores[..rows * len];
@@ -115,6 +116,25 @@ pub fn attention_rows(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &P
                 gemm_block(value_view, scores.as_ptr(), len, 0..rows, 0..value_panels, o, hidden, None);
             }
         }
-    };
+    });
     super::run_tasks(pool, seqs.len() * heads, task);
+}
+
+/// Per-thread buffers of the attention tasks, reused so steady-state calls allocate nothing.
+#[derive(Default)]
+struct AttentionScratch {
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    zero_bias: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+thread_local! {
+    static ATTENTION_SCRATCH: std::cell::RefCell<AttentionScratch> = std::cell::RefCell::new(AttentionScratch::default());
+}
+
+/// `v` as `len` zeros, keeping its allocation.
+fn zeroed(v: &mut Vec<f32>, len: usize) {
+    v.clear();
+    v.resize(len, 0.0);
 }

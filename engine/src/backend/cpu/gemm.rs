@@ -3,10 +3,9 @@
 //! W (PyTorch layout [n, k]) is packed once at load into panels of NR columns, k-major
 //! (panel[p][0..NR] = W[col0..col0+NR][p]), zero-padded, so the microkernel streams it with
 //! aligned-width loads. The microkernel keeps an MR×NR tile of accumulators in registers and
-//! broadcasts one x value per row per k step. Row remainders are copied into a zero-padded
-//! MR-row buffer and run through the same kernel: every output element is the same fused
-//! multiply-add chain over k = 0..K in order, whatever the batch size, the row's place in it,
-//! or the thread count. That is what makes results bitwise batch-invariant.
+//! broadcasts one x value per row per k step. Row remainders run through instances of the same
+//! kernel with fewer rows: every output element is the same fused multiply-add chain over
+//! k = 0..K in order, whatever the batch size, the row's place in it, or the thread count. That is what makes results bitwise batch-invariant.
 //!
 //! The kernel is chosen at run time: AVX-512 (8×32), AVX2+FMA (6×16), or a portable `wide`
 //! kernel (4×16) for other CPUs. `wide` picks its instructions when the crate is compiled, so
@@ -154,9 +153,20 @@ pub struct Panels<'a> {
     pub bias: &'a [f32],
 }
 
-/// Computes one MR×NR tile into `tile` (row stride NR): x rows at `a` (stride `lda`, exactly
-/// MR readable rows), the packed panel at `b`, bias added.
-type Microkernel = unsafe fn(k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32);
+/// Computes `rows` (1..=MR) rows of an MR×NR tile into `tile` (row stride NR): x rows at `a`
+/// (stride `lda`, `rows` readable rows), the packed panel at `b`, bias added. Each output is the
+/// same FMA chain over k whatever `rows` is, so fewer rows only skip work, never change results.
+type Microkernel = unsafe fn(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32);
+
+/// Dispatches a row count to the const-generic instance `$f::<R>` for R in 1..=$mr.
+macro_rules! by_rows {
+    ($f:ident, $rows:expr, $args:tt, [$($r:literal)*]) => {
+        match $rows {
+            $($r => $f::<$r> $args,)*
+            r => unreachable!("{r} rows"),
+        }
+    };
+}
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -166,22 +176,22 @@ mod x86 {
         ($name:ident, $feat:literal, $lanes:literal, $mr:literal, $nv:literal,
          $zero:ident, $set1:ident, $load:ident, $fma:ident, $add:ident, $store:ident) => {
             #[target_feature(enable = $feat)]
-            pub unsafe fn $name(k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32) {
-                let mut acc = [[$zero(); $nv]; $mr];
+            unsafe fn $name<const R: usize>(k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32) {
+                let mut acc = [[$zero(); $nv]; R];
                 for p in 0..k {
                     let bp = b.add(p * $nv * $lanes);
                     let mut bv = [$zero(); $nv];
                     for v in 0..$nv {
                         bv[v] = $load(bp.add(v * $lanes));
                     }
-                    for i in 0..$mr {
+                    for i in 0..R {
                         let ai = $set1(*a.add(i * lda + p));
                         for v in 0..$nv {
                             acc[i][v] = $fma(ai, bv[v], acc[i][v]);
                         }
                     }
                 }
-                for i in 0..$mr {
+                for i in 0..R {
                     for v in 0..$nv {
                         let r = $add(acc[i][v], $load(bias.add(v * $lanes)));
                         $store(tile.add((i * $nv + v) * $lanes), r);
@@ -191,15 +201,27 @@ mod x86 {
         };
     }
 
-    microkernel!(avx512_8x32, "avx512f", 16, 8, 2, _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps);
-    microkernel!(avx2_6x16, "avx2,fma", 8, 6, 2, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps);
+    microkernel!(avx512_rx32, "avx512f", 16, 8, 2, _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps);
+    microkernel!(avx2_rx16, "avx2,fma", 8, 6, 2, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps);
+
+    pub unsafe fn avx512_8x32(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32) {
+        by_rows!(avx512_rx32, rows, (k, a, lda, b, bias, tile), [1 2 3 4 5 6 7 8])
+    }
+
+    pub unsafe fn avx2_6x16(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32) {
+        by_rows!(avx2_rx16, rows, (k, a, lda, b, bias, tile), [1 2 3 4 5 6])
+    }
 }
 
 /// Portable 4×16 kernel on `wide::f32x8` (whatever the crate was compiled for).
-unsafe fn portable_4x16(k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32) {
+unsafe fn portable_4x16(rows: usize, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32) {
+    by_rows!(portable_rx16, rows, (k, a, lda, b, bias, tile), [1 2 3 4])
+}
+
+unsafe fn portable_rx16<const R: usize>(k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32) {
     use wide::f32x8;
     let load = |p: *const f32| f32x8::from(*(p as *const [f32; 8]));
-    let mut acc = [[f32x8::ZERO; 2]; 4];
+    let mut acc = [[f32x8::ZERO; 2]; R];
     for p in 0..k {
         let b0 = load(b.add(p * 16));
         let b1 = load(b.add(p * 16 + 8));
@@ -246,15 +268,6 @@ pub unsafe fn gemm_block(
     let (mr, nr) = w.isa.tile();
     let k = w.k;
     let kernel = microkernel(w.isa);
-    // The last, partial MR rows go through a zero-padded copy so the kernel sees MR rows.
-    let tail_start = rows.end - (rows.end - rows.start) % mr;
-    let mut tail = Vec::new();
-    if tail_start < rows.end {
-        tail = vec![0.0f32; mr * k];
-        for r in tail_start..rows.end {
-            std::ptr::copy_nonoverlapping(x.add(r * lda), tail[(r - tail_start) * k..].as_mut_ptr(), k);
-        }
-    }
     let mut tile = [0.0f32; MAX_TILE];
     for panel in panels {
         let col0 = panel * nr;
@@ -262,11 +275,13 @@ pub unsafe fn gemm_block(
         let b = w.panels[panel * k * nr..].as_ptr();
         let bias = w.bias[col0..].as_ptr();
         for row0 in rows.clone().step_by(mr) {
-            let (a, a_stride) = if row0 < tail_start { (x.add(row0 * lda), lda) } else { (tail.as_ptr(), k) };
-            kernel(k, a, a_stride, b, bias, tile.as_mut_ptr());
-            // The epilogue runs on the whole register tile at once (padding lanes included).
-            activate_inplace(w.isa, act, &mut tile[..mr * nr]);
-            for i in 0..mr.min(rows.end - row0) {
+            // The last rows of a block run through a narrower instance of the kernel: no
+            // padding rows computed (a 10-token query costs 10 rows, not 16).
+            let r = mr.min(rows.end - row0);
+            kernel(r, k, x.add(row0 * lda), lda, b, bias, tile.as_mut_ptr());
+            // The epilogue runs on whole tile rows at once (padding lanes included).
+            activate_inplace(w.isa, act, &mut tile[..r * nr]);
+            for i in 0..r {
                 let dst = std::slice::from_raw_parts_mut(y.add((row0 + i) * ldy + col0), cols);
                 dst.copy_from_slice(&tile[i * nr..i * nr + cols]);
             }

@@ -121,7 +121,7 @@ pub fn gemm_bf16(pool: &rayon::ThreadPool, x: &[f32], m: usize, w: &PackedBf16, 
     if super::inline(pool) {
         xb.chunks_mut(kp).enumerate().for_each(convert);
     } else {
-        pool.install(|| xb.par_chunks_mut(kp).enumerate().for_each(convert));
+        super::in_pool(pool, || xb.par_chunks_mut(kp).enumerate().for_each(convert));
     }
 
     let out = SendPtr(y.as_mut_ptr());

@@ -9,6 +9,7 @@ pub mod attention;
 pub mod causal_attention;
 pub mod gemm;
 pub mod gemm_bf16;
+pub mod gemm_int8;
 pub mod norm;
 pub mod rms_norm;
 pub mod rope;
@@ -34,34 +35,75 @@ pub(crate) fn inline(pool: &rayon::ThreadPool) -> bool {
     pool.current_num_threads() == 1
 }
 
+/// Times a thread outside a pool handed work to it (see [`in_pool`]).
+static POOL_TRIPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Runs `f` on `pool`: from outside it, a trip there and back (a wake-up and a hand-off each
+/// way, tens of microseconds); from one of its own threads, or for a one-thread pool (whose
+/// work runs on the caller, see [`inline`]), a plain call.
+pub fn in_pool<R: Send>(pool: &rayon::ThreadPool, f: impl FnOnce() -> R + Send) -> R {
+    if inline(pool) {
+        return f();
+    }
+    if pool.current_thread_index().is_none() {
+        POOL_TRIPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    pool.install(f)
+}
+
+/// How many trips into a pool this process made so far (tests check that a short forward pass
+/// makes one, not one per op).
+pub fn pool_trips() -> usize {
+    POOL_TRIPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Runs `task(0..tasks)` on the pool, or on the calling thread for one task or a one-thread pool.
 pub(crate) fn run_tasks(pool: &rayon::ThreadPool, tasks: usize, task: impl Fn(usize) + Sync + Send) {
     use rayon::prelude::*;
     if tasks <= 1 || inline(pool) {
         (0..tasks).for_each(task);
     } else {
-        pool.install(|| (0..tasks).into_par_iter().for_each(task));
+        in_pool(pool, || (0..tasks).into_par_iter().for_each(task));
+    }
+}
+
+/// Arithmetic of the CPU backend's linear layers (bge.precision); everything else stays f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearPrecision {
+    Fp32,
+    /// bfloat16 inputs, f32 sums (AVX512-BF16).
+    Bf16,
+    /// Weights per output channel and activations per token in int8, exact i32 sums.
+    Int8,
+}
+
+impl LinearPrecision {
+    pub fn name(self) -> &'static str {
+        match self {
+            LinearPrecision::Fp32 => "fp32",
+            LinearPrecision::Bf16 => "bf16",
+            LinearPrecision::Int8 => "int8",
+        }
     }
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Cpu {
     pub isa: Isa,
-    /// Linear layers in bfloat16 (AVX512-BF16); everything else stays f32.
-    pub bf16: bool,
+    pub precision: LinearPrecision,
 }
 
 impl Cpu {
     /// The f32 backend on the kernel family [`Isa::selected`] picks.
     pub fn new() -> Result<Cpu> {
-        Ok(Cpu { isa: Isa::selected()?, bf16: false })
+        Ok(Cpu { isa: Isa::selected()?, precision: LinearPrecision::Fp32 })
     }
 
     /// The reduced-precision variant: needs AVX512-BF16 and the AVX-512 kernels selected.
     pub fn bf16() -> Result<Cpu> {
         let isa = Isa::selected()?;
         if isa == Isa::Avx512 && gemm_bf16::available() {
-            return Ok(Cpu { isa, bf16: true });
+            return Ok(Cpu { isa, precision: LinearPrecision::Bf16 });
         }
         let why = if gemm_bf16::available() {
             format!("this server runs the {} kernels ({}={})", isa.name(), Isa::ENV, std::env::var(Isa::ENV).unwrap_or_default())
@@ -74,9 +116,19 @@ impl Cpu {
         })
     }
 
+    /// The 8-bit variant: runs on every CPU (VNNI, AVX2 or portable integer kernels).
+    pub fn int8() -> Result<Cpu> {
+        Ok(Cpu { isa: Isa::selected()?, precision: LinearPrecision::Int8 })
+    }
+
+    /// The int8 kernel family this backend's linear layers run on (when its precision is int8).
+    pub fn int8_kernel(&self) -> gemm_int8::Int8Kernel {
+        gemm_int8::Int8Kernel::for_isa(self.isa)
+    }
+
     /// What it computes with, for bge_models(): the kernel family and the linear layers' precision.
     pub fn describe(&self) -> (&'static str, &'static str) {
-        (self.isa.name(), if self.bf16 { "bf16" } else { "fp32" })
+        (self.isa.name(), self.precision.name())
     }
 }
 
@@ -84,16 +136,17 @@ impl Cpu {
 pub enum CpuLinear {
     F32(PackedLinear),
     Bf16(gemm_bf16::PackedBf16),
+    Int8(gemm_int8::PackedInt8),
 }
 
 impl Ops for Cpu {
     type Linear = CpuLinear;
 
     fn prepare_linear(&self, weight: Vec<f32>, bias: Vec<f32>, out_features: usize, in_features: usize) -> CpuLinear {
-        if self.bf16 {
-            CpuLinear::Bf16(gemm_bf16::PackedBf16::pack(&weight, &bias, out_features, in_features))
-        } else {
-            CpuLinear::F32(PackedLinear::pack(self.isa, &weight, &bias, out_features, in_features))
+        match self.precision {
+            LinearPrecision::Fp32 => CpuLinear::F32(PackedLinear::pack(self.isa, &weight, &bias, out_features, in_features)),
+            LinearPrecision::Bf16 => CpuLinear::Bf16(gemm_bf16::PackedBf16::pack(&weight, &bias, out_features, in_features)),
+            LinearPrecision::Int8 => CpuLinear::Int8(gemm_int8::PackedInt8::pack(self.int8_kernel(), &weight, &bias, out_features, in_features)),
         }
     }
 
@@ -101,6 +154,7 @@ impl Ops for Cpu {
         match lin {
             CpuLinear::F32(w) => gemm::gemm(pool, x, rows, w, act, y),
             CpuLinear::Bf16(w) => gemm_bf16::gemm_bf16(pool, x, rows, w, act, y),
+            CpuLinear::Int8(w) => gemm_int8::gemm_int8(pool, self.isa, x, rows, w, act, y),
         }
     }
 

@@ -51,6 +51,6 @@ pub fn add_layer_norm(isa: Isa, pool: &rayon::ThreadPool, x: &mut [f32], residua
     } else if super::inline(pool) {
         x.chunks_mut(span).enumerate().for_each(task);
     } else {
-        pool.install(|| x.par_chunks_mut(span).enumerate().for_each(task));
+        super::in_pool(pool, || x.par_chunks_mut(span).enumerate().for_each(task));
     }
 }
