@@ -264,21 +264,6 @@ fn gpu(test: &str) -> Option<Arc<Device>> {
     }
 }
 
-fn random(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
-}
-
-/// max |got - want| relative to the largest |want| (plus 1, for outputs near zero); fails on
-/// any non-finite value, which is what an unwritten (NaN-poisoned) element looks like.
-fn rel_err(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    if let Some(i) = got.iter().position(|v| !v.is_finite()) {
-        panic!("non-finite output at {i} of {}: {}", got.len(), got[i]);
-    }
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())) + 1.0;
-    got.iter().zip(want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs())) / scale
-}
-
 /// 16-bit NaN of each precision, to poison outputs.
 fn nan16(p: Precision) -> u16 {
     match p {
@@ -328,11 +313,6 @@ impl Gpu {
     fn poisoned_16(&self, p: Precision, n: usize) -> CudaSlice<u16> {
         self.up(&vec![nan16(p); n])
     }
-}
-
-fn batch_of(lens: &[usize]) -> PackedBatch {
-    let encs: Vec<Encoded> = lens.iter().map(|&l| Encoded { ids: vec![0; l], type_ids: vec![0; l] }).collect();
-    PackedBatch::new(&encs.iter().collect::<Vec<_>>())
 }
 
 fn cu_seqlens(batch: &PackedBatch) -> Vec<i32> {

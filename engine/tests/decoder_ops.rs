@@ -1,33 +1,13 @@
 //! The decoder's CPU kernels (RMSNorm, RoPE, causal attention, gated activation) against the
 //! scalar reference on random data of awkward sizes, for every SIMD path this machine runs.
+mod common;
+
 use bge_engine::backend::cpu::{activation, causal_attention, rms_norm, rope, Isa};
 use bge_engine::backend::{reference, CausalAttention, RopeTable};
-use bge_engine::batch::PackedBatch;
 use bge_engine::config::Activation;
-use bge_engine::tokenize::Encoded;
+use common::*;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-fn random(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
-}
-
-/// max |got - want| relative to the largest |want| (plus 1, for outputs near zero).
-fn rel_err(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    assert!(got.iter().all(|v| v.is_finite()), "non-finite output");
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())) + 1.0;
-    got.iter().zip(want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs())) / scale
-}
-
-fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap()
-}
-
-fn batch_of(lens: &[usize]) -> PackedBatch {
-    let seqs: Vec<Encoded> = lens.iter().map(|&n| Encoded { ids: vec![5; n], type_ids: vec![0; n] }).collect();
-    PackedBatch::new(&seqs.iter().collect::<Vec<_>>())
-}
+use rand::SeedableRng;
 
 #[test]
 fn rms_norm_matches_reference() {

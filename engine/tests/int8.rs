@@ -13,14 +13,6 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-fn random(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
-}
-
-fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap()
-}
-
 const ROWS: [usize; 5] = [1, 3, 4, 17, 130];
 const COLS: [usize; 5] = [1, 7, 31, 33, 97];
 const DEPTHS: [usize; 7] = [1, 3, 5, 31, 63, 65, 387];

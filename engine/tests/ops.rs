@@ -1,28 +1,13 @@
 //! Every CPU kernel against the scalar reference on random data of awkward sizes, for every
 //! SIMD path this machine can run (AVX-512, AVX2, portable).
+mod common;
+
 use bge_engine::backend::cpu::{activation, attention, gemm, norm, Isa, PackedLinear};
 use bge_engine::backend::reference;
-use bge_engine::batch::PackedBatch;
 use bge_engine::config::Activation;
-use bge_engine::tokenize::Encoded;
+use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn random(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
-}
-
-/// max |got - want| relative to the largest |want| (plus 1, for outputs near zero).
-fn rel_err(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    assert!(got.iter().all(|v| v.is_finite()), "non-finite output");
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())) + 1.0;
-    got.iter().zip(want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs())) / scale
-}
-
-fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap()
-}
 
 #[test]
 fn gemm_matches_reference_on_awkward_sizes() {
@@ -95,11 +80,6 @@ fn add_layer_norm_matches_reference() {
             }
         }
     }
-}
-
-fn batch_of(lens: &[usize]) -> PackedBatch {
-    let encs: Vec<Encoded> = lens.iter().map(|&l| Encoded { ids: vec![0; l], type_ids: vec![0; l] }).collect();
-    PackedBatch::new(&encs.iter().collect::<Vec<_>>())
 }
 
 #[test]

@@ -1,7 +1,12 @@
-//! Shared test helpers: where the test model lives, goldens, and the CLS/512 variant.
+//! Shared test helpers: where the test model lives, goldens, the CLS/512 variant, and random
+//! data, error measure, pools and batches for the kernel tests.
 #![allow(dead_code)]
 use std::path::{Path, PathBuf};
 
+use bge_engine::batch::PackedBatch;
+use bge_engine::tokenize::Encoded;
+use rand::rngs::StdRng;
+use rand::Rng;
 use serde::Deserialize;
 
 /// The directory holding all-MiniLM-L6-v2 (scripts/fetch_model.sh models), or $BGE_TEST_MODEL_DIR.
@@ -79,4 +84,31 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// `n` values drawn uniformly from (-scale, scale).
+pub fn random(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+/// max |got - want| relative to the largest |want| (plus 1, for outputs near zero); fails on
+/// any non-finite value, which is what an unwritten (NaN-poisoned) element looks like.
+pub fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    if let Some(i) = got.iter().position(|v| !v.is_finite()) {
+        panic!("non-finite output at {i} of {}: {}", got.len(), got[i]);
+    }
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())) + 1.0;
+    got.iter().zip(want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs())) / scale
+}
+
+pub fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap()
+}
+
+/// A packed batch of sequences of these lengths (token ids all 0: the kernels read lengths and
+/// positions only).
+pub fn batch_of(lens: &[usize]) -> PackedBatch {
+    let encs: Vec<Encoded> = lens.iter().map(|&l| Encoded { ids: vec![0; l], type_ids: vec![0; l] }).collect();
+    PackedBatch::new(&encs.iter().collect::<Vec<_>>())
 }
