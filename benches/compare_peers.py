@@ -25,16 +25,6 @@ import tempfile
 import time
 
 
-def timed(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def load_tokenizer(model_dir, max_len):
     """The model's tokenizer.json, truncating at max_len, padding to the longest in a batch."""
     from tokenizers import Tokenizer
@@ -66,7 +56,8 @@ def ort_session(onnx_path, threads):
     return ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
 
 
-def median_latency(fn, runs=300, warmup=20):
+def median_time(fn, runs, warmup=1):
+    """Median seconds of `runs` calls of fn after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -115,7 +106,7 @@ def main():
         torch.set_num_threads(args.threads)
         st = SentenceTransformer(args.model, device="cpu")
         # PyTorch through sentence-transformers (it sorts by length and pads per batch).
-        results["pytorch"] = timed(lambda: st.encode(texts, batch_size=args.batch), args.repeats)
+        results["pytorch"] = median_time(lambda: st.encode(texts, batch_size=args.batch), args.repeats)
         reference = st.encode(texts, batch_size=args.batch, normalize_embeddings=True)
         if onnx_path is None:
             onnx_path = os.path.join(tmp.name, "model.onnx")
@@ -144,7 +135,7 @@ def main():
         return np.stack(out)
 
     if not args.skip_throughput:
-        results["onnxruntime"] = timed(run_ort, args.repeats)
+        results["onnxruntime"] = median_time(run_ort, args.repeats)
     if reference is not None:
         print(f"onnxruntime min cosine to sentence-transformers: {float((run_ort() * reference).sum(1).min()):.6f}")
     query_feeds = ort_inputs(tok, [args.query])
@@ -176,7 +167,7 @@ def main():
     for _ in range(args.rounds):
         for t in lat_threads:
             s1 = ort_by_threads[t]
-            samples.setdefault(("onnxruntime", t), []).append(median_latency(lambda: s1.run(None, query_feeds)))
+            samples.setdefault(("onnxruntime", t), []).append(median_time(lambda: s1.run(None, query_feeds), 300, warmup=20))
         for precision, suffix, env in runs_ok:
             for t in lat_threads:
                 run = subprocess.run([exe, args.model, args.corpus, str(t), "0"], capture_output=True, text=True, env=env)

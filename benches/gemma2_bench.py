@@ -22,12 +22,12 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benches"))
+from compare_peers import median_time  # noqa: E402
 TINY = os.path.join(ROOT, "engine", "tests", "models", "tiny-gemma2")
 SHAPE = dict(hidden_size=2048, num_hidden_layers=18, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
              intermediate_size=8192, query_pre_attn_scalar=256, attn_logit_softcapping=50.0, sliding_window=4096,
@@ -56,16 +56,6 @@ def make_model(dest):
     with open(os.path.join(tmp, "sentence_bert_config.json"), "w") as f:
         json.dump({"max_seq_length": MAX_SEQ_LENGTH, "do_lower_case": False}, f)
     os.rename(tmp, dest)
-
-
-def timed(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main():
@@ -113,7 +103,7 @@ def main():
                     out[i] = h[j]
         return torch.stack(out)
 
-    results["pytorch fp32 (eager)"] = timed(run_torch, args.repeats)
+    results["pytorch fp32 (eager)"] = median_time(run_torch, args.repeats)
     print(f"pytorch:  {results['pytorch fp32 (eager)']:8.3f} s  {n_tokens / results['pytorch fp32 (eager)']:9.1f} tokens/s", flush=True)
     del model
 
