@@ -2,6 +2,7 @@
 //! FLOPs here) so they read against the machine's peak.
 //!
 //!   cargo bench -p bge-engine --bench ops
+use bge_engine::backend::cpu::gemm_int8::{self, Int8Kernel, PackedInt8};
 use bge_engine::backend::cpu::{activation, attention, gemm, norm, Isa, PackedLinear};
 use bge_engine::batch::PackedBatch;
 use bge_engine::config::Activation;
@@ -31,6 +32,28 @@ fn bench_gemm(c: &mut Criterion) {
                 let p = pool(threads);
                 g.bench_with_input(BenchmarkId::new(format!("{isa:?}/t{threads}"), format!("{m}x{n}x{k}")), &(), |bch, _| {
                     bch.iter(|| gemm::gemm(&p, &x, m, &packed, None, &mut y))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+/// The int8 GEMM (bge.precision = int8) per kernel family, same shapes and FLOP count as f32.
+fn bench_gemm_int8(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm_int8");
+    for &(m, n, k) in &[(16, 1152, 384), (256, 1152, 384), (256, 384, 1536), (2048, 1536, 384)] {
+        let x = data(m * k);
+        let w = data(n * k);
+        let b = data(n);
+        let mut y = vec![0.0; m * n];
+        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        for kernel in Int8Kernel::available().into_iter().filter(|&k| k != Int8Kernel::Portable) {
+            let packed = PackedInt8::pack(kernel, &w, &b, n, k);
+            for threads in [1, 2] {
+                let p = pool(threads);
+                g.bench_with_input(BenchmarkId::new(format!("{}/t{threads}", kernel.name()), format!("{m}x{n}x{k}")), &(), |bch, _| {
+                    bch.iter(|| gemm_int8::gemm_int8(&p, Isa::detect(), &x, m, &packed, None, &mut y))
                 });
             }
         }
@@ -74,5 +97,5 @@ fn bench_elementwise(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_gemm, bench_attention, bench_elementwise);
+criterion_group!(benches, bench_gemm, bench_gemm_int8, bench_attention, bench_elementwise);
 criterion_main!(benches);

@@ -13,7 +13,7 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const ROWS: [usize; 5] = [1, 3, 4, 17, 130];
+const ROWS: [usize; 6] = [1, 3, 4, 16, 17, 130];
 const COLS: [usize; 5] = [1, 7, 31, 33, 97];
 const DEPTHS: [usize; 7] = [1, 3, 5, 31, 63, 65, 387];
 
@@ -23,11 +23,13 @@ fn int8_kernels_are_available_as_the_cpu_says() {
     assert!(kernels.contains(&Int8Kernel::Portable));
     assert_eq!(kernels.contains(&Int8Kernel::Avx2), Isa::available().contains(&Isa::Avx2));
     assert_eq!(kernels.contains(&Int8Kernel::Avx512Vnni), gemm_int8::vnni_available());
+    assert_eq!(kernels.contains(&Int8Kernel::Amx), gemm_int8::amx_available());
     // The backend's choice follows the f32 kernel family (BGE_CPU_ISA=avx2 forces AVX2 here).
     let cpu = Cpu::int8().unwrap();
     assert_eq!(cpu.precision, LinearPrecision::Int8);
     assert_eq!(cpu.describe().1, "int8");
     let want = match cpu.isa {
+        Isa::Avx512 if gemm_int8::amx_available() => Int8Kernel::Amx,
         Isa::Avx512 if gemm_int8::vnni_available() => Int8Kernel::Avx512Vnni,
         Isa::Avx512 | Isa::Avx2 => Int8Kernel::Avx2,
         Isa::Portable => Int8Kernel::Portable,

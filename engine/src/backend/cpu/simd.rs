@@ -29,6 +29,10 @@ pub trait F32s: Copy {
     /// self · 2^n for integral n (|n| < 127).
     fn scale_pow2(self, n: Self) -> Self;
     fn round(self) -> Self;
+    fn floor(self) -> Self;
+    /// Writes each lane, an integer within ±2³¹, as its low byte (two's complement).
+    /// # Safety: `p` points to LANES writable bytes.
+    unsafe fn store_low_bytes(self, p: *mut u8);
 
     fn reduce_add(self) -> f32 {
         let mut buf = [0.0f32; 16];
@@ -104,7 +108,8 @@ mod x86 {
 
     macro_rules! impl_x86 {
         ($v:ty, $lanes:literal, $zero:ident, $set1:ident, $load:ident, $store:ident, $add:ident, $sub:ident,
-         $mul:ident, $div:ident, $fma:ident, $max:ident, $min:ident, $abs:ident, $round:ident, $scale:ident) => {
+         $mul:ident, $div:ident, $fma:ident, $max:ident, $min:ident, $abs:ident, $round:ident, $floor:ident, $scale:ident,
+         $low_bytes:ident) => {
             impl F32s for $v {
                 const LANES: usize = $lanes;
                 #[inline(always)]
@@ -134,6 +139,10 @@ mod x86 {
                 #[inline(always)]
                 fn round(self) -> Self { unsafe { $round(self) } }
                 #[inline(always)]
+                fn floor(self) -> Self { unsafe { $floor(self) } }
+                #[inline(always)]
+                unsafe fn store_low_bytes(self, p: *mut u8) { $low_bytes(self, p) }
+                #[inline(always)]
                 fn scale_pow2(self, n: Self) -> Self { unsafe { $scale(self, n) } }
             }
         };
@@ -146,6 +155,26 @@ mod x86 {
     #[inline(always)]
     unsafe fn round256(x: __m256) -> __m256 {
         _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x)
+    }
+    #[inline(always)]
+    unsafe fn floor512(x: __m512) -> __m512 {
+        _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(x)
+    }
+    #[inline(always)]
+    unsafe fn floor256(x: __m256) -> __m256 {
+        _mm256_floor_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn low_bytes512(x: __m512, p: *mut u8) {
+        _mm_storeu_si128(p as *mut __m128i, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(x)));
+    }
+    #[inline(always)]
+    unsafe fn low_bytes256(x: __m256, p: *mut u8) {
+        // Byte 0 of each i32 to the bottom of its 128-bit half, then the two halves together.
+        let pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+        let bytes = _mm256_shuffle_epi8(_mm256_cvtps_epi32(x), pick);
+        let joined = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
+        _mm_storel_epi64(p as *mut __m128i, _mm256_castsi256_si128(joined));
     }
     // |x| by clearing the sign bit. On 512-bit vectors with integer AND: the float form
     // (_mm512_and_ps) is AVX512DQ, which the avx512 kernels do not require.
@@ -165,9 +194,9 @@ mod x86 {
     }
 
     impl_x86!(__m512, 16, _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_add_ps, _mm512_sub_ps,
-        _mm512_mul_ps, _mm512_div_ps, _mm512_fmadd_ps, _mm512_max_ps, _mm512_min_ps, abs512, round512, _mm512_scalef_ps);
+        _mm512_mul_ps, _mm512_div_ps, _mm512_fmadd_ps, _mm512_max_ps, _mm512_min_ps, abs512, round512, floor512, _mm512_scalef_ps, low_bytes512);
     impl_x86!(__m256, 8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps,
-        _mm256_mul_ps, _mm256_div_ps, _mm256_fmadd_ps, _mm256_max_ps, _mm256_min_ps, abs256, round256, scale256);
+        _mm256_mul_ps, _mm256_div_ps, _mm256_fmadd_ps, _mm256_max_ps, _mm256_min_ps, abs256, round256, floor256, scale256, low_bytes256);
 }
 
 impl F32s for f32x8 {
@@ -210,6 +239,14 @@ impl F32s for f32x8 {
     }
     fn round(self) -> Self {
         f32x8::from(self.to_array().map(|v| v.round_ties_even()))
+    }
+    fn floor(self) -> Self {
+        f32x8::from(self.to_array().map(f32::floor))
+    }
+    unsafe fn store_low_bytes(self, p: *mut u8) {
+        for (i, v) in self.to_array().into_iter().enumerate() {
+            *p.add(i) = v as i32 as u8;
+        }
     }
     fn scale_pow2(self, n: Self) -> Self {
         let (x, n) = (self.to_array(), n.to_array());
