@@ -242,13 +242,40 @@ pub fn dequantize(f: f32, x_scale: f32, bias: f32) -> f32 {
     f * x_scale + bias
 }
 
+/// A byte buffer on 64-byte boundaries, so vector and tile rows of 64 bytes never straddle two
+/// cache lines; its length is a multiple of 64.
+#[derive(Default)]
+struct CacheLines(Vec<Line>);
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+impl CacheLines {
+    fn resize(&mut self, bytes: usize) {
+        debug_assert_eq!(bytes % 64, 0);
+        self.0.resize(bytes / 64, Line([0; 64]));
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: Line is 64 plain bytes without padding.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr() as *const u8, self.0.len() * 64) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u8, self.0.len() * 64) }
+    }
+}
+
 pub struct PackedInt8 {
     pub kernel: Int8Kernel,
     pub n: usize,
     pub k: usize,
     /// k rounded up to a multiple of GROUP.
     kp: usize,
-    panels: Vec<i8>,
+    /// i8 weights.
+    panels: CacheLines,
     /// Per panel, per group: NR weight scales and NR VNNI offset corrections (0 for other
     /// kernels), next to each other so a group's epilogue reads one run.
     group_scales: Vec<f32>,
@@ -269,13 +296,15 @@ impl PackedInt8 {
         assert_eq!(bias.len(), n);
         let kp = k.next_multiple_of(GROUP).max(GROUP);
         let (num_panels, groups, padded_groups) = (n.div_ceil(NR), w.groups(), kp / GROUP);
-        let mut panels = vec![0i8; num_panels * kp * NR];
+        let mut panels = CacheLines::default();
+        panels.resize(num_panels * kp * NR);
+        let bytes = panels.bytes_mut();
         let mut group_scales = vec![0.0f32; num_panels * padded_groups * NR];
         let mut compensation = vec![0i32; num_panels * padded_groups * NR];
         for col in 0..n {
             let (panel, lane) = (col / NR, col % NR);
             for p in 0..k {
-                panels[panel * kp * NR + (p / 4) * 4 * NR + lane * 4 + p % 4] = w.q[col * k + p];
+                bytes[panel * kp * NR + (p / 4) * 4 * NR + lane * 4 + p % 4] = w.q[col * k + p] as u8;
             }
             for g in 0..groups {
                 let at = (panel * padded_groups + g) * NR + lane;
@@ -293,22 +322,26 @@ impl PackedInt8 {
 
     /// Bytes of packed weights and scales.
     pub fn weight_bytes(&self) -> usize {
-        self.panels.len() + 4 * (self.group_scales.len() + self.compensation.len())
+        self.panels.bytes().len() + 4 * (self.group_scales.len() + self.compensation.len())
     }
 }
 
-/// One kernel call: `tokens` (≤ its tokens_per_call) tokens whose digit rows start at `a` (token t: high digits
-/// at a + t·2·kp, low at a + t·2·kp + kp), one packed panel at `b` with its per-group scales
-/// `s` and corrections `comp`; writes f (before the token scale) to `tile` (row stride NR).
+/// One kernel call: `tokens` (≤ its tokens_per_call) tokens whose digit rows start at `a`
+/// (token t: high digits at a + t·2·kp, low at a + t·2·kp + kp) with their scales `xs`, one
+/// packed panel at `b` with its per-group scales `s`, corrections `comp` and NR biases `bias`;
+/// writes the NR outputs of token t, dequantized, before the activation, at out + t·out_stride.
 #[derive(Clone, Copy)]
 struct KernelArgs {
     tokens: usize,
     kp: usize,
     a: *const u8,
+    xs: *const f32,
     b: *const i8,
     s: *const f32,
     comp: *const i32,
-    tile: *mut f32,
+    bias: *const f32,
+    out: *mut f32,
+    out_stride: usize,
 }
 
 type Kernel = unsafe fn(&KernelArgs);
@@ -332,7 +365,9 @@ unsafe fn portable_kernel(p: &KernelArgs) {
                 *fl = (((acc_hi << 8) + acc_lo) as f32).mul_add(*p.s.add(g * NR + lane), *fl);
             }
         }
-        std::ptr::copy_nonoverlapping(f.as_ptr(), p.tile.add(t * NR), NR);
+        for (lane, fl) in f.iter().enumerate() {
+            *p.out.add(t * p.out_stride + lane) = dequantize(*fl, *p.xs.add(t), *p.bias.add(lane));
+        }
     }
 }
 
@@ -373,8 +408,9 @@ mod x86 {
             }
         }
         for (t, row) in f.iter().enumerate() {
-            _mm512_storeu_ps(p.tile.add(t * NR), row[0]);
-            _mm512_storeu_ps(p.tile.add(t * NR + 16), row[1]);
+            for (v, &fv) in row.iter().enumerate() {
+                store_dequantized(p, t, v, fv);
+            }
         }
     }
 
@@ -385,6 +421,14 @@ mod x86 {
             3 => vnni_tokens::<3>(p),
             _ => vnni_tokens::<4>(p),
         }
+    }
+
+    /// Stores f·xs[t] + bias (multiply, then add: [`super::dequantize`]) for the 16 columns
+    /// 16·v.. of token t.
+    #[inline(always)]
+    unsafe fn store_dequantized(p: &KernelArgs, t: usize, v: usize, f: __m512) {
+        let y = _mm512_add_ps(_mm512_mul_ps(f, _mm512_set1_ps(*p.xs.add(t))), _mm512_loadu_ps(p.bias.add(16 * v)));
+        _mm512_storeu_ps(p.out.add(t * p.out_stride + 16 * v), y);
     }
 
     /// The tile configuration ldtilecfg reads (palette 1), 16 rows of 64 bytes each: tmm0/tmm1
@@ -425,10 +469,7 @@ mod x86 {
     pub unsafe fn amx(p: &KernelArgs) {
         let (tokens, kp) = (p.tokens, p.kp);
         debug_assert!((1..=super::AMX_ROWS).contains(&tokens));
-        for t in 0..tokens {
-            _mm512_storeu_ps(p.tile.add(t * NR), _mm512_setzero_ps());
-            _mm512_storeu_ps(p.tile.add(t * NR + 16), _mm512_setzero_ps());
-        }
+        let mut f = [[_mm512_setzero_ps(); 2]; super::AMX_ROWS];
         // Written by tilestored before every read.
         let mut sums = core::mem::MaybeUninit::<[GroupSums; 2]>::uninit();
         for g in 0..kp / GROUP {
@@ -472,9 +513,13 @@ mod x86 {
                     let h = _mm512_loadu_si512(hi.add(t * NR + 16 * v) as *const __m512i);
                     let l = _mm512_loadu_si512(lo.add(t * NR + 16 * v) as *const __m512i);
                     let acc = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32::<8>(h), l), comp);
-                    let f = p.tile.add(t * NR + 16 * v);
-                    _mm512_storeu_ps(f, _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), s, _mm512_loadu_ps(f)));
+                    f[t][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), s, f[t][v]);
                 }
+            }
+        }
+        for (t, row) in f[..tokens].iter().enumerate() {
+            for (v, &fv) in row.iter().enumerate() {
+                store_dequantized(p, t, v, fv);
             }
         }
     }
@@ -511,7 +556,8 @@ mod x86 {
             }
         }
         for (t, row) in f.iter().enumerate() {
-            _mm256_storeu_ps(p.tile.add(t * NR + 8 * part), *row);
+            let y = _mm256_add_ps(_mm256_mul_ps(*row, _mm256_set1_ps(*p.xs.add(t))), _mm256_loadu_ps(p.bias.add(8 * part)));
+            _mm256_storeu_ps(p.out.add(t * p.out_stride + 8 * part), y);
         }
     }
 
@@ -519,7 +565,7 @@ mod x86 {
         // Two tokens at a time keep hi, lo and f of each in the 16 ymm registers.
         let mut t0 = 0;
         while t0 < p.tokens {
-            let sub = KernelArgs { tokens: (p.tokens - t0).min(2), a: p.a.add(t0 * 2 * p.kp), tile: p.tile.add(t0 * NR), ..*p };
+            let sub = KernelArgs { tokens: (p.tokens - t0).min(2), a: p.a.add(t0 * 2 * p.kp), xs: p.xs.add(t0), out: p.out.add(t0 * p.out_stride), ..*p };
             for part in 0..4 {
                 if sub.tokens == 1 {
                     avx2_tokens::<1>(&sub, part)
@@ -560,7 +606,7 @@ fn kernel_fn(kernel: Int8Kernel) -> Kernel {
 /// so steady-state calls allocate nothing.
 #[derive(Default)]
 struct XScratch {
-    bytes: Vec<u8>,
+    bytes: CacheLines,
     scales: Vec<f32>,
 }
 
@@ -633,7 +679,8 @@ pub fn gemm_int8(pool: &rayon::ThreadPool, isa: Isa, x: &[f32], m: usize, w: &Pa
     {
         let XScratch { bytes, scales } = &mut scratch;
         // Every used byte is written below; no need to clear.
-        bytes.resize(rows * 2 * kp, 0);
+        bytes.resize(rows * 2 * kp);
+        let bytes = bytes.bytes_mut();
         scales.resize(m, 0.0);
         let quantize = |(row, (dst, scale)): (usize, (&mut [u8], &mut f32))| *scale = quantize_token_digits(isa, &x[row * k..(row + 1) * k], offset, dst);
         // Quantizing is O(m·k) against the GEMM's O(m·k·n): split it only when large.
@@ -688,33 +735,34 @@ fn run_quantized(pool: &rayon::ThreadPool, isa: Isa, xq: &[u8], x_scales: &[f32]
         for panel in panels {
             let col0 = panel * NR;
             let cols = NR.min(n - col0);
-            let bias = &w.bias[col0..col0 + NR];
             for row0 in rows.clone().step_by(mr) {
                 let tokens = mr.min(rows.end - row0);
+                // A whole panel goes straight into y; a partial one through the tile.
+                // SAFETY: tasks write disjoint (rows, panels) of y, which has m rows of n.
+                let (dst, dst_stride) = if cols == NR { (unsafe { out.get().add(row0 * n + col0) }, n) } else { (tile.as_mut_ptr(), NR) };
                 let args = KernelArgs {
                     tokens,
                     kp,
                     a: xq[row0 * 2 * kp..].as_ptr(),
-                    b: w.panels[panel * kp * NR..].as_ptr(),
+                    xs: x_scales[row0..].as_ptr(),
+                    b: w.panels.bytes()[panel * kp * NR..].as_ptr() as *const i8,
                     s: w.group_scales[panel * groups * NR..].as_ptr(),
                     comp: w.compensation[panel * groups * NR..].as_ptr(),
-                    tile: tile.as_mut_ptr(),
+                    bias: w.bias[col0..].as_ptr(),
+                    out: dst,
+                    out_stride: dst_stride,
                 };
-                // SAFETY: xq has m tokens of 2·kp bytes and row0 + tokens ≤ m; the panel has
-                // kp/4 runs of 4·NR bytes and `groups` runs of NR scales and corrections; the
-                // tile has room for the kernel's most tokens, rows of NR.
+                // SAFETY: xq has m tokens of 2·kp bytes (AMX: padded to 16) and row0 + tokens ≤ m;
+                // the panel has kp/4 runs of 4·NR bytes, `groups` runs of NR scales and
+                // corrections and NR biases; dst has `tokens` rows of NR at its stride.
                 unsafe { kernel(&args) };
                 for t in 0..tokens {
-                    let xs = x_scales[row0 + t];
-                    for (f, b) in tile[t * NR..(t + 1) * NR].iter_mut().zip(bias) {
-                        *f = dequantize(*f, xs, *b);
+                    // SAFETY: as above; rows of y and of the tile do not overlap.
+                    let row = unsafe { std::slice::from_raw_parts_mut(dst.add(t * dst_stride), cols) };
+                    activate_inplace(isa, act, row);
+                    if cols < NR {
+                        unsafe { std::slice::from_raw_parts_mut(out.get().add((row0 + t) * n + col0), cols) }.copy_from_slice(row);
                     }
-                }
-                activate_inplace(isa, act, &mut tile[..tokens * NR]);
-                for t in 0..tokens {
-                    // SAFETY: tasks write disjoint (rows, panels) of y, which has m rows of n.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add((row0 + t) * n + col0), cols) };
-                    dst.copy_from_slice(&tile[t * NR..t * NR + cols]);
                 }
             }
         }
