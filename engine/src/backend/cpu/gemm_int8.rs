@@ -737,9 +737,11 @@ fn run_quantized(pool: &rayon::ThreadPool, isa: Isa, xq: &[u8], x_scales: &[f32]
             let cols = NR.min(n - col0);
             for row0 in rows.clone().step_by(mr) {
                 let tokens = mr.min(rows.end - row0);
-                // A whole panel goes straight into y; a partial one through the tile.
+                // A whole panel without activation goes straight into y; otherwise through the
+                // tile, activated there in one call.
+                let direct = cols == NR && act.is_none();
                 // SAFETY: tasks write disjoint (rows, panels) of y, which has m rows of n.
-                let (dst, dst_stride) = if cols == NR { (unsafe { out.get().add(row0 * n + col0) }, n) } else { (tile.as_mut_ptr(), NR) };
+                let (dst, dst_stride) = if direct { (unsafe { out.get().add(row0 * n + col0) }, n) } else { (tile.as_mut_ptr(), NR) };
                 let args = KernelArgs {
                     tokens,
                     kp,
@@ -756,12 +758,12 @@ fn run_quantized(pool: &rayon::ThreadPool, isa: Isa, xq: &[u8], x_scales: &[f32]
                 // the panel has kp/4 runs of 4·NR bytes, `groups` runs of NR scales and
                 // corrections and NR biases; dst has `tokens` rows of NR at its stride.
                 unsafe { kernel(&args) };
-                for t in 0..tokens {
-                    // SAFETY: as above; rows of y and of the tile do not overlap.
-                    let row = unsafe { std::slice::from_raw_parts_mut(dst.add(t * dst_stride), cols) };
-                    activate_inplace(isa, act, row);
-                    if cols < NR {
-                        unsafe { std::slice::from_raw_parts_mut(out.get().add((row0 + t) * n + col0), cols) }.copy_from_slice(row);
+                if !direct {
+                    activate_inplace(isa, act, &mut tile[..tokens * NR]);
+                    for t in 0..tokens {
+                        // SAFETY: as above.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add((row0 + t) * n + col0), cols) };
+                        dst.copy_from_slice(&tile[t * NR..t * NR + cols]);
                     }
                 }
             }
