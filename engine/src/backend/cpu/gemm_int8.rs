@@ -19,8 +19,8 @@
 //! give: measured on a 2-vCPU Xeon with AVX512-VNNI, a 10×384×1536 GEMM ran at 1.6–1.8× the f32
 //! rate on one thread and 1.2–1.35× on two.
 //!
-//! Integer sums do not depend on order and the f32 steps are the same everywhere, so VNNI, AVX2,
-//! portable and the reference agree bitwise, and a row never depends on its batch or threads.
+//! Integer sums do not depend on order and the f32 steps are the same everywhere, so AMX, VNNI,
+//! AVX2, portable and the reference agree bitwise, and a row never depends on its batch or threads.
 //!
 //! Packing: panels of NR = 32 columns; for each group of 4 k (k zero-padded to a multiple of G)
 //! a panel holds 128 bytes, qw[c][4j..4j+4] for c = 0..32: one 32-bit lane per column, the
@@ -28,6 +28,11 @@
 //! - VNNI: vpdpbusd multiplies u8 by i8 and adds four products into i32 without saturation.
 //!   Digits are stored offset by +128 (u8); the offset adds 257·128·Σ_{k in g} qw[c, k] to the
 //!   combined group sum, removed by a per-(group, column) compensation term made at pack time.
+//! - AMX (Sapphire Rapids and later, where Linux grants the process the tile state): the same
+//!   offset digits and packed panels; one group is one tdpbusd step: tiles of 16 tokens × 64
+//!   digits (high and low) against the group's 16 rows of 4 k × 16 columns (two per panel),
+//!   four i32 sum tiles stored to memory, and the VNNI epilogue in AVX-512, pipelined one group
+//!   behind the tiles. Digit rows are padded to whole tiles of 16 tokens.
 //! - AVX2: vpmaddubsw (u8×i8, pairs summed into i16) would saturate on offset digits, so digits
 //!   stay signed: |digit| (≤ 128) as the u8 operand, w with the digit's sign (vpsignb) as the i8
 //!   one, so a pair is at most 2·128·127 = 32512 < 32767; vpmaddwd by 1 widens pairs to i32.
@@ -472,48 +477,61 @@ mod x86 {
         let mut f = [[_mm512_setzero_ps(); 2]; super::AMX_ROWS];
         // Written by tilestored before every read.
         let mut sums = core::mem::MaybeUninit::<[GroupSums; 2]>::uninit();
-        for g in 0..kp / GROUP {
-            let buf = (sums.as_mut_ptr() as *mut GroupSums).add(g & 1) as *mut i32;
-            let (hi, lo) = (buf, buf.add(super::AMX_ROWS * NR));
-            let b = p.b.add(g * GROUP * NR);
-            core::arch::asm!(
-                "tilezero tmm4",
-                "tilezero tmm5",
-                "tilezero tmm6",
-                "tilezero tmm7",
-                "tileloadd tmm0, [{a_hi} + {a_stride}*1]",
-                "tileloadd tmm1, [{a_lo} + {a_stride}*1]",
-                "tileloadd tmm2, [{b0} + {b_stride}*1]",
-                "tileloadd tmm3, [{b1} + {b_stride}*1]",
-                "tdpbusd tmm4, tmm0, tmm2",
-                "tdpbusd tmm5, tmm0, tmm3",
-                "tdpbusd tmm6, tmm1, tmm2",
-                "tdpbusd tmm7, tmm1, tmm3",
-                "tilestored [{hi0} + {c_stride}*1], tmm4",
-                "tilestored [{hi1} + {c_stride}*1], tmm5",
-                "tilestored [{lo0} + {c_stride}*1], tmm6",
-                "tilestored [{lo1} + {c_stride}*1], tmm7",
-                a_hi = in(reg) p.a.add(g * GROUP),
-                a_lo = in(reg) p.a.add(kp + g * GROUP),
-                a_stride = in(reg) 2 * kp,
-                b0 = in(reg) b,
-                b1 = in(reg) b.add(64),
-                b_stride = in(reg) 4 * NR,
-                hi0 = in(reg) hi,
-                hi1 = in(reg) hi.add(16),
-                lo0 = in(reg) lo,
-                lo1 = in(reg) lo.add(16),
-                c_stride = in(reg) 4 * NR,
-                options(nostack),
-            );
-            for v in 0..2 {
-                let s = _mm512_loadu_ps(p.s.add(g * NR + 16 * v));
-                let comp = _mm512_loadu_si512(p.comp.add(g * NR + 16 * v) as *const __m512i);
-                for t in 0..tokens {
-                    let h = _mm512_loadu_si512(hi.add(t * NR + 16 * v) as *const __m512i);
-                    let l = _mm512_loadu_si512(lo.add(t * NR + 16 * v) as *const __m512i);
-                    let acc = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32::<8>(h), l), comp);
-                    f[t][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), s, f[t][v]);
+        let base = sums.as_mut_ptr() as *mut GroupSums;
+        let sums_of = |g: usize| {
+            let buf = base.add(g & 1) as *mut i32;
+            (buf, buf.add(super::AMX_ROWS * NR))
+        };
+        let groups = kp / GROUP;
+        // Software-pipelined: the tiles of group g run while the epilogue reads group g − 1's
+        // sums, stored one step earlier (a load right after tilestored would wait for it).
+        for g in 0..=groups {
+            if g < groups {
+                let (hi, lo) = sums_of(g);
+                let b = p.b.add(g * GROUP * NR);
+                core::arch::asm!(
+                    "tilezero tmm4",
+                    "tilezero tmm5",
+                    "tilezero tmm6",
+                    "tilezero tmm7",
+                    "tileloadd tmm0, [{a_hi} + {a_stride}*1]",
+                    "tileloadd tmm1, [{a_lo} + {a_stride}*1]",
+                    "tileloadd tmm2, [{b0} + {b_stride}*1]",
+                    "tileloadd tmm3, [{b1} + {b_stride}*1]",
+                    "tdpbusd tmm4, tmm0, tmm2",
+                    "tdpbusd tmm5, tmm0, tmm3",
+                    "tdpbusd tmm6, tmm1, tmm2",
+                    "tdpbusd tmm7, tmm1, tmm3",
+                    "tilestored [{hi0} + {c_stride}*1], tmm4",
+                    "tilestored [{hi1} + {c_stride}*1], tmm5",
+                    "tilestored [{lo0} + {c_stride}*1], tmm6",
+                    "tilestored [{lo1} + {c_stride}*1], tmm7",
+                    a_hi = in(reg) p.a.add(g * GROUP),
+                    a_lo = in(reg) p.a.add(kp + g * GROUP),
+                    a_stride = in(reg) 2 * kp,
+                    b0 = in(reg) b,
+                    b1 = in(reg) b.add(64),
+                    b_stride = in(reg) 4 * NR,
+                    hi0 = in(reg) hi,
+                    hi1 = in(reg) hi.add(16),
+                    lo0 = in(reg) lo,
+                    lo1 = in(reg) lo.add(16),
+                    c_stride = in(reg) 4 * NR,
+                    options(nostack),
+                );
+            }
+            if g > 0 {
+                let g = g - 1;
+                let (hi, lo) = sums_of(g);
+                for v in 0..2 {
+                    let s = _mm512_loadu_ps(p.s.add(g * NR + 16 * v));
+                    let comp = _mm512_loadu_si512(p.comp.add(g * NR + 16 * v) as *const __m512i);
+                    for t in 0..tokens {
+                        let h = _mm512_loadu_si512(hi.add(t * NR + 16 * v) as *const __m512i);
+                        let l = _mm512_loadu_si512(lo.add(t * NR + 16 * v) as *const __m512i);
+                        let acc = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32::<8>(h), l), comp);
+                        f[t][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), s, f[t][v]);
+                    }
                 }
             }
         }
