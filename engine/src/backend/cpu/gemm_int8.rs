@@ -335,9 +335,11 @@ impl PackedInt8 {
 /// (token t: high digits at a + t·2·kp, low at a + t·2·kp + kp) with their scales `xs`, one
 /// packed panel at `b` with its per-group scales `s`, corrections `comp` and NR biases `bias`;
 /// writes the NR outputs of token t, dequantized, before the activation, at out + t·out_stride.
+/// `stream`: the panel is not in cache yet (its first pass), so the kernel prefetches ahead.
 #[derive(Clone, Copy)]
 struct KernelArgs {
     tokens: usize,
+    stream: bool,
     kp: usize,
     a: *const u8,
     xs: *const f32,
@@ -381,6 +383,16 @@ mod x86 {
     use super::{KernelArgs, GROUP, NR};
     use core::arch::x86_64::*;
 
+    /// Asks for the 64-byte lines `lines` of the panel bytes one 4 KiB page past `at`: on a
+    /// panel's first pass its weights stream from memory, and the hardware prefetcher stops at
+    /// page boundaries (see the f32 GEMM's PREFETCH_FLOATS). Never faults, even past the end.
+    #[inline(always)]
+    unsafe fn prefetch_next_page(at: *const i8, lines: std::ops::Range<usize>) {
+        for line in lines {
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(4096 + 64 * line));
+        }
+    }
+
     /// T tokens × 32 columns with vpdpbusd on offset digits.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn vnni_tokens<const T: usize>(p: &KernelArgs) {
@@ -391,6 +403,9 @@ mod x86 {
             let mut lo = [[_mm512_setzero_si512(); 2]; T];
             for j in g * GROUP / 4..(g + 1) * GROUP / 4 {
                 let bj = p.b.add(j * 4 * NR);
+                if p.stream {
+                    prefetch_next_page(bj, 0..2);
+                }
                 let b0 = _mm512_loadu_si512(bj as *const __m512i);
                 let b1 = _mm512_loadu_si512(bj.add(64) as *const __m512i);
                 for t in 0..T {
@@ -489,6 +504,9 @@ mod x86 {
             if g < groups {
                 let (hi, lo) = sums_of(g);
                 let b = p.b.add(g * GROUP * NR);
+                if p.stream {
+                    prefetch_next_page(b, 0..GROUP * NR / 64);
+                }
                 core::arch::asm!(
                     "tilezero tmm4",
                     "tilezero tmm5",
@@ -558,7 +576,11 @@ mod x86 {
             let mut hi = [_mm256_setzero_si256(); T];
             let mut lo = [_mm256_setzero_si256(); T];
             for j in g * GROUP / 4..(g + 1) * GROUP / 4 {
-                let w = _mm256_loadu_si256(p.b.add(j * 4 * NR + part * 32) as *const __m256i);
+                let bj = p.b.add(j * 4 * NR);
+                if p.stream && part == 0 {
+                    prefetch_next_page(bj, 0..2);
+                }
+                let w = _mm256_loadu_si256(bj.add(part * 32) as *const __m256i);
                 for t in 0..T {
                     let at = p.a.add(t * 2 * kp + 4 * j);
                     let ah = _mm256_set1_epi32((at as *const i32).read_unaligned());
@@ -583,7 +605,7 @@ mod x86 {
         // Two tokens at a time keep hi, lo and f of each in the 16 ymm registers.
         let mut t0 = 0;
         while t0 < p.tokens {
-            let sub = KernelArgs { tokens: (p.tokens - t0).min(2), a: p.a.add(t0 * 2 * p.kp), xs: p.xs.add(t0), out: p.out.add(t0 * p.out_stride), ..*p };
+            let sub = KernelArgs { tokens: (p.tokens - t0).min(2), stream: p.stream && t0 == 0, a: p.a.add(t0 * 2 * p.kp), xs: p.xs.add(t0), out: p.out.add(t0 * p.out_stride), ..*p };
             for part in 0..4 {
                 if sub.tokens == 1 {
                     avx2_tokens::<1>(&sub, part)
@@ -762,6 +784,8 @@ fn run_quantized(pool: &rayon::ThreadPool, isa: Isa, xq: &[u8], x_scales: &[f32]
                 let (dst, dst_stride) = if direct { (unsafe { out.get().add(row0 * n + col0) }, n) } else { (tile.as_mut_ptr(), NR) };
                 let args = KernelArgs {
                     tokens,
+                    // The block's first tokens bring the panel in; later ones find it in cache.
+                    stream: row0 == rows.start,
                     kp,
                     a: xq[row0 * 2 * kp..].as_ptr(),
                     xs: x_scales[row0..].as_ptr(),
