@@ -4,8 +4,9 @@
 //! - W is quantized at load per output channel and per group of G = 64 inputs, symmetrically:
 //!   qw[c, k] = round(w[c, k] / sw[c, g]), sw[c, g] = max|w[c, g·G..(g+1)·G]| / 127.
 //! - x is quantized at run time per token (row) to 16 bits: v[r, k] = round(x[r, k] / sx[r]),
-//!   sx[r] = max|x[r, ·]| / 32512, |v| ≤ 32512 = 127·256; v is fed to the 8-bit dot products as
-//!   two digits, v = 256·hi + lo, hi = floor((v + 128) / 256) ∈ [-127, 127], lo ∈ [-128, 127].
+//!   sx[r] = max|x[r, ·]| / 32512, |v| ≤ 32512 = 127·256; the 8-bit dot products (VNNI, AMX)
+//!   take v as two digits, v = 256·hi + lo, hi = floor((v + 128) / 256) ∈ [-127, 127],
+//!   lo ∈ [-128, 127]; the 16-bit ones (AVX2, portable) take v itself.
 //! - Per group, acc[r, c, g] = Σ_{k in g} v·qw = 256·Σ hi·qw + Σ lo·qw, exact in i32
 //!   (|acc| ≤ 64·32512·127 < 2³¹); then f = fma(acc as f32, sw[c, g], f) over g in order, and
 //!   y = f·sx[r] + b[c] (multiply, then add).
@@ -17,7 +18,7 @@
 //! Weight bytes stay one per weight (plus 1/16 for scales), a quarter of f32's; the second digit
 //! doubles the integer work, so the arithmetic gain over f32 is smaller than 8-bit tokens would
 //! give: measured on a 2-vCPU Xeon with AVX512-VNNI, a 10×384×1536 GEMM ran at 1.6–1.8× the f32
-//! rate on one thread and 1.2–1.35× on two.
+//! rate on one thread and 1.2–1.35× on two (AMX: 2.5-4×).
 //!
 //! Integer sums do not depend on order and the f32 steps are the same everywhere, so AMX, VNNI,
 //! AVX2, portable and the reference agree bitwise, and a row never depends on its batch or threads.
@@ -33,10 +34,12 @@
 //!   digits (high and low) against the group's 16 rows of 4 k × 16 columns (two per panel),
 //!   four i32 sum tiles stored to memory, and the VNNI epilogue in AVX-512, pipelined one group
 //!   behind the tiles. Digit rows are padded to whole tiles of 16 tokens.
-//! - AVX2: vpmaddubsw (u8×i8, pairs summed into i16) would saturate on offset digits, so digits
-//!   stay signed: |digit| (≤ 128) as the u8 operand, w with the digit's sign (vpsignb) as the i8
-//!   one, so a pair is at most 2·128·127 = 32512 < 32767; vpmaddwd by 1 widens pairs to i32.
-//! - portable: plain integer loops over the packed panel.
+//! - AVX2: vpmaddwd on the 16-bit values: a token's 4 values of one k-run, broadcast as a
+//!   quadword, against 4 columns' 4-byte runs widened to i16 (vpmovsxbw) give each column two
+//!   pair sums in adjacent i32 lanes (|pair| ≤ 2·32512·127, exact), added up over the group and
+//!   folded into one sum per column at its end. Two uops (vpmaddwd, vpaddd) per 16 products,
+//!   against five per 8-bit digit pair with vpmaddubsw, and one pass instead of two.
+//! - portable: plain integer loops over the packed panel and the 16-bit values.
 use rayon::prelude::*;
 
 use super::activation::activate_inplace;
@@ -105,9 +108,12 @@ impl Int8Kernel {
         }
     }
 
-    /// Whether digits are stored offset by +128 (as u8) rather than as i8.
-    fn offset_digits(self) -> bool {
-        matches!(self, Int8Kernel::Amx | Int8Kernel::Avx512Vnni)
+    /// How the kernel reads quantized tokens.
+    fn token_layout(self) -> TokenLayout {
+        match self {
+            Int8Kernel::Amx | Int8Kernel::Avx512Vnni => TokenLayout::OffsetDigits,
+            Int8Kernel::Avx2 | Int8Kernel::Portable => TokenLayout::Values,
+        }
     }
 
     /// Most tokens one kernel call takes: an AMX tile has 16 rows.
@@ -118,6 +124,16 @@ impl Int8Kernel {
             MR
         }
     }
+}
+
+/// A quantized token as a kernel reads it: 2·kp bytes either way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TokenLayout {
+    /// kp high digits, then kp low digits, each offset by +128 (u8): vpdpbusd and tdpbusd
+    /// multiply unsigned by signed bytes.
+    OffsetDigits,
+    /// The kp 16-bit values themselves (i16).
+    Values,
 }
 
 /// Whether this CPU has AVX512-VNNI (with the F and BW subsets the kernel also uses).
@@ -314,7 +330,7 @@ impl PackedInt8 {
             for g in 0..groups {
                 let at = (panel * padded_groups + g) * NR + lane;
                 group_scales[at] = w.scales[col * groups + g];
-                if kernel.offset_digits() {
+                if kernel.token_layout() == TokenLayout::OffsetDigits {
                     let sum: i32 = w.q[col * k + g * GROUP..col * k + ((g + 1) * GROUP).min(k)].iter().map(|&q| q as i32).sum();
                     compensation[at] = 257 * 128 * sum;
                 }
@@ -331,8 +347,8 @@ impl PackedInt8 {
     }
 }
 
-/// One kernel call: `tokens` (≤ its tokens_per_call) tokens whose digit rows start at `a`
-/// (token t: high digits at a + t·2·kp, low at a + t·2·kp + kp) with their scales `xs`, one
+/// One kernel call: `tokens` (≤ its tokens_per_call) tokens whose quantized rows start at `a`
+/// (token t at a + t·2·kp, in the kernel's [`TokenLayout`]) with their scales `xs`, one
 /// packed panel at `b` with its per-group scales `s`, corrections `comp` and NR biases `bias`;
 /// writes the NR outputs of token t, dequantized, before the activation, at out + t·out_stride.
 /// `stream`: the panel is not in cache yet (its first pass), so the kernel prefetches ahead.
@@ -353,23 +369,22 @@ struct KernelArgs {
 
 type Kernel = unsafe fn(&KernelArgs);
 
-/// Portable kernel: integer loops over the packed layout.
+/// Portable kernel: integer loops over the packed layout and the 16-bit values.
 unsafe fn portable_kernel(p: &KernelArgs) {
     let kp = p.kp;
     for t in 0..p.tokens {
-        let (hi, lo) = (p.a.add(t * 2 * kp) as *const i8, p.a.add(t * 2 * kp + kp) as *const i8);
+        let values = p.a.add(t * 2 * kp) as *const i16;
         let mut f = [0.0f32; NR];
         for g in 0..kp / GROUP {
             for (lane, fl) in f.iter_mut().enumerate() {
-                let (mut acc_hi, mut acc_lo) = (0i32, 0i32);
+                let mut acc = 0i32;
                 for j in g * GROUP / 4..(g + 1) * GROUP / 4 {
                     for d in 0..4 {
                         let w = *p.b.add(j * 4 * NR + lane * 4 + d) as i32;
-                        acc_hi += *hi.add(4 * j + d) as i32 * w;
-                        acc_lo += *lo.add(4 * j + d) as i32 * w;
+                        acc += values.add(4 * j + d).read_unaligned() as i32 * w;
                     }
                 }
-                *fl = (((acc_hi << 8) + acc_lo) as f32).mul_add(*p.s.add(g * NR + lane), *fl);
+                *fl = (acc as f32).mul_add(*p.s.add(g * NR + lane), *fl);
             }
         }
         for (lane, fl) in f.iter().enumerate() {
@@ -560,39 +575,33 @@ mod x86 {
         }
     }
 
-    /// digit · w summed over each column's 4 k, as i32 per column (exact: see the module comment).
-    #[inline(always)]
-    unsafe fn dot4(a: __m256i, w: __m256i, ones: __m256i) -> __m256i {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(w, a)), ones)
-    }
-
-    /// T tokens × 8 columns (quarter `part` of the panel) with the sign trick on signed digits.
+    /// T tokens × 8 columns (quarter `part` of the panel) with vpmaddwd on 16-bit values.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_tokens<const T: usize>(p: &KernelArgs, part: usize) {
         let kp = p.kp;
-        let ones = _mm256_set1_epi16(1);
         let mut f = [_mm256_setzero_ps(); T];
         for g in 0..kp / GROUP {
-            let mut hi = [_mm256_setzero_si256(); T];
-            let mut lo = [_mm256_setzero_si256(); T];
+            // Per token, columns 0..4 and 4..8 of the part: lanes 2c and 2c + 1 hold column c's
+            // two pair sums.
+            let mut acc = [[_mm256_setzero_si256(); 2]; T];
             for j in g * GROUP / 4..(g + 1) * GROUP / 4 {
                 let bj = p.b.add(j * 4 * NR);
                 if p.stream && part == 0 {
                     prefetch_next_page(bj, 0..2);
                 }
-                let w = _mm256_loadu_si256(bj.add(part * 32) as *const __m256i);
+                let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bj.add(part * 32) as *const __m128i));
+                let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bj.add(part * 32 + 16) as *const __m128i));
                 for t in 0..T {
-                    let at = p.a.add(t * 2 * kp + 4 * j);
-                    let ah = _mm256_set1_epi32((at as *const i32).read_unaligned());
-                    let al = _mm256_set1_epi32((at.add(kp) as *const i32).read_unaligned());
-                    hi[t] = _mm256_add_epi32(hi[t], dot4(ah, w, ones));
-                    lo[t] = _mm256_add_epi32(lo[t], dot4(al, w, ones));
+                    let v = _mm256_set1_epi64x((p.a.add(t * 2 * kp + 8 * j) as *const i64).read_unaligned());
+                    acc[t][0] = _mm256_add_epi32(acc[t][0], _mm256_madd_epi16(v, w0));
+                    acc[t][1] = _mm256_add_epi32(acc[t][1], _mm256_madd_epi16(v, w1));
                 }
             }
             let s = _mm256_loadu_ps(p.s.add(g * NR + 8 * part));
             for t in 0..T {
-                let acc = _mm256_add_epi32(_mm256_slli_epi32::<8>(hi[t]), lo[t]);
-                f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, f[t]);
+                // hadd gives columns [0 1 4 5 | 2 3 6 7]; the quadword shuffle puts them in order.
+                let sums = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(acc[t][0], acc[t][1]));
+                f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), s, f[t]);
             }
         }
         for (t, row) in f.iter().enumerate() {
@@ -602,18 +611,13 @@ mod x86 {
     }
 
     pub unsafe fn avx2(p: &KernelArgs) {
-        // Two tokens at a time keep hi, lo and f of each in the 16 ymm registers.
-        let mut t0 = 0;
-        while t0 < p.tokens {
-            let sub = KernelArgs { tokens: (p.tokens - t0).min(2), stream: p.stream && t0 == 0, a: p.a.add(t0 * 2 * p.kp), xs: p.xs.add(t0), out: p.out.add(t0 * p.out_stride), ..*p };
-            for part in 0..4 {
-                if sub.tokens == 1 {
-                    avx2_tokens::<1>(&sub, part)
-                } else {
-                    avx2_tokens::<2>(&sub, part)
-                }
+        for part in 0..4 {
+            match p.tokens {
+                1 => avx2_tokens::<1>(p, part),
+                2 => avx2_tokens::<2>(p, part),
+                3 => avx2_tokens::<3>(p, part),
+                _ => avx2_tokens::<4>(p, part),
             }
-            t0 += 2;
         }
     }
 }
@@ -639,10 +643,9 @@ fn kernel_fn(kernel: Int8Kernel) -> Kernel {
     }
 }
 
-/// Quantized x as the kernels read it: per token, a row of high digits then a row of low
-/// digits, kp bytes each (i8, or u8 offset by +128 for VNNI and AMX; padding is digit 0), and
-/// one scale per token; for AMX, rows up to a multiple of 16 tokens, so every tile load reads
-/// 16 rows of this buffer (rows past the tokens are never used). Kept per thread and reused,
+/// Quantized x as the kernels read it: per token 2·kp bytes in the kernel's [`TokenLayout`]
+/// (padding is value 0), and one scale per token; for AMX, rows up to a multiple of 16 tokens,
+/// so every tile load reads 16 rows of this buffer (rows past the tokens are never used). Kept per thread and reused,
 /// so steady-state calls allocate nothing.
 #[derive(Default)]
 struct XScratch {
@@ -654,12 +657,13 @@ thread_local! {
     static X_SCRATCH: std::cell::RefCell<XScratch> = std::cell::RefCell::new(XScratch::default());
 }
 
-/// Quantizes token `x` into its two digit rows `dst` (2·kp bytes), digits xor `offset`; returns
-/// the scale. The same arithmetic as [`quantize_token`] and [`digits`], in vectors.
+/// Quantizes token `x` into `dst` (2·kp bytes) in `layout`; returns the scale. The same
+/// arithmetic as [`quantize_token`] and [`digits`], in vectors.
 #[inline(always)]
-fn quantize_token_digits_simd<V: F32s>(x: &[f32], offset: u8, dst: &mut [u8]) -> f32 {
+fn encode_token_simd<V: F32s>(x: &[f32], layout: TokenLayout, dst: &mut [u8]) -> f32 {
     let (k, kp) = (x.len(), dst.len() / 2);
-    let (hi, lo) = dst.split_at_mut(kp);
+    // The byte that encodes 0 (digits 0 and 0, or value 0).
+    let zero = if layout == TokenLayout::OffsetDigits { 0x80 } else { 0 };
     let chunks = k / V::LANES;
     let mut buf = [0.0f32; 16];
     let load = |c: usize, buf: &mut [f32; 16]| -> V {
@@ -679,29 +683,40 @@ fn quantize_token_digits_simd<V: F32s>(x: &[f32], offset: u8, dst: &mut [u8]) ->
     // is skipped as f32::max skips it in the reference.
     let amax = (0..steps).fold(V::zero(), |m, c| load(c, &mut buf).abs().max(m)).reduce_max();
     if amax == 0.0 || !amax.is_finite() {
-        hi.fill(offset);
-        lo.fill(offset);
+        dst.fill(zero);
         return if amax == 0.0 { 0.0 } else { f32::NAN };
     }
     let (inv, limit, shift) = (V::splat(X_MAX / amax), V::splat(X_MAX), V::splat(12_582_912.0));
-    let (base, radix, offset_f) = (V::splat(128.0), V::splat(256.0), V::splat(offset as f32));
+    let (base, radix, offset) = (V::splat(128.0), V::splat(256.0), V::splat(128.0));
+    let (hi, lo) = dst.split_at_mut(kp);
     for c in 0..steps {
         let v = load(c, &mut buf).mul(inv).max(V::splat(-X_MAX)).min(limit).add(shift).sub(shift);
-        // digits() in f32, exact on these integers: hi = ⌊(v + 128) / 256⌋, lo = v − 256·hi.
-        let h = v.add(base).mul(V::splat(1.0 / 256.0)).floor();
-        let l = v.sub(h.mul(radix));
-        // SAFETY: kp is a multiple of 64, so whole vectors up to k stay inside each row.
+        // SAFETY: kp is a multiple of 64, so whole vectors up to k stay inside each row (and
+        // 2·c·LANES bytes inside the values).
         unsafe {
-            h.add(offset_f).store_low_bytes(hi.as_mut_ptr().add(c * V::LANES));
-            l.add(offset_f).store_low_bytes(lo.as_mut_ptr().add(c * V::LANES));
+            match layout {
+                TokenLayout::OffsetDigits => {
+                    // digits() in f32, exact on these integers: hi = ⌊(v + 128) / 256⌋, lo = v − 256·hi.
+                    let h = v.add(base).mul(V::splat(1.0 / 256.0)).floor();
+                    let l = v.sub(h.mul(radix));
+                    h.add(offset).store_low_bytes(hi.as_mut_ptr().add(c * V::LANES));
+                    l.add(offset).store_low_bytes(lo.as_mut_ptr().add(c * V::LANES));
+                }
+                TokenLayout::Values => v.store_i16((hi.as_mut_ptr() as *mut i16).add(c * V::LANES)),
+            }
         }
     }
-    hi[steps * V::LANES..].fill(offset);
-    lo[steps * V::LANES..].fill(offset);
+    match layout {
+        TokenLayout::OffsetDigits => {
+            hi[steps * V::LANES..].fill(zero);
+            lo[steps * V::LANES..].fill(zero);
+        }
+        TokenLayout::Values => dst[2 * steps * V::LANES..].fill(zero),
+    }
     amax / X_MAX
 }
 
-multiversion!(fn quantize_token_digits(x: &[f32], offset: u8, dst: &mut [u8]) -> f32 = quantize_token_digits_simd);
+multiversion!(fn encode_token(x: &[f32], layout: TokenLayout, dst: &mut [u8]) -> f32 = encode_token_simd);
 
 /// y = act(x·Wᵀ + b) for m rows; see the module comment. Activations use the f32 kernels of `isa`.
 pub fn gemm_int8(pool: &rayon::ThreadPool, isa: Isa, x: &[f32], m: usize, w: &PackedInt8, act: Option<Activation>, y: &mut [f32]) {
@@ -711,7 +726,7 @@ pub fn gemm_int8(pool: &rayon::ThreadPool, isa: Isa, x: &[f32], m: usize, w: &Pa
     if m == 0 {
         return;
     }
-    let offset = if w.kernel.offset_digits() { 0x80 } else { 0 };
+    let layout = w.kernel.token_layout();
     let rows = if w.kernel == Int8Kernel::Amx { m.next_multiple_of(AMX_ROWS) } else { m };
     // Taken out, not borrowed, while the pool runs: a thread waiting for its tasks may steal
     // another caller's GEMM, which then finds an empty scratch and makes its own.
@@ -722,7 +737,7 @@ pub fn gemm_int8(pool: &rayon::ThreadPool, isa: Isa, x: &[f32], m: usize, w: &Pa
         bytes.resize(rows * 2 * kp);
         let bytes = bytes.bytes_mut();
         scales.resize(m, 0.0);
-        let quantize = |(row, (dst, scale)): (usize, (&mut [u8], &mut f32))| *scale = quantize_token_digits(isa, &x[row * k..(row + 1) * k], offset, dst);
+        let quantize = |(row, (dst, scale)): (usize, (&mut [u8], &mut f32))| *scale = encode_token(isa, &x[row * k..(row + 1) * k], layout, dst);
         // Quantizing is O(m·k) against the GEMM's O(m·k·n): split it only when large.
         if super::inline(pool) || m * k < (1 << 16) {
             bytes[..m * 2 * kp].chunks_mut(2 * kp).zip(&mut scales[..m]).enumerate().for_each(quantize);

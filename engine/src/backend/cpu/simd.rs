@@ -33,6 +33,9 @@ pub trait F32s: Copy {
     /// Writes each lane, an integer within ±2³¹, as its low byte (two's complement).
     /// # Safety: `p` points to LANES writable bytes.
     unsafe fn store_low_bytes(self, p: *mut u8);
+    /// Writes each lane, an integer within ±2¹⁵, as an i16.
+    /// # Safety: `p` points to LANES writable i16.
+    unsafe fn store_i16(self, p: *mut i16);
 
     fn reduce_add(self) -> f32 {
         let mut buf = [0.0f32; 16];
@@ -109,7 +112,7 @@ mod x86 {
     macro_rules! impl_x86 {
         ($v:ty, $lanes:literal, $zero:ident, $set1:ident, $load:ident, $store:ident, $add:ident, $sub:ident,
          $mul:ident, $div:ident, $fma:ident, $max:ident, $min:ident, $abs:ident, $round:ident, $floor:ident, $scale:ident,
-         $low_bytes:ident) => {
+         $low_bytes:ident, $i16:ident) => {
             impl F32s for $v {
                 const LANES: usize = $lanes;
                 #[inline(always)]
@@ -142,6 +145,8 @@ mod x86 {
                 fn floor(self) -> Self { unsafe { $floor(self) } }
                 #[inline(always)]
                 unsafe fn store_low_bytes(self, p: *mut u8) { $low_bytes(self, p) }
+                #[inline(always)]
+                unsafe fn store_i16(self, p: *mut i16) { $i16(self, p) }
                 #[inline(always)]
                 fn scale_pow2(self, n: Self) -> Self { unsafe { $scale(self, n) } }
             }
@@ -176,6 +181,17 @@ mod x86 {
         let joined = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
         _mm_storel_epi64(p as *mut __m128i, _mm256_castsi256_si128(joined));
     }
+    #[inline(always)]
+    unsafe fn i16_512(x: __m512, p: *mut i16) {
+        _mm256_storeu_si256(p as *mut __m256i, _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(x)));
+    }
+    #[inline(always)]
+    unsafe fn i16_256(x: __m256, p: *mut i16) {
+        // packs works per 128-bit half: [a0..3 a0..3 | a4..7 a4..7] as i16; quadwords 0 and 2.
+        let i = _mm256_cvtps_epi32(x);
+        let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packs_epi32(i, i));
+        _mm_storeu_si128(p as *mut __m128i, _mm256_castsi256_si128(packed));
+    }
     // |x| by clearing the sign bit. On 512-bit vectors with integer AND: the float form
     // (_mm512_and_ps) is AVX512DQ, which the avx512 kernels do not require.
     #[inline(always)]
@@ -194,9 +210,9 @@ mod x86 {
     }
 
     impl_x86!(__m512, 16, _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_add_ps, _mm512_sub_ps,
-        _mm512_mul_ps, _mm512_div_ps, _mm512_fmadd_ps, _mm512_max_ps, _mm512_min_ps, abs512, round512, floor512, _mm512_scalef_ps, low_bytes512);
+        _mm512_mul_ps, _mm512_div_ps, _mm512_fmadd_ps, _mm512_max_ps, _mm512_min_ps, abs512, round512, floor512, _mm512_scalef_ps, low_bytes512, i16_512);
     impl_x86!(__m256, 8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps,
-        _mm256_mul_ps, _mm256_div_ps, _mm256_fmadd_ps, _mm256_max_ps, _mm256_min_ps, abs256, round256, floor256, scale256, low_bytes256);
+        _mm256_mul_ps, _mm256_div_ps, _mm256_fmadd_ps, _mm256_max_ps, _mm256_min_ps, abs256, round256, floor256, scale256, low_bytes256, i16_256);
 }
 
 impl F32s for f32x8 {
@@ -246,6 +262,11 @@ impl F32s for f32x8 {
     unsafe fn store_low_bytes(self, p: *mut u8) {
         for (i, v) in self.to_array().into_iter().enumerate() {
             *p.add(i) = v as i32 as u8;
+        }
+    }
+    unsafe fn store_i16(self, p: *mut i16) {
+        for (i, v) in self.to_array().into_iter().enumerate() {
+            p.add(i).write_unaligned(v as i16);
         }
     }
     fn scale_pow2(self, n: Self) -> Self {
