@@ -69,10 +69,7 @@ mod x86 {
         for p in 0..pairs {
             let bp = b.add(p * 64);
             if stream {
-                // The panel's first pass: ask for it one 4 KiB page ahead (see the f32 GEMM).
-                let ahead = bp.wrapping_add(2048) as *const i8;
-                _mm_prefetch::<_MM_HINT_T0>(ahead);
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+                super::super::gemm::x86::prefetch_next_page(bp as *const i8, 0..2);
             }
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp as *const __m512i));
             let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(32) as *const __m512i));

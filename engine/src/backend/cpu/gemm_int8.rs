@@ -18,7 +18,7 @@
 //! Weight bytes stay one per weight (plus 1/16 for scales), a quarter of f32's; the second digit
 //! doubles the integer work, so the arithmetic gain over f32 is smaller than 8-bit tokens would
 //! give: measured on a 2-vCPU Xeon with AVX512-VNNI, a 10×384×1536 GEMM ran at 1.6–1.8× the f32
-//! rate on one thread and 1.2–1.35× on two (AMX: 2.5-4×).
+//! rate on one thread and 1.2–1.35× on two (AMX: 2.5–4×).
 //!
 //! Integer sums do not depend on order and the f32 steps are the same everywhere, so AMX, VNNI,
 //! AVX2, portable and the reference agree bitwise, and a row never depends on its batch or threads.
@@ -395,18 +395,9 @@ unsafe fn portable_kernel(p: &KernelArgs) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::gemm::x86::prefetch_next_page;
     use super::{KernelArgs, GROUP, NR};
     use core::arch::x86_64::*;
-
-    /// Asks for the 64-byte lines `lines` of the panel bytes one 4 KiB page past `at`: on a
-    /// panel's first pass its weights stream from memory, and the hardware prefetcher stops at
-    /// page boundaries (see the f32 GEMM's PREFETCH_FLOATS). Never faults, even past the end.
-    #[inline(always)]
-    unsafe fn prefetch_next_page(at: *const i8, lines: std::ops::Range<usize>) {
-        for line in lines {
-            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(4096 + 64 * line));
-        }
-    }
 
     /// T tokens × 32 columns with vpdpbusd on offset digits.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -645,8 +636,8 @@ fn kernel_fn(kernel: Int8Kernel) -> Kernel {
 
 /// Quantized x as the kernels read it: per token 2·kp bytes in the kernel's [`TokenLayout`]
 /// (padding is value 0), and one scale per token; for AMX, rows up to a multiple of 16 tokens,
-/// so every tile load reads 16 rows of this buffer (rows past the tokens are never used). Kept per thread and reused,
-/// so steady-state calls allocate nothing.
+/// so every tile load reads 16 rows of this buffer (rows past the tokens are never used).
+/// Kept per thread and reused, so steady-state calls allocate nothing.
 #[derive(Default)]
 struct XScratch {
     bytes: CacheLines,
