@@ -179,30 +179,71 @@ impl<O: Ops> Encoder<O> {
     }
 
     /// The layers over `x`, with `interrupt` between them.
-    fn layers(&self, pool: &rayon::ThreadPool, batch: &PackedBatch, mut x: Vec<f32>, interrupt: &mut dyn FnMut()) -> Result<Vec<f32>> {
+    fn layers(&self, pool: &rayon::ThreadPool, batch: &PackedBatch, mut hidden: Vec<f32>, interrupt: &mut dyn FnMut()) -> Result<Vec<f32>> {
         let (h, n, i) = (self.hidden, batch.num_tokens(), self.intermediate);
         let ops = &self.ops;
-        let mut qkv = try_zeroed(n * 3 * h)?;
-        let mut ctx = try_zeroed(n * h)?;
-        let mut y = try_zeroed(n * h)?;
-        let mut inter = try_zeroed(n * i)?;
+        let mut buffers = LayerBuffers::take();
+        let [qkv, ctx, y, inter] = &mut buffers.0;
+        let (qkv, ctx, inter) = (at_least(qkv, n * 3 * h)?, at_least(ctx, n * h)?, at_least(inter, n * i)?);
+        // x and y trade places twice per layer, so x ends each layer as `hidden` again.
+        let (mut x, mut y) = (&mut hidden[..], at_least(y, n * h)?);
         for layer in &self.layers {
             interrupt();
-            self.linear(pool, &x, n, (h, 3 * h), &layer.qkv, None, &mut qkv, interrupt);
+            self.linear(pool, x, n, (h, 3 * h), &layer.qkv, None, qkv, interrupt);
             for queries in row_chunks(n, 4 * batch.max_len * h) {
-                ops.attention(pool, &qkv, batch, self.heads, h / self.heads, &mut ctx, queries);
+                ops.attention(pool, qkv, batch, self.heads, h / self.heads, ctx, queries);
                 interrupt();
             }
-            self.linear(pool, &ctx, n, (h, h), &layer.attn_out, None, &mut y, interrupt);
-            ops.add_layer_norm(pool, &mut y, Some(&x), &layer.attn_norm.gamma, &layer.attn_norm.beta, self.eps);
+            self.linear(pool, ctx, n, (h, h), &layer.attn_out, None, y, interrupt);
+            ops.add_layer_norm(pool, y, Some(x), &layer.attn_norm.gamma, &layer.attn_norm.beta, self.eps);
             std::mem::swap(&mut x, &mut y);
-            self.linear(pool, &x, n, (h, i), &layer.ffn_in, Some(self.activation), &mut inter, interrupt);
-            self.linear(pool, &inter, n, (i, h), &layer.ffn_out, None, &mut y, interrupt);
-            ops.add_layer_norm(pool, &mut y, Some(&x), &layer.ffn_norm.gamma, &layer.ffn_norm.beta, self.eps);
+            self.linear(pool, x, n, (h, i), &layer.ffn_in, Some(self.activation), inter, interrupt);
+            self.linear(pool, inter, n, (i, h), &layer.ffn_out, None, y, interrupt);
+            ops.add_layer_norm(pool, y, Some(x), &layer.ffn_norm.gamma, &layer.ffn_norm.beta, self.eps);
             std::mem::swap(&mut x, &mut y);
         }
-        Ok(x)
+        buffers.give_back();
+        Ok(hidden)
     }
+}
+
+/// The layers' activation buffers (qkv, context, the second hidden state, the FFN's
+/// intermediate), kept per thread and reused: a fresh zeroed allocation per pass cost about 5%
+/// of a batched int8 run in memset and page faults. Every element a pass reads it has written
+/// first, so what earlier passes left there never matters.
+#[derive(Default)]
+struct LayerBuffers([Vec<f32>; 4]);
+
+thread_local! {
+    static LAYER_BUFFERS: std::cell::RefCell<LayerBuffers> = std::cell::RefCell::new(LayerBuffers::default());
+}
+
+impl LayerBuffers {
+    /// Bytes a thread keeps between passes; a larger batch's buffers are freed after it, so a
+    /// backend does not hold a bulk load's memory while it idles.
+    const KEEP_BYTES: usize = 64 << 20;
+
+    /// This thread's buffers, taken out (a pass that runs inside another finds none and allocates).
+    fn take() -> LayerBuffers {
+        LAYER_BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()))
+    }
+
+    fn give_back(self) {
+        let bytes: usize = self.0.iter().map(|v| v.capacity() * std::mem::size_of::<f32>()).sum();
+        if bytes <= Self::KEEP_BYTES {
+            LAYER_BUFFERS.with(|b| *b.borrow_mut() = self);
+        }
+    }
+}
+
+/// The first `len` floats of `v`, which is reallocated (zeroed) only when too short.
+fn at_least(v: &mut Vec<f32>, len: usize) -> Result<&mut [f32]> {
+    if v.len() < len {
+        // Freed first, so the old and the new buffer are never both held.
+        *v = Vec::new();
+        *v = try_zeroed(len)?;
+    }
+    Ok(&mut v[..len])
 }
 
 impl<O: Ops> Forward for Encoder<O> {

@@ -14,18 +14,20 @@ use crate::batch::PackedBatch;
 
 const QUERY_BLOCK: usize = 64;
 
-/// Row-wise softmax(scale · s) in place over rows of `len` scores.
+/// Row-wise exp(scale · s − max) in place over rows of `len` scores, unnormalised; writes each
+/// row's 1/sum to `inv_sums` (the caller scales the d outputs of P·V instead of the len
+/// probabilities, as the reference divides at the end).
 #[inline(always)]
-fn softmax_rows_impl<V: F32s>(scores: &mut [f32], len: usize, scale: f32) {
+fn softmax_rows_impl<V: F32s>(scores: &mut [f32], len: usize, scale: f32, inv_sums: &mut [f32]) {
     let full = len / V::LANES * V::LANES;
-    for row in scores.chunks_exact_mut(len) {
-        let m = V::splat(max::<V>(row) * scale);
-        let sc = V::splat(scale);
+    let sc = V::splat(scale);
+    for (row, inv_sum) in scores.chunks_exact_mut(len).zip(inv_sums) {
+        let neg_m = V::splat(-max::<V>(row) * scale);
         let mut acc = V::zero();
         for c in (0..full).step_by(V::LANES) {
             unsafe {
                 let p = row.as_mut_ptr().add(c);
-                let e = V::load(p).fma(sc, V::zero()).sub(m).exp();
+                let e = V::load(p).fma(sc, neg_m).exp();
                 e.store(p);
                 acc = acc.add(e);
             }
@@ -35,24 +37,16 @@ fn softmax_rows_impl<V: F32s>(scores: &mut [f32], len: usize, scale: f32) {
         if full < len {
             let mut buf = [0.0f32; 16];
             buf[..len - full].copy_from_slice(&row[full..]);
-            let e = unsafe { V::load(buf.as_ptr()) }.fma(sc, V::zero()).sub(m).exp();
+            let e = unsafe { V::load(buf.as_ptr()) }.fma(sc, neg_m).exp();
             unsafe { e.store(buf.as_mut_ptr()) };
             row[full..].copy_from_slice(&buf[..len - full]);
             sum = buf[..len - full].iter().fold(sum, |s, v| s + v);
         }
-        let inv = V::splat(1.0 / sum);
-        for c in (0..full).step_by(V::LANES) {
-            unsafe {
-                let p = row.as_mut_ptr().add(c);
-                V::load(p).mul(inv).store(p);
-            }
-        }
-        let inv = 1.0 / sum;
-        row[full..].iter_mut().for_each(|v| *v *= inv);
+        *inv_sum = 1.0 / sum;
     }
 }
 
-multiversion!(fn softmax_rows(scores: &mut [f32], len: usize, scale: f32) = softmax_rows_impl);
+multiversion!(fn softmax_rows(scores: &mut [f32], len: usize, scale: f32, inv_sums: &mut [f32]) = softmax_rows_impl);
 
 pub fn attention(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, heads: usize, d: usize, out: &mut [f32]) {
     attention_rows(isa, pool, qkv, batch, heads, d, out, 0..batch.num_tokens())
@@ -81,26 +75,18 @@ pub fn attention_rows(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &P
         let (base, len) = (range.start, range.len());
         // This task's queries, relative to the sequence.
         let (first, last) = (queries.start.max(base) - base, queries.end.min(range.end) - base);
-        // Keys as the right-hand side of S = Q·Kᵀ (n = len, k = d): panel[c][lane] = K[j][c].
-        let key_panels = len.div_ceil(nr);
-        zeroed(keys, key_panels * d * nr);
-        // Values as the right-hand side of O = P·V (n = d, k = len): panel[j][lane] = V[j][c].
-        let value_panels = d.div_ceil(nr);
-        zeroed(values, value_panels * len * nr);
-        for j in 0..len {
-            let k_row = &qkv[(base + j) * row + hidden + h * d..][..d];
-            let v_row = &qkv[(base + j) * row + 2 * hidden + h * d..][..d];
-            let (kp, kl) = (j / nr, j % nr);
-            for c in 0..d {
-                keys[kp * d * nr + c * nr + kl] = k_row[c];
-                values[(c / nr) * len * nr + j * nr + c % nr] = v_row[c];
-            }
-        }
-        zeroed(zero_bias, key_panels.max(value_panels) * nr);
+        let (key_panels, value_panels) = (len.div_ceil(nr), d.div_ceil(nr));
+        let keys = at_least(keys, key_panels * d * nr);
+        let values = at_least(values, value_panels * len * nr);
+        pack_keys_values(nr, d, len, |j| {
+            let token = &qkv[(base + j) * row..][..row];
+            (&token[hidden + h * d..][..d], &token[2 * hidden + h * d..][..d])
+        }, keys, values);
+        let zero_bias = at_least(zero_bias, key_panels.max(value_panels) * nr);
         let key_view = Panels { isa, n: len, k: d, panels: keys, bias: zero_bias };
         let value_view = Panels { isa, n: d, k: len, panels: values, bias: zero_bias };
-        let block = QUERY_BLOCK.min(last - first);
-        zeroed(scores, block * len);
+        let scores = at_least(scores, QUERY_BLOCK.min(last - first) * len);
+        let mut inv_sums = [0.0f32; QUERY_BLOCK];
         for q0 in (first..last).step_by(QUERY_BLOCK) {
             let rows = QUERY_BLOCK.min(last - q0);
             let scores = &mut scores[..rows * len];
@@ -109,11 +95,14 @@ pub fn attention_rows(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &P
                 let q = qkv.as_ptr().add((base + q0) * row + h * d);
                 gemm_block(key_view, q, row, 0..rows, 0..key_panels, scores.as_mut_ptr(), len, None);
             }
-            softmax_rows(isa, scores, len, scale);
+            softmax_rows(isa, scores, len, scale, &mut inv_sums[..rows]);
             // SAFETY: each (token, head) slice of `out` is written by exactly this task.
             unsafe {
                 let o = dst.get().add((base + q0) * hidden + h * d);
                 gemm_block(value_view, scores.as_ptr(), len, 0..rows, 0..value_panels, o, hidden, None);
+                for (r, inv) in inv_sums[..rows].iter().enumerate() {
+                    std::slice::from_raw_parts_mut(o.add(r * hidden), d).iter_mut().for_each(|v| *v *= inv);
+                }
             }
         }
     });
@@ -133,8 +122,29 @@ thread_local! {
     static ATTENTION_SCRATCH: std::cell::RefCell<AttentionScratch> = std::cell::RefCell::new(AttentionScratch::default());
 }
 
-/// `v` as `len` zeros, keeping its allocation.
-fn zeroed(v: &mut Vec<f32>, len: usize) {
-    v.clear();
-    v.resize(len, 0.0);
+/// The first `len` floats of `v`, grown with zeros when shorter. What earlier calls left there
+/// stays: callers overwrite what they read, and stale padding lanes (see [`pack_keys_values`])
+/// only reach output columns that are dropped.
+fn at_least(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+/// Packs `len` tokens' keys and values (`kv(j)`: token j's key and value rows of d floats) as
+/// GEMM right-hand sides: `keys` for S = Q·Kᵀ (n = len, k = d; panel[c][lane] = K[j][c]) and
+/// `values` for O = P·V (n = d, k = len; panel[j][lane] = V[j][c]). The padding lanes of the
+/// last panels are not written: they only produce output columns past len or d, never stored.
+pub(crate) fn pack_keys_values<'a>(nr: usize, d: usize, len: usize, kv: impl Fn(usize) -> (&'a [f32], &'a [f32]), keys: &mut [f32], values: &mut [f32]) {
+    for j in 0..len {
+        let (k_row, v_row) = kv(j);
+        // Key j is lane j % nr of panel j / nr: a column, every nr floats.
+        let key_lane = keys[(j / nr) * d * nr + j % nr..].iter_mut().step_by(nr);
+        key_lane.zip(k_row).for_each(|(dst, v)| *dst = *v);
+        // Value j is row j of every value panel: runs of nr floats.
+        for (panel, run) in v_row.chunks(nr).enumerate() {
+            values[(panel * len + j) * nr..][..run.len()].copy_from_slice(run);
+        }
+    }
 }

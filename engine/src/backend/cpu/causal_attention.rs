@@ -12,6 +12,7 @@
 //! on its block, the batch or the thread count.
 use std::ops::Range;
 
+use super::attention::pack_keys_values;
 use super::gemm::{gemm_block, Isa, Panels};
 use super::simd::{max, multiversion, F32s};
 use super::SendPtr;
@@ -115,19 +116,12 @@ pub fn causal_attention(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: 
         let keys_n = b1 - k0;
         let key_panels = keys_n.div_ceil(nr);
         let value_panels = d.div_ceil(nr);
-        // Keys as the right-hand side of S = Q·Kᵀ (n = keys, k = d): panel[c][lane] = K[j][c];
-        // values as that of O = P·V (n = d, k = keys): panel[j][lane] = V[j][c].
         let mut keys = vec![0.0f32; key_panels * d * nr];
         let mut values = vec![0.0f32; value_panels * keys_n * nr];
-        for j in 0..keys_n {
+        pack_keys_values(nr, d, keys_n, |j| {
             let row = &qkv[(base + k0 + j) * width..][..width];
-            let (k_row, v_row) = (&row[(a.heads + kv) * d..][..d], &row[(a.heads + a.kv_heads + kv) * d..][..d]);
-            let (kp, kl) = (j / nr, j % nr);
-            for c in 0..d {
-                keys[kp * d * nr + c * nr + kl] = k_row[c];
-                values[(c / nr) * keys_n * nr + j * nr + c % nr] = v_row[c];
-            }
-        }
+            (&row[(a.heads + kv) * d..][..d], &row[(a.heads + a.kv_heads + kv) * d..][..d])
+        }, &mut keys, &mut values);
         let zero_bias = vec![0.0f32; key_panels.max(value_panels) * nr];
         let key_view = Panels { isa, n: keys_n, k: d, panels: &keys, bias: &zero_bias };
         let value_view = Panels { isa, n: d, k: keys_n, panels: &values, bias: &zero_bias };

@@ -153,11 +153,12 @@ pub struct Panels<'a> {
     pub bias: &'a [f32],
 }
 
-/// Computes `rows` (1..=MR) rows of an MR×NR tile into `tile` (row stride NR): x rows at `a`
-/// (stride `lda`, `rows` readable rows), the packed panel at `b`, bias added. Each output is the
+/// Computes `rows` (1..=MR) rows of an MR×NR tile into `out` (row stride `ldo`, NR writable
+/// floats per row): x rows at `a` (stride `lda`, `rows` readable rows), the packed panel at `b`,
+/// bias added. Each output is the
 /// same FMA chain over k whatever `rows` is, so fewer rows only skip work, never change results.
 /// `stream`: the panel is not in cache yet (its first pass), so the kernel prefetches ahead.
-type Microkernel = unsafe fn(rows: usize, stream: bool, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32);
+type Microkernel = unsafe fn(rows: usize, stream: bool, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, out: *mut f32, ldo: usize);
 
 /// Dispatches a row count to the const-generic instance `$f::<R>` (or `$f::<R, $stream>`)
 /// for R in 1..=MR.
@@ -197,7 +198,7 @@ pub(crate) mod x86 {
         ($name:ident, $feat:literal, $lanes:literal, $mr:literal, $nv:literal,
          $zero:ident, $set1:ident, $load:ident, $fma:ident, $add:ident, $store:ident) => {
             #[target_feature(enable = $feat)]
-            unsafe fn $name<const R: usize, const STREAM: bool>(k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32) {
+            unsafe fn $name<const R: usize, const STREAM: bool>(k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, out: *mut f32, ldo: usize) {
                 let mut acc = [[$zero(); $nv]; R];
                 for p in 0..k {
                     let bp = b.add(p * $nv * $lanes);
@@ -218,7 +219,7 @@ pub(crate) mod x86 {
                 for i in 0..R {
                     for v in 0..$nv {
                         let r = $add(acc[i][v], $load(bias.add(v * $lanes)));
-                        $store(tile.add((i * $nv + v) * $lanes), r);
+                        $store(out.add(i * ldo + v * $lanes), r);
                     }
                 }
             }
@@ -228,28 +229,28 @@ pub(crate) mod x86 {
     microkernel!(avx512_rx32, "avx512f", 16, 8, 2, _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps);
     microkernel!(avx2_rx16, "avx2,fma", 8, 6, 2, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps);
 
-    pub unsafe fn avx512_8x32(rows: usize, stream: bool, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32) {
+    pub unsafe fn avx512_8x32(rows: usize, stream: bool, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, out: *mut f32, ldo: usize) {
         match stream {
-            true => by_rows!(avx512_rx32, rows, true, (k, a, lda, b, bias, tile), [1 2 3 4 5 6 7 8]),
-            false => by_rows!(avx512_rx32, rows, false, (k, a, lda, b, bias, tile), [1 2 3 4 5 6 7 8]),
+            true => by_rows!(avx512_rx32, rows, true, (k, a, lda, b, bias, out, ldo), [1 2 3 4 5 6 7 8]),
+            false => by_rows!(avx512_rx32, rows, false, (k, a, lda, b, bias, out, ldo), [1 2 3 4 5 6 7 8]),
         }
     }
 
-    pub unsafe fn avx2_6x16(rows: usize, stream: bool, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32) {
+    pub unsafe fn avx2_6x16(rows: usize, stream: bool, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, out: *mut f32, ldo: usize) {
         match stream {
-            true => by_rows!(avx2_rx16, rows, true, (k, a, lda, b, bias, tile), [1 2 3 4 5 6]),
-            false => by_rows!(avx2_rx16, rows, false, (k, a, lda, b, bias, tile), [1 2 3 4 5 6]),
+            true => by_rows!(avx2_rx16, rows, true, (k, a, lda, b, bias, out, ldo), [1 2 3 4 5 6]),
+            false => by_rows!(avx2_rx16, rows, false, (k, a, lda, b, bias, out, ldo), [1 2 3 4 5 6]),
         }
     }
 }
 
 /// Portable 4×16 kernel on `wide::f32x8` (whatever the crate was compiled for; `wide` has no
 /// prefetch, so streaming passes run as any other).
-unsafe fn portable_4x16(rows: usize, _stream: bool, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32) {
-    by_rows!(portable_rx16, rows, (k, a, lda, b, bias, tile), [1 2 3 4])
+unsafe fn portable_4x16(rows: usize, _stream: bool, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, out: *mut f32, ldo: usize) {
+    by_rows!(portable_rx16, rows, (k, a, lda, b, bias, out, ldo), [1 2 3 4])
 }
 
-unsafe fn portable_rx16<const R: usize>(k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, tile: *mut f32) {
+unsafe fn portable_rx16<const R: usize>(k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, out: *mut f32, ldo: usize) {
     use wide::f32x8;
     let load = |p: *const f32| f32x8::from(*(p as *const [f32; 8]));
     let mut acc = [[f32x8::ZERO; 2]; R];
@@ -264,8 +265,8 @@ unsafe fn portable_rx16<const R: usize>(k: usize, a: *const f32, lda: usize, b: 
     }
     for (i, row) in acc.iter().enumerate() {
         for (v, r) in row.iter().enumerate() {
-            let out: [f32; 8] = (*r + load(bias.add(v * 8))).into();
-            std::ptr::copy_nonoverlapping(out.as_ptr(), tile.add(i * 16 + v * 8), 8);
+            let lanes: [f32; 8] = (*r + load(bias.add(v * 8))).into();
+            std::ptr::copy_nonoverlapping(lanes.as_ptr(), out.add(i * ldo + v * 8), 8);
         }
     }
 }
@@ -311,12 +312,20 @@ pub unsafe fn gemm_block(
             let r = mr.min(rows.end - row0);
             // The block's first tile brings the panel in; later tiles find it in L1/L2.
             let stream = row0 == rows.start;
-            kernel(r, stream, k, x.add(row0 * lda), lda, b, bias, tile.as_mut_ptr());
-            // The epilogue runs on whole tile rows at once (padding lanes included).
-            activate_inplace(w.isa, act, &mut tile[..r * nr]);
-            for i in 0..r {
-                let dst = std::slice::from_raw_parts_mut(y.add((row0 + i) * ldy + col0), cols);
-                dst.copy_from_slice(&tile[i * nr..i * nr + cols]);
+            let dst = y.add(row0 * ldy + col0);
+            if cols == nr {
+                // A whole panel goes straight into y, activated there row by row.
+                kernel(r, stream, k, x.add(row0 * lda), lda, b, bias, dst, ldy);
+                for i in 0..r {
+                    activate_inplace(w.isa, act, std::slice::from_raw_parts_mut(dst.add(i * ldy), nr));
+                }
+            } else {
+                // The last, partial panel: through the tile, whose padding lanes y has no room for.
+                kernel(r, stream, k, x.add(row0 * lda), lda, b, bias, tile.as_mut_ptr(), nr);
+                activate_inplace(w.isa, act, &mut tile[..r * nr]);
+                for i in 0..r {
+                    std::ptr::copy_nonoverlapping(tile.as_ptr().add(i * nr), dst.add(i * ldy), cols);
+                }
             }
         }
     }
