@@ -678,7 +678,6 @@ fn encode_token_simd<V: F32s>(x: &[f32], layout: TokenLayout, dst: &mut [u8]) ->
         return if amax == 0.0 { 0.0 } else { f32::NAN };
     }
     let (inv, limit, shift) = (V::splat(X_MAX / amax), V::splat(X_MAX), V::splat(12_582_912.0));
-    let (base, radix, offset) = (V::splat(128.0), V::splat(256.0), V::splat(128.0));
     let (hi, lo) = dst.split_at_mut(kp);
     for c in 0..steps {
         let v = load(c, &mut buf).mul(inv).max(V::splat(-X_MAX)).min(limit).add(shift).sub(shift);
@@ -686,13 +685,7 @@ fn encode_token_simd<V: F32s>(x: &[f32], layout: TokenLayout, dst: &mut [u8]) ->
         // 2·c·LANES bytes inside the values).
         unsafe {
             match layout {
-                TokenLayout::OffsetDigits => {
-                    // digits() in f32, exact on these integers: hi = ⌊(v + 128) / 256⌋, lo = v − 256·hi.
-                    let h = v.add(base).mul(V::splat(1.0 / 256.0)).floor();
-                    let l = v.sub(h.mul(radix));
-                    h.add(offset).store_low_bytes(hi.as_mut_ptr().add(c * V::LANES));
-                    l.add(offset).store_low_bytes(lo.as_mut_ptr().add(c * V::LANES));
-                }
+                TokenLayout::OffsetDigits => v.store_offset_digits(hi.as_mut_ptr().add(c * V::LANES), lo.as_mut_ptr().add(c * V::LANES)),
                 TokenLayout::Values => v.store_i16((hi.as_mut_ptr() as *mut i16).add(c * V::LANES)),
             }
         }
@@ -783,9 +776,9 @@ fn run_quantized(pool: &rayon::ThreadPool, isa: Isa, xq: &[u8], x_scales: &[f32]
             let cols = NR.min(n - col0);
             for row0 in rows.clone().step_by(mr) {
                 let tokens = mr.min(rows.end - row0);
-                // A whole panel without activation goes straight into y; otherwise through the
-                // tile, activated there in one call.
-                let direct = cols == NR && act.is_none();
+                // A whole panel goes straight into y (activated there row by row); the last,
+                // partial one through the tile, whose padding columns y has no room for.
+                let direct = cols == NR;
                 // SAFETY: tasks write disjoint (rows, panels) of y, which has m rows of n.
                 let (dst, dst_stride) = if direct { (unsafe { out.get().add(row0 * n + col0) }, n) } else { (tile.as_mut_ptr(), NR) };
                 let args = KernelArgs {
@@ -806,12 +799,14 @@ fn run_quantized(pool: &rayon::ThreadPool, isa: Isa, xq: &[u8], x_scales: &[f32]
                 // the panel has kp/4 runs of 4·NR bytes, `groups` runs of NR scales and
                 // corrections and NR biases; dst has `tokens` rows of NR at its stride.
                 unsafe { kernel(&args) };
-                if !direct {
-                    activate_inplace(isa, act, &mut tile[..tokens * NR]);
-                    for t in 0..tokens {
+                for t in 0..tokens {
+                    // SAFETY: as above.
+                    let row = unsafe { std::slice::from_raw_parts_mut(dst.add(t * dst_stride), NR) };
+                    activate_inplace(isa, act, row);
+                    if !direct {
                         // SAFETY: as above.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add((row0 + t) * n + col0), cols) };
-                        dst.copy_from_slice(&tile[t * NR..t * NR + cols]);
+                        let y_row = unsafe { std::slice::from_raw_parts_mut(out.get().add((row0 + t) * n + col0), cols) };
+                        y_row.copy_from_slice(&row[..cols]);
                     }
                 }
             }

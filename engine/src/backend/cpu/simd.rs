@@ -29,10 +29,11 @@ pub trait F32s: Copy {
     /// self · 2^n for integral n (|n| < 127).
     fn scale_pow2(self, n: Self) -> Self;
     fn round(self) -> Self;
-    fn floor(self) -> Self;
-    /// Writes each lane, an integer within ±2³¹, as its low byte (two's complement).
-    /// # Safety: `p` points to LANES writable bytes.
-    unsafe fn store_low_bytes(self, p: *mut u8);
+    /// Writes each lane, an integer v in [-32896, 32639], as the two bytes of the u16
+    /// v + 32896: the high byte to `hi`, the low byte to `lo`. Those are the offset digits
+    /// of v (see gemm_int8): hi + 128 and lo + 128 for v = 256·hi + lo, hi = ⌊(v + 128)/256⌋.
+    /// # Safety: `hi` and `lo` point to LANES writable bytes each.
+    unsafe fn store_offset_digits(self, hi: *mut u8, lo: *mut u8);
     /// Writes each lane, an integer within ±2¹⁵, as an i16.
     /// # Safety: `p` points to LANES writable i16.
     unsafe fn store_i16(self, p: *mut i16);
@@ -111,8 +112,8 @@ mod x86 {
 
     macro_rules! impl_x86 {
         ($v:ty, $lanes:literal, $zero:ident, $set1:ident, $load:ident, $store:ident, $add:ident, $sub:ident,
-         $mul:ident, $div:ident, $fma:ident, $max:ident, $min:ident, $abs:ident, $round:ident, $floor:ident, $scale:ident,
-         $low_bytes:ident, $i16:ident) => {
+         $mul:ident, $div:ident, $fma:ident, $max:ident, $min:ident, $abs:ident, $round:ident, $scale:ident,
+         $digits:ident, $i16:ident) => {
             impl F32s for $v {
                 const LANES: usize = $lanes;
                 #[inline(always)]
@@ -142,9 +143,7 @@ mod x86 {
                 #[inline(always)]
                 fn round(self) -> Self { unsafe { $round(self) } }
                 #[inline(always)]
-                fn floor(self) -> Self { unsafe { $floor(self) } }
-                #[inline(always)]
-                unsafe fn store_low_bytes(self, p: *mut u8) { $low_bytes(self, p) }
+                unsafe fn store_offset_digits(self, hi: *mut u8, lo: *mut u8) { $digits(self, hi, lo) }
                 #[inline(always)]
                 unsafe fn store_i16(self, p: *mut i16) { $i16(self, p) }
                 #[inline(always)]
@@ -162,24 +161,23 @@ mod x86 {
         _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x)
     }
     #[inline(always)]
-    unsafe fn floor512(x: __m512) -> __m512 {
-        _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(x)
+    unsafe fn offset_digits512(x: __m512, hi: *mut u8, lo: *mut u8) {
+        let u = _mm512_add_epi32(_mm512_cvtps_epi32(x), _mm512_set1_epi32(32896));
+        _mm_storeu_si128(lo as *mut __m128i, _mm512_cvtepi32_epi8(u));
+        _mm_storeu_si128(hi as *mut __m128i, _mm512_cvtepi32_epi8(_mm512_srli_epi32::<8>(u)));
     }
     #[inline(always)]
-    unsafe fn floor256(x: __m256) -> __m256 {
-        _mm256_floor_ps(x)
-    }
-    #[inline(always)]
-    unsafe fn low_bytes512(x: __m512, p: *mut u8) {
-        _mm_storeu_si128(p as *mut __m128i, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(x)));
-    }
-    #[inline(always)]
-    unsafe fn low_bytes256(x: __m256, p: *mut u8) {
-        // Byte 0 of each i32 to the bottom of its 128-bit half, then the two halves together.
-        let pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-        let bytes = _mm256_shuffle_epi8(_mm256_cvtps_epi32(x), pick);
-        let joined = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
-        _mm_storel_epi64(p as *mut __m128i, _mm256_castsi256_si128(joined));
+    unsafe fn offset_digits256(x: __m256, hi: *mut u8, lo: *mut u8) {
+        let u = _mm256_add_epi32(_mm256_cvtps_epi32(x), _mm256_set1_epi32(32896));
+        // Byte 0 (low) and byte 1 (high) of each i32 to the bottom quadword of its 128-bit
+        // half, then the two halves' quadwords together.
+        let pick = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, 1, 5, 9, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+        let bytes = _mm256_shuffle_epi8(u, pick);
+        // Dwords: [lo 0..4, hi 0..4, _, _ | lo 4..8, hi 4..8, _, _] -> lo 0..8 then hi 0..8.
+        let joined = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0));
+        let halves = _mm256_castsi256_si128(joined);
+        _mm_storel_epi64(lo as *mut __m128i, halves);
+        _mm_storel_epi64(hi as *mut __m128i, _mm_unpackhi_epi64(halves, halves));
     }
     #[inline(always)]
     unsafe fn i16_512(x: __m512, p: *mut i16) {
@@ -210,9 +208,9 @@ mod x86 {
     }
 
     impl_x86!(__m512, 16, _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_add_ps, _mm512_sub_ps,
-        _mm512_mul_ps, _mm512_div_ps, _mm512_fmadd_ps, _mm512_max_ps, _mm512_min_ps, abs512, round512, floor512, _mm512_scalef_ps, low_bytes512, i16_512);
+        _mm512_mul_ps, _mm512_div_ps, _mm512_fmadd_ps, _mm512_max_ps, _mm512_min_ps, abs512, round512, _mm512_scalef_ps, offset_digits512, i16_512);
     impl_x86!(__m256, 8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps,
-        _mm256_mul_ps, _mm256_div_ps, _mm256_fmadd_ps, _mm256_max_ps, _mm256_min_ps, abs256, round256, floor256, scale256, low_bytes256, i16_256);
+        _mm256_mul_ps, _mm256_div_ps, _mm256_fmadd_ps, _mm256_max_ps, _mm256_min_ps, abs256, round256, scale256, offset_digits256, i16_256);
 }
 
 impl F32s for f32x8 {
@@ -256,12 +254,11 @@ impl F32s for f32x8 {
     fn round(self) -> Self {
         f32x8::from(self.to_array().map(|v| v.round_ties_even()))
     }
-    fn floor(self) -> Self {
-        f32x8::from(self.to_array().map(f32::floor))
-    }
-    unsafe fn store_low_bytes(self, p: *mut u8) {
+    unsafe fn store_offset_digits(self, hi: *mut u8, lo: *mut u8) {
         for (i, v) in self.to_array().into_iter().enumerate() {
-            *p.add(i) = v as i32 as u8;
+            let u = (v as i32 + 32896) as u16;
+            *hi.add(i) = (u >> 8) as u8;
+            *lo.add(i) = u as u8;
         }
     }
     unsafe fn store_i16(self, p: *mut i16) {
