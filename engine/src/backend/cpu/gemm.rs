@@ -313,21 +313,35 @@ pub unsafe fn gemm_block(
             // The block's first tile brings the panel in; later tiles find it in L1/L2.
             let stream = row0 == rows.start;
             let dst = y.add(row0 * ldy + col0);
-            if cols == nr {
-                // A whole panel goes straight into y, activated there row by row.
+            if cols == nr && act.is_none() {
+                // A whole panel without activation goes straight into y.
                 kernel(r, stream, k, x.add(row0 * lda), lda, b, bias, dst, ldy);
-                for i in 0..r {
-                    activate_inplace(w.isa, act, std::slice::from_raw_parts_mut(dst.add(i * ldy), nr));
-                }
             } else {
-                // The last, partial panel: through the tile, whose padding lanes y has no room for.
+                // Through the tile: activated in one call (per row, the calls cost more than
+                // the arithmetic), and the last panel's padding columns dropped.
                 kernel(r, stream, k, x.add(row0 * lda), lda, b, bias, tile.as_mut_ptr(), nr);
                 activate_inplace(w.isa, act, &mut tile[..r * nr]);
                 for i in 0..r {
-                    std::ptr::copy_nonoverlapping(tile.as_ptr().add(i * nr), dst.add(i * ldy), cols);
+                    copy_row(tile.as_ptr().add(i * nr), dst.add(i * ldy), cols);
                 }
             }
         }
+    }
+}
+
+/// Copies `len` floats from `src` to `dst` (not overlapping), whole runs of 16 as fixed-size
+/// copies the compiler inlines: a tile row copied with a variable length is a call into
+/// memmove, which for 32 floats costs more than the copy.
+///
+/// # Safety
+/// `src` readable and `dst` writable for `len` floats.
+pub(crate) unsafe fn copy_row(src: *const f32, dst: *mut f32, len: usize) {
+    let whole = len / 16 * 16;
+    for c in (0..whole).step_by(16) {
+        std::ptr::copy_nonoverlapping(src.add(c), dst.add(c), 16);
+    }
+    for c in whole..len {
+        *dst.add(c) = *src.add(c);
     }
 }
 

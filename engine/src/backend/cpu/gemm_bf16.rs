@@ -11,7 +11,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::activation::activate_inplace;
-use super::gemm::{for_each_task, Isa};
+use super::gemm::{copy_row, for_each_task, Isa};
 use super::SendPtr;
 use crate::config::Activation;
 
@@ -142,8 +142,8 @@ pub fn gemm_bf16(pool: &rayon::ThreadPool, x: &[f32], m: usize, w: &PackedBf16, 
                 }
                 activate_inplace(Isa::Avx512, act, &mut tile);
                 for i in 0..MR.min(rows.end - row0) {
-                    let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add((row0 + i) * n + col0), cols) };
-                    dst.copy_from_slice(&tile[i * NR..i * NR + cols]);
+                    // SAFETY: as above.
+                    unsafe { copy_row(tile[i * NR..].as_ptr(), out.get().add((row0 + i) * n + col0), cols) };
                 }
             }
         }

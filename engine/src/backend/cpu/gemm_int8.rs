@@ -43,7 +43,7 @@
 use rayon::prelude::*;
 
 use super::activation::activate_inplace;
-use super::gemm::{for_each_task, Isa};
+use super::gemm::{copy_row, for_each_task, Isa};
 use super::simd::{multiversion, F32s};
 use super::SendPtr;
 use crate::config::Activation;
@@ -495,7 +495,10 @@ mod x86 {
     pub unsafe fn amx(p: &KernelArgs) {
         let (tokens, kp) = (p.tokens, p.kp);
         debug_assert!((1..=super::AMX_ROWS).contains(&tokens));
-        let mut f = [[_mm512_setzero_ps(); 2]; super::AMX_ROWS];
+        // Per token and 16 columns, Σ_g acc·s so far. Left uninitialised (zeroing 2 KB was a
+        // memset call per kernel call): the first group writes each row that is later read.
+        let mut f = core::mem::MaybeUninit::<[[__m512; 2]; super::AMX_ROWS]>::uninit();
+        let f = f.as_mut_ptr() as *mut [__m512; 2];
         // Written by tilestored before every read.
         let mut sums = core::mem::MaybeUninit::<[GroupSums; 2]>::uninit();
         let base = sums.as_mut_ptr() as *mut GroupSums;
@@ -554,14 +557,15 @@ mod x86 {
                         let h = _mm512_loadu_si512(hi.add(t * NR + 16 * v) as *const __m512i);
                         let l = _mm512_loadu_si512(lo.add(t * NR + 16 * v) as *const __m512i);
                         let acc = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32::<8>(h), l), comp);
-                        f[t][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), s, f[t][v]);
+                        let before = if g == 0 { _mm512_setzero_ps() } else { (*f.add(t))[v] };
+                        (*f.add(t))[v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), s, before);
                     }
                 }
             }
         }
-        for (t, row) in f[..tokens].iter().enumerate() {
-            for (v, &fv) in row.iter().enumerate() {
-                store_dequantized(p, t, v, fv);
+        for t in 0..tokens {
+            for v in 0..2 {
+                store_dequantized(p, t, v, (*f.add(t))[v]);
             }
         }
     }
@@ -776,9 +780,9 @@ fn run_quantized(pool: &rayon::ThreadPool, isa: Isa, xq: &[u8], x_scales: &[f32]
             let cols = NR.min(n - col0);
             for row0 in rows.clone().step_by(mr) {
                 let tokens = mr.min(rows.end - row0);
-                // A whole panel goes straight into y (activated there row by row); the last,
-                // partial one through the tile, whose padding columns y has no room for.
-                let direct = cols == NR;
+                // A whole panel without activation goes straight into y; otherwise through the
+                // tile, activated there in one call.
+                let direct = cols == NR && act.is_none();
                 // SAFETY: tasks write disjoint (rows, panels) of y, which has m rows of n.
                 let (dst, dst_stride) = if direct { (unsafe { out.get().add(row0 * n + col0) }, n) } else { (tile.as_mut_ptr(), NR) };
                 let args = KernelArgs {
@@ -799,14 +803,11 @@ fn run_quantized(pool: &rayon::ThreadPool, isa: Isa, xq: &[u8], x_scales: &[f32]
                 // the panel has kp/4 runs of 4·NR bytes, `groups` runs of NR scales and
                 // corrections and NR biases; dst has `tokens` rows of NR at its stride.
                 unsafe { kernel(&args) };
-                for t in 0..tokens {
-                    // SAFETY: as above.
-                    let row = unsafe { std::slice::from_raw_parts_mut(dst.add(t * dst_stride), NR) };
-                    activate_inplace(isa, act, row);
-                    if !direct {
+                if !direct {
+                    activate_inplace(isa, act, &mut tile[..tokens * NR]);
+                    for t in 0..tokens {
                         // SAFETY: as above.
-                        let y_row = unsafe { std::slice::from_raw_parts_mut(out.get().add((row0 + t) * n + col0), cols) };
-                        y_row.copy_from_slice(&row[..cols]);
+                        unsafe { copy_row(tile[t * NR..].as_ptr(), out.get().add((row0 + t) * n + col0), cols) };
                     }
                 }
             }
