@@ -7,7 +7,7 @@
 //! O(seq_len²), and long inputs stay cheap to hold.
 use std::ops::Range;
 
-use super::gemm::{gemm_block, Isa, Panels};
+use super::gemm::{copy_row, gemm_block, Isa, Panels};
 use super::simd::{max, multiversion, F32s};
 use super::SendPtr;
 use crate::batch::PackedBatch;
@@ -144,7 +144,9 @@ pub(crate) fn pack_keys_values<'a>(nr: usize, d: usize, len: usize, kv: impl Fn(
         key_lane.zip(k_row).for_each(|(dst, v)| *dst = *v);
         // Value j is row j of every value panel: runs of nr floats.
         for (panel, run) in v_row.chunks(nr).enumerate() {
-            values[(panel * len + j) * nr..][..run.len()].copy_from_slice(run);
+            let dst = &mut values[(panel * len + j) * nr..][..run.len()];
+            // SAFETY: both slices hold run.len() floats.
+            unsafe { copy_row(run.as_ptr(), dst.as_mut_ptr(), run.len()) };
         }
     }
 }
