@@ -134,8 +134,6 @@ def main():
                 out[i] = pooled[j]
         return np.stack(out)
 
-    if not args.skip_throughput:
-        results["onnxruntime"] = median_time(run_ort, args.repeats)
     if reference is not None:
         print(f"onnxruntime min cosine to sentence-transformers: {float((run_ort() * reference).sum(1).min()):.6f}")
     query_feeds = ort_inputs(tok, [args.query])
@@ -143,24 +141,40 @@ def main():
     lat_threads = [int(t) for t in args.latency_threads.split(",")]
     ort_by_threads = {t: ort_session(onnx_path, t) for t in lat_threads}
 
-    # pg_bge's engine (batched by length under max_batch_tokens, the array form's path), then
-    # its batch-1 latency per thread count (REPEATS = 0: latency only).
+    # pg_bge's engine (batched by length under max_batch_tokens, the array form's path; and one
+    # text per call), then its batch-1 latency per thread count (REPEATS = 0: latency only).
     exe = os.path.join(os.path.dirname(__file__), "..", "target", "release", "examples", "throughput")
     precisions = (("fp32", ""), ("bf16", " bf16"), ("int8", " int8"))
+
+    def engine(precision, threads, repeats):
+        env = dict(os.environ, BGE_PRECISION=precision, BGE_QUERY=args.query)
+        return subprocess.run([exe, args.model, args.corpus, str(threads), str(repeats)], capture_output=True, text=True, env=env)
+
     runs_ok = []
     for precision, suffix in precisions:
-        env = dict(os.environ, BGE_PRECISION=precision, BGE_QUERY=args.query)
-        run = subprocess.run([exe, args.model, args.corpus, str(args.threads), "0" if args.skip_throughput else str(args.repeats)], capture_output=True, text=True, env=env)
+        run = engine(precision, args.threads, 0)
         if run.returncode != 0:
             print(f"pg_bge {precision}: not run ({run.stderr.strip().splitlines()[-1:]})")
             continue
-        runs_ok.append((precision, suffix, env))
-        print(run.stdout.strip())
-        for line in run.stdout.splitlines():
-            if line.startswith("batched:") and not args.skip_throughput:
-                results["pg_bge" + suffix] = float(line.split()[1])
-            if line.startswith("single:") and not args.skip_throughput:
-                results["pg_bge one at a time" + suffix] = float(line.split()[1])
+        runs_ok.append((precision, suffix))
+    # Throughput in rounds, every runtime once per round (the same reason as the latency
+    # rounds below); medians over rounds.
+    if not args.skip_throughput:
+        run_ort()
+        rounds = {}
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            run_ort()
+            rounds.setdefault("onnxruntime", []).append(time.perf_counter() - t)
+            for precision, suffix in runs_ok:
+                run = engine(precision, args.threads, 1)
+                print(run.stdout.strip())
+                for line in run.stdout.splitlines():
+                    if line.startswith("batched:"):
+                        rounds.setdefault("pg_bge" + suffix, []).append(float(line.split()[1]))
+                    if line.startswith("single:"):
+                        rounds.setdefault("pg_bge one at a time" + suffix, []).append(float(line.split()[1]))
+        results.update({name: statistics.median(v) for name, v in rounds.items()})
     # Latency in rounds, every runtime once per round, so load that comes and goes on the
     # machine affects them alike; medians over rounds.
     samples = {}
@@ -168,15 +182,15 @@ def main():
         for t in lat_threads:
             s1 = ort_by_threads[t]
             samples.setdefault(("onnxruntime", t), []).append(median_time(lambda: s1.run(None, query_feeds), 300, warmup=20))
-        for precision, suffix, env in runs_ok:
+        for precision, suffix in runs_ok:
             for t in lat_threads:
-                run = subprocess.run([exe, args.model, args.corpus, str(t), "0"], capture_output=True, text=True, env=env)
+                run = engine(precision, t, 0)
                 for line in run.stdout.splitlines():
                     if line.startswith("latency:"):
                         samples.setdefault(("pg_bge" + suffix, t), []).append(float(line.split()[1]) / 1e3)
     latencies = {k: statistics.median(v) for k, v in samples.items()}
 
-    print(f"\ncorpus: {len(texts)} texts, {n_tokens} tokens after truncation at {max_len}; {args.threads} threads; median of {args.repeats}")
+    print(f"\ncorpus: {len(texts)} texts, {n_tokens} tokens after truncation at {max_len}; {args.threads} threads; median of {args.repeats} interleaved rounds")
     print(f"{'runtime':28} {'seconds':>8} {'tokens/s':>10} {'texts/s':>8} {'x onnxruntime':>14}")
     for name, secs in (results.items() if results else []):
         print(f"{name:28} {secs:8.3f} {n_tokens / secs:10.0f} {len(texts) / secs:8.1f} {results['onnxruntime'] / secs:13.2f}x")
