@@ -155,8 +155,8 @@ pub struct Panels<'a> {
 
 /// Computes `rows` (1..=MR) rows of an MR×NR tile into `out` (row stride `ldo`, NR writable
 /// floats per row): x rows at `a` (stride `lda`, `rows` readable rows), the packed panel at `b`,
-/// bias added. Each output is the
-/// same FMA chain over k whatever `rows` is, so fewer rows only skip work, never change results.
+/// bias added. Each output is the same FMA chain over k whatever `rows` is, so fewer rows only
+/// skip work, never change results.
 /// `stream`: the panel is not in cache yet (its first pass), so the kernel prefetches ahead.
 type Microkernel = unsafe fn(rows: usize, stream: bool, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, out: *mut f32, ldo: usize);
 
