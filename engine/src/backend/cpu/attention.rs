@@ -14,20 +14,18 @@ use crate::batch::PackedBatch;
 
 const QUERY_BLOCK: usize = 64;
 
-/// Row-wise exp(scale · s − max) in place over rows of `len` scores, unnormalised; writes each
-/// row's 1/sum to `inv_sums` (the caller scales the d outputs of P·V instead of the len
-/// probabilities, as the reference divides at the end).
+/// Row-wise softmax(scale · s) in place over rows of `len` scores.
 #[inline(always)]
-fn softmax_rows_impl<V: F32s>(scores: &mut [f32], len: usize, scale: f32, inv_sums: &mut [f32]) {
+fn softmax_rows_impl<V: F32s>(scores: &mut [f32], len: usize, scale: f32) {
     let full = len / V::LANES * V::LANES;
     let sc = V::splat(scale);
-    for (row, inv_sum) in scores.chunks_exact_mut(len).zip(inv_sums) {
-        let neg_m = V::splat(-max::<V>(row) * scale);
+    for row in scores.chunks_exact_mut(len) {
+        let m = V::splat(max::<V>(row) * scale);
         let mut acc = V::zero();
         for c in (0..full).step_by(V::LANES) {
             unsafe {
                 let p = row.as_mut_ptr().add(c);
-                let e = V::load(p).fma(sc, neg_m).exp();
+                let e = V::load(p).fma(sc, V::zero()).sub(m).exp();
                 e.store(p);
                 acc = acc.add(e);
             }
@@ -37,16 +35,24 @@ fn softmax_rows_impl<V: F32s>(scores: &mut [f32], len: usize, scale: f32, inv_su
         if full < len {
             let mut buf = [0.0f32; 16];
             buf[..len - full].copy_from_slice(&row[full..]);
-            let e = unsafe { V::load(buf.as_ptr()) }.fma(sc, neg_m).exp();
+            let e = unsafe { V::load(buf.as_ptr()) }.fma(sc, V::zero()).sub(m).exp();
             unsafe { e.store(buf.as_mut_ptr()) };
             row[full..].copy_from_slice(&buf[..len - full]);
             sum = buf[..len - full].iter().fold(sum, |s, v| s + v);
         }
-        *inv_sum = 1.0 / sum;
+        let inv = V::splat(1.0 / sum);
+        for c in (0..full).step_by(V::LANES) {
+            unsafe {
+                let p = row.as_mut_ptr().add(c);
+                V::load(p).mul(inv).store(p);
+            }
+        }
+        let inv = 1.0 / sum;
+        row[full..].iter_mut().for_each(|v| *v *= inv);
     }
 }
 
-multiversion!(fn softmax_rows(scores: &mut [f32], len: usize, scale: f32, inv_sums: &mut [f32]) = softmax_rows_impl);
+multiversion!(fn softmax_rows(scores: &mut [f32], len: usize, scale: f32) = softmax_rows_impl);
 
 pub fn attention(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, heads: usize, d: usize, out: &mut [f32]) {
     attention_rows(isa, pool, qkv, batch, heads, d, out, 0..batch.num_tokens())
@@ -86,7 +92,6 @@ pub fn attention_rows(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &P
         let key_view = Panels { isa, n: len, k: d, panels: keys, bias: zero_bias };
         let value_view = Panels { isa, n: d, k: len, panels: values, bias: zero_bias };
         let scores = at_least(scores, QUERY_BLOCK.min(last - first) * len);
-        let mut inv_sums = [0.0f32; QUERY_BLOCK];
         for q0 in (first..last).step_by(QUERY_BLOCK) {
             let rows = QUERY_BLOCK.min(last - q0);
             let scores = &mut scores[..rows * len];
@@ -95,14 +100,11 @@ pub fn attention_rows(isa: Isa, pool: &rayon::ThreadPool, qkv: &[f32], batch: &P
                 let q = qkv.as_ptr().add((base + q0) * row + h * d);
                 gemm_block(key_view, q, row, 0..rows, 0..key_panels, scores.as_mut_ptr(), len, None);
             }
-            softmax_rows(isa, scores, len, scale, &mut inv_sums[..rows]);
+            softmax_rows(isa, scores, len, scale);
             // SAFETY: each (token, head) slice of `out` is written by exactly this task.
             unsafe {
                 let o = dst.get().add((base + q0) * hidden + h * d);
                 gemm_block(value_view, scores.as_ptr(), len, 0..rows, 0..value_panels, o, hidden, None);
-                for (r, inv) in inv_sums[..rows].iter().enumerate() {
-                    std::slice::from_raw_parts_mut(o.add(r * hidden), d).iter_mut().for_each(|v| *v *= inv);
-                }
             }
         }
     });
