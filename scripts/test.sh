@@ -112,4 +112,8 @@ if [ "$(id -u)" -eq 0 ]; then
 else
     cargo pgrx test pg15 || status=1
 fi
+# cargo pgrx test leaves its debug build (with the test functions) installed in PostgreSQL 15,
+# about ten times slower than the release build: put the release build back, so a server
+# started after the tests (the benchmarks, the demo's cluster) runs what users get.
+install_for 15 || status=1
 exit $status
