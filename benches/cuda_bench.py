@@ -23,6 +23,11 @@ each side, the ratio pg_bge / PyTorch (above 1: pg_bge is faster), GPU memory (P
 allocated; pg_bge: in use after the runs beyond its CUDA context), and the cosine between the
 two sides' vectors for the first row (both fp16, expect >= 0.999; a low value means a bug).
 
+--model-dir adds a real model (all-MiniLM-L6-v2, say) on the committed corpus: the passages
+tokenised by its tokenizer and truncated at its max_seq_length, as one batch of varied lengths
+(`len` in the table is the longest); PyTorch runs it as SentenceTransformer.encode does, sorted
+by length in padded batches of 256.
+
 --tiny adds a 2-layer, hidden-64 model and runs without PyTorch when it is missing, to check
 the plumbing on a machine without a GPU (`--device cpu` for the engine).
 """
@@ -228,7 +233,23 @@ def run_engine(engine, model_dir, batches_path, device, warmup, reps, max_batch_
     return {(r["batch"], r["len"]): r for r in map(json.loads, proc.stdout.splitlines())}
 
 
-def run_torch(model_dir, batches, warmup, reps):
+def corpus_batch(model_dir, corpus, copies):
+    """The corpus (one passage per line) tokenised with the model's own tokenizer.json and
+    truncated at its max_seq_length, repeated `copies` times: one batch of varied lengths."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    with open(os.path.join(model_dir, "sentence_bert_config.json")) as f:
+        max_len = json.load(f)["max_seq_length"]
+    tok.enable_truncation(max_len)
+    tok.no_padding()
+    with open(corpus) as f:
+        texts = [line.rstrip("\n") for line in f if line.strip()]
+    ids = [e.ids for e in tok.encode_batch(texts)] * copies
+    return {"batch": len(ids), "len": max(map(len, ids)), "ids": ids}
+
+
+def run_torch(model_dir, batches, warmup, reps, torch_batch=256):
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -242,14 +263,39 @@ def run_torch(model_dir, batches, warmup, reps):
     print(f"PyTorch {torch.__version__}, sentence-transformers, attention: {impl}, {torch.cuda.get_device_name()}", file=sys.stderr)
     results = {}
     for b in batches:
-        ids_cpu = torch.tensor(b["ids"], dtype=torch.long).pin_memory()
+        uniform = len(set(map(len, b["ids"]))) == 1
+        if uniform:
+            ids_cpu = torch.tensor(b["ids"], dtype=torch.long).pin_memory()
 
-        def once():
-            ids = ids_cpu.to("cuda", non_blocking=True)
-            feats = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-            out = st.forward(feats)["sentence_embedding"].float().cpu()
-            torch.cuda.synchronize()
-            return out
+            def once():
+                ids = ids_cpu.to("cuda", non_blocking=True)
+                feats = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+                out = st.forward(feats)["sentence_embedding"].float().cpu()
+                torch.cuda.synchronize()
+                return out
+        else:
+            # Varied lengths: as SentenceTransformer.encode does, sorted by length and run in
+            # batches of torch_batch, each padded to its longest; rows back in input order.
+            order = sorted(range(len(b["ids"])), key=lambda i: -len(b["ids"][i]))
+            chunks = []
+            for c in range(0, len(order), torch_batch):
+                rows = [b["ids"][i] for i in order[c:c + torch_batch]]
+                width = max(map(len, rows))
+                ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long).pin_memory()
+                mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long).pin_memory()
+                chunks.append((ids, mask))
+            inverse = torch.empty(len(order), dtype=torch.long)
+            inverse[torch.tensor(order)] = torch.arange(len(order))
+
+            def once():
+                outs = []
+                for ids_cpu, mask_cpu in chunks:
+                    ids = ids_cpu.to("cuda", non_blocking=True)
+                    feats = {"input_ids": ids, "attention_mask": mask_cpu.to("cuda", non_blocking=True), "token_type_ids": torch.zeros_like(ids)}
+                    outs.append(st.forward(feats)["sentence_embedding"])
+                out = torch.cat(outs)[inverse.to("cuda")].float().cpu()
+                torch.cuda.synchronize()
+                return out
 
         with torch.inference_mode():
             torch.cuda.reset_peak_memory_stats()
@@ -291,6 +337,10 @@ def main():
     ap.add_argument("--device", default="cuda", help="engine device: cuda, or cpu to check the plumbing")
     ap.add_argument("--no-torch", action="store_true", help="time the engine only")
     ap.add_argument("--json", help="also write every number to this file")
+    ap.add_argument("--model-dir", help="also time this real sentence-transformers model (an fp16 copy is fine) on --corpus")
+    ap.add_argument("--corpus", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus.txt"),
+                    help="one passage per line, for --model-dir (default: the committed benches/corpus.txt)")
+    ap.add_argument("--corpus-copies", type=int, default=4, help="the corpus repeated this many times as one batch")
     args = ap.parse_args()
 
     shapes = {**SHAPES, **TINY}
@@ -314,17 +364,26 @@ def main():
     report = []
     header = f"{'model':<17} {'batch':>5} {'len':>4} {'pg_bge ms':>10} {'torch ms':>9} {'pg_bge tok/s':>13} {'torch tok/s':>12} {'ratio':>6} {'pg_bge MiB':>10} {'torch MiB':>9} {'cos':>7}"
     lines = [header, "-" * len(header)]
-    for shape in args.shapes.split(","):
+    runs = []  # (label, model directory, batches, their json file)
+    if args.model_dir:
+        corpus = corpus_batch(args.model_dir, args.corpus, args.corpus_copies)
+        corpus_path = os.path.join(args.work, "corpus_batches.json")
+        with open(corpus_path, "w") as f:
+            json.dump([corpus], f)
+        runs.append((os.path.basename(os.path.normpath(args.model_dir))[:17], args.model_dir, [corpus], corpus_path))
+    for shape in filter(None, args.shapes.split(",")):
         layers, hidden, heads, inter = shapes[shape]
         model_dir = os.path.join(args.work, shape)
         t = time.perf_counter()
         make_model(model_dir, layers, hidden, heads, inter, seed=sum(map(ord, shape)))
         print(f"{shape}: model ready in {time.perf_counter() - t:.1f}s ({model_dir})", file=sys.stderr)
+        runs.append((shape, model_dir, batches, batches_path))
+    for shape, model_dir, batches, batches_path in runs:
         ours = run_engine(args.engine, model_dir, batches_path, args.device, args.warmup, args.reps, args.max_batch_tokens)
         theirs = run_torch(model_dir, batches, args.warmup, args.reps) if use_torch else {}
         for b in batches:
             key = (b["batch"], b["len"])
-            tokens = b["batch"] * b["len"]
+            tokens = sum(map(len, b["ids"]))
             o = ours[key]
             o_s = statistics.median(o["seconds"])
             row = {"model": shape, "batch": key[0], "len": key[1], "tokens": tokens, "pg_bge_seconds": o_s,

@@ -7,12 +7,14 @@
 //
 // Layout (row-major): linear_out [rows, cols] f32 (GEMM result without its bias);
 //   bias [cols] f32; out [rows, cols] f16 or bf16, the next GEMM's input.
-// Launch: 1-D grid-stride loop over rows * cols; block 256, any grid (the host caps it).
+// Launch: bias_gelu_*: grid-stride loop over rows, one block per row at a time; block 256,
+//   any grid (the host caps it).
 //
 // Gated (gated_gelu_tanh_*, gated_silu_*): must match reference::gated_activation, i.e.
 //   out[r, c] = act(gate_up[r, c]) * gate_up[r, inter + c] with act gelu_tanh (Gemma2) or
 //   silu = x / (1 + e^-x) (Mistral, Qwen3). Layout: gate_up [rows, 2 * inter] f32 (the fused
-//   gate | up GEMM output), out [rows, inter] f16 or bf16. Launch as above over rows * inter.
+//   gate | up GEMM output), out [rows, inter] f16 or bf16. Launch: 1-D grid-stride loop over
+//   rows * inter; block 256, any grid.
 #include "bge_common.cuh"
 
 __device__ __forceinline__ float gelu_erf(float x) {
@@ -24,15 +26,19 @@ __device__ __forceinline__ float gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
+// Rows go to blocks and a row's columns to threads, so no index is divided (a 64-bit modulo
+// per element made this kernel compute-bound).
 template <typename T, bool TANH>
 __device__ __forceinline__ void bias_gelu(const float* linear_out, const float* bias,
                                           unsigned long long rows, int cols, T* out) {
-    const unsigned long long n = rows * (unsigned long long)cols;
-    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
-    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += stride) {
-        const float x = linear_out[i] + bias[i % cols];
-        out[i] = from_float<T>(TANH ? gelu_tanh(x) : gelu_erf(x));
+    for (unsigned long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float* y = linear_out + r * cols;
+        T* o = out + r * cols;
+#pragma unroll 4
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            const float x = y[c] + bias[c];
+            o[c] = from_float<T>(TANH ? gelu_tanh(x) : gelu_erf(x));
+        }
     }
 }
 

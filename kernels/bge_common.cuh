@@ -11,8 +11,8 @@
 #ifdef BGE_HOST_EMULATION
 #include "host_emulation.h"
 #else
-// The only inline PTX: one conversion instruction, written once so that the host emulation
-// executes the very instruction text NVRTC assembles.
+// Inline PTX: the conversions, written once so that the host emulation executes the very
+// instruction text NVRTC assembles, and the tensor-core mma (bge_mma_16816, below).
 #define BGE_CVT(INSTRUCTION, OUT_CONSTRAINT, OUT, IN_CONSTRAINT, IN) \
     asm(INSTRUCTION : OUT_CONSTRAINT(OUT) : IN_CONSTRAINT(IN))
 #endif
@@ -23,6 +23,31 @@ typedef unsigned short bge_u16;
 struct f16 { bge_u16 bits; };
 // bfloat16, stored as its raw bits (GEMM inputs in bf16 precision).
 struct bf16 { bge_u16 bits; };
+
+// D += A B on the tensor cores, for one warp: mma.sync m16n8k16, A row-major 16 x 16, B
+// column-major 16 x 8, 16-bit inputs, f32 accumulators, in the fragment layout the PTX ISA
+// gives (lane = 4 g + t: A {(g, 2t..2t+1), (g+8, 2t..), (g, 8+2t..), (g+8, 8+2t..)}, B
+// {(2t.., g), (8+2t.., g)}, D {(g, 2t..), (g+8, 2t..)}). Needs sm_80. The host emulation
+// gathers the fragments with warp shuffles and multiplies in f32.
+#ifdef BGE_HOST_EMULATION
+__device__ __forceinline__ void bge_mma_16816(f16, float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    bge_emu_mma_16816(d, a, b, bge_emu_f16_to_float);
+}
+__device__ __forceinline__ void bge_mma_16816(bf16, float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    bge_emu_mma_16816(d, a, b, [](bge_u16 h) { return __uint_as_float((unsigned)h << 16); });
+}
+#else
+__device__ __forceinline__ void bge_mma_16816(f16, float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void bge_mma_16816(bf16, float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif
 
 #define BGE_NEG_INF __int_as_float(0xff800000)
 

@@ -169,3 +169,59 @@ inline void bge_emu_cvt(const char* insn, const char* oc, const char* ic, float*
 }
 #define BGE_CVT(INSTRUCTION, OUT_CONSTRAINT, OUT, IN_CONSTRAINT, IN) \
     bge_emu_cvt(INSTRUCTION, OUT_CONSTRAINT, IN_CONSTRAINT, &(OUT), (IN))
+
+// IEEE binary16 bits to float, exactly (the mma emulation widens its inputs with it).
+inline float bge_emu_f16_to_float(unsigned short h) {
+    const unsigned sign = (h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+    if (exponent == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (mantissa << 13));
+    if (exponent == 0) return (sign ? -1.0f : 1.0f) * std::ldexp((float)mantissa, -24);
+    return __uint_as_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+}
+
+// ---- tensor-core mma ---------------------------------------------------------------------------
+// bge_common.cuh's bge_mma_16816 (mma.sync m16n8k16, f32 accumulate) for one warp: the lanes
+// post their fragments to a per-warp exchange (block-local, like shared memory) and wait for
+// the whole warp; lane 0 rebuilds A (16 x 16) and B (16 x 8) in the PTX ISA's fragment layout
+// and multiplies; after a second wait each lane adds its four outputs. The next call's first
+// wait keeps lane 0 from overwriting the product before every lane has read it. `widen` reads
+// one 16-bit input.
+template <typename Widen>
+inline void bge_emu_mma_16816(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], Widen widen) {
+    static thread_local unsigned fragments[32][32][6];  // [warp][lane][a0..a3, b0, b1]
+    static thread_local float product[32][16][8];       // [warp][row][column]
+    const unsigned tid = bge_emu::thread_idx.x;
+    const unsigned warp = tid >> 5, lane = tid & 31u;
+    if (warp >= 32) bge_emu::fail("bge_mma_16816: more than 32 warps in a block");
+    for (int i = 0; i < 4; ++i) fragments[warp][lane][i] = a[i];
+    for (int i = 0; i < 2; ++i) fragments[warp][lane][4 + i] = b[i];
+    __syncwarp();
+    if (lane == 0) {
+        float A[16][16], B[16][8];
+        for (int src = 0; src < 32; ++src) {
+            const unsigned* r = fragments[warp][src];
+            const int g = src >> 2, t = src & 3;
+            for (int i = 0; i < 2; ++i) {
+                const int shift = 16 * i;
+                A[g][2 * t + i] = widen((unsigned short)(r[0] >> shift));
+                A[g + 8][2 * t + i] = widen((unsigned short)(r[1] >> shift));
+                A[g][8 + 2 * t + i] = widen((unsigned short)(r[2] >> shift));
+                A[g + 8][8 + 2 * t + i] = widen((unsigned short)(r[3] >> shift));
+                B[2 * t + i][g] = widen((unsigned short)(r[4] >> shift));
+                B[8 + 2 * t + i][g] = widen((unsigned short)(r[5] >> shift));
+            }
+        }
+        for (int row = 0; row < 16; ++row) {
+            for (int col = 0; col < 8; ++col) {
+                float sum = 0.0f;
+                for (int k = 0; k < 16; ++k) sum += A[row][k] * B[k][col];
+                product[warp][row][col] = sum;
+            }
+        }
+    }
+    __syncwarp();
+    const int g = (int)lane >> 2, t = (int)lane & 3;
+    for (int i = 0; i < 2; ++i) {
+        d[i] += product[warp][g][2 * t + i];
+        d[2 + i] += product[warp][g + 8][2 * t + i];
+    }
+}

@@ -154,14 +154,52 @@ fn target_choice_follows_the_gpu() {
 // ---------------------------------------------------------------------------------------------
 // No GPU: clean errors.
 
+/// Runs the test `name` of this binary alone in a child process, with `env` set (None: removed);
+/// the child must pass. Returns its stdout and stderr.
+fn run_child(name: &str, env: &[(&str, Option<&std::ffi::OsStr>)]) -> String {
+    run_child_with(std::process::Command::new(std::env::current_exe().unwrap()), name, env)
+}
+
+/// This test binary started by the dynamic loader itself with `--inhibit-cache` and `stubs`
+/// as its library path, where that loader exists (x86-64 glibc), else started directly.
+fn without_loader_cache(stubs: &Path) -> std::process::Command {
+    let loader = Path::new("/lib64/ld-linux-x86-64.so.2");
+    if !loader.exists() {
+        return std::process::Command::new(std::env::current_exe().unwrap());
+    }
+    let mut cmd = std::process::Command::new(loader);
+    cmd.arg("--inhibit-cache").arg("--library-path").arg(stubs).arg(std::env::current_exe().unwrap());
+    cmd
+}
+
+fn run_child_with(mut cmd: std::process::Command, name: &str, env: &[(&str, Option<&std::ffi::OsStr>)]) -> String {
+    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"]);
+    for (key, value) in env {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    let out = cmd.output().unwrap();
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "child {name} failed:\n{text}");
+    text
+}
+
 #[test]
 fn without_a_gpu_cuda_is_a_clean_error() {
-    let dev = cuda::device();
-    if dev.is_ok() {
-        eprintln!("SKIPPED without_a_gpu_cuda_is_a_clean_error: this machine has a usable GPU");
+    // On a machine with a GPU the same checks run in a child process that sees none
+    // (CUDA_VISIBLE_DEVICES="" makes the real driver's cuInit report no device).
+    if std::env::var_os("BGE_NO_GPU_CHILD").is_none() && cuda::available() {
+        let out = run_child(
+            "without_a_gpu_cuda_is_a_clean_error",
+            &[("BGE_NO_GPU_CHILD", Some("1".as_ref())), ("CUDA_VISIBLE_DEVICES", Some("".as_ref()))],
+        );
+        assert!(out.contains("no GPU here, as expected"), "the child did not check the no-GPU path:\n{out}");
         return;
     }
-    let err = dev.err().unwrap();
+    let dev = cuda::device();
+    let err = dev.err().expect("a CUDA device where none should be visible");
     assert!(matches!(err, Error::DeviceUnavailable(_)), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::DeviceUnavailable);
     assert!(err.to_string().starts_with("CUDA is not available: "), "{err}");
@@ -184,13 +222,10 @@ fn without_a_gpu_cuda_is_a_clean_error() {
 /// remembered probe is not disturbed. The same stub without NVRTC checks that message too.
 #[test]
 fn stub_driver_without_gpu_is_a_clean_error() {
-    if cuda::available() {
-        eprintln!("SKIPPED stub_driver_without_gpu_is_a_clean_error: this machine has a usable GPU");
-        return;
-    }
-    let Some(nvrtc_dir) = tools_nvrtc_dir() else {
-        panic!("NVRTC not found under {}: run scripts/setup_cuda_tools.sh", tools_dir().display());
-    };
+    // NVRTC for the child that should find one: the test's own copy, else the system's.
+    let nvrtc_dir = tools_nvrtc_dir().or_else(system_nvrtc_dir).unwrap_or_else(|| {
+        panic!("NVRTC not found under {} nor the CUDA library directories: run scripts/setup_cuda_tools.sh", tools_dir().display())
+    });
     let stubs = temp_dir("cuda-stub-driver");
     let build = |file: &str, soname: &str, code: &str| {
         let src = stubs.join(format!("{file}.c"));
@@ -210,28 +245,47 @@ fn stub_driver_without_gpu_is_a_clean_error() {
          int cuDeviceGetCount(int *n) { *n = 0; return 0; }\n",
     );
     build("cublas", "libcublas.so.13", "void pg_bge_stub_cublas(void) {}\n");
-
-    let child = |with_nvrtc: bool| {
-        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-        cmd.args(["--exact", "stub_driver_child", "--nocapture", "--test-threads=1"])
-            .env("BGE_STUB_DRIVER_CHILD", "1")
-            .env("LD_LIBRARY_PATH", &stubs)
-            .env_remove("CUDA_HOME")
-            .env_remove("CUDA_PATH");
-        if with_nvrtc {
-            // Found by path, not on LD_LIBRARY_PATH: exercises BGE_CUDA_LIB_DIR and the
-            // libnvrtc-builtins preload.
-            cmd.env("BGE_CUDA_LIB_DIR", &nvrtc_dir);
-        } else {
-            cmd.env_remove("BGE_CUDA_LIB_DIR");
+    // Under every other name cudarc tries too, so none of them reaches a real library.
+    for (lib, stub) in [("cuda", "libcuda.so.1"), ("cublas", "libcublas.so.13")] {
+        for name in cudarc::get_lib_name_candidates(lib) {
+            let link = stubs.join(&name);
+            if !link.exists() {
+                std::os::unix::fs::symlink(stub, &link).unwrap();
+            }
         }
-        let out = cmd.output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-        stdout.lines().find_map(|l| l.split_once("CHILD-RESULT: ").map(|(_, r)| r.to_string())).unwrap_or_else(|| panic!("child printed no result:\n{stdout}"))
+    }
+
+    // The stubs come first on the library path, and on a machine with the real libraries the
+    // child runs through the dynamic loader with its cache off, so the driver, NVRTC and
+    // cuBLAS that ldconfig knows stay out of sight; CUDA_HOME points at the stub directory so
+    // no toolkit directory is searched either.
+    let child = |with_nvrtc: bool| {
+        let found_nvrtc = nvrtc_dir.as_os_str();
+        let out = run_child_with(
+            without_loader_cache(&stubs),
+            "stub_driver_child",
+            &[
+                ("BGE_STUB_DRIVER_CHILD", Some("1".as_ref())),
+                ("LD_LIBRARY_PATH", Some(stubs.as_os_str())),
+                ("CUDA_HOME", Some(stubs.as_os_str())),
+                ("CUDA_PATH", None),
+                // Found by path, not on LD_LIBRARY_PATH: exercises BGE_CUDA_LIB_DIR and the
+                // libnvrtc-builtins preload.
+                ("BGE_CUDA_LIB_DIR", with_nvrtc.then_some(found_nvrtc)),
+            ],
+        );
+        out.lines().find_map(|l| l.split_once("CHILD-RESULT: ").map(|(_, r)| r.to_string())).unwrap_or_else(|| panic!("child printed no result:\n{out}"))
     };
     assert_eq!(child(true), "CUDA is not available: no CUDA GPU is visible to this process");
     assert_eq!(child(false), "CUDA is not available: NVRTC, the CUDA runtime compiler (libnvrtc.so), cannot be loaded");
+}
+
+/// The directory of the machine's own NVRTC: in $BGE_CUDA_LIB_DIR, $CUDA_HOME/lib64 or
+/// /usr/local/cuda/lib64.
+fn system_nvrtc_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("BGE_CUDA_LIB_DIR").map(|d| std::env::split_paths(&d).collect()).unwrap_or_default();
+    dirs.push(std::env::var_os("CUDA_HOME").map(PathBuf::from).unwrap_or_else(|| "/usr/local/cuda".into()).join("lib64"));
+    dirs.into_iter().find(|d| std::fs::read_dir(d).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().starts_with("libnvrtc.so")))
 }
 
 /// Run by stub_driver_without_gpu_is_a_clean_error in a child process; a no-op otherwise.
@@ -477,8 +531,8 @@ fn gpu_attention_matches_reference_on_varlen_batches() {
     for p in PRECISIONS {
         let k = Kernels::load(&dev, p).unwrap();
         for &(heads, d) in &[(12usize, 32usize), (2, 64), (12, 64), (3, 96), (1, 128)] {
-            // Lengths around the 64-query and 32/64-key tiles, singletons, and a 512.
-            for lens in [vec![1], vec![7, 1, 33], vec![63, 64, 65], vec![100, 3, 257, 1], vec![512], vec![1, 1, 1, 1]] {
+            // Lengths around the 16-row warp, 64-key and 128-query tiles, singletons, and a 512.
+            for lens in [vec![1], vec![7, 1, 33, 17], vec![63, 64, 65], vec![127, 128, 129], vec![100, 3, 257, 1], vec![512], vec![1, 1, 1, 1]] {
                 let batch = batch_of(&lens);
                 let t = batch.num_tokens();
                 let hidden = heads * d;

@@ -1,6 +1,7 @@
 //! attention.cu against reference::attention on packed variable-length batches: every head
 //! dimension it is instantiated for (32, 64, 96, 128), sequence lengths on both sides of the
-//! 64-query and 32/64-key tiles (1, 31, 33, 63, 64, 65, 257, 513) alone and mixed in one batch,
+//! 16-row warp, 64-key and 128-query tiles (1, 17, 31, 33, 63, 64, 65, 127, 128, 129, 257, 513)
+//! alone and mixed in one batch,
 //! at the GPU test's tolerance (2 steps of the 16-bit output), under both schedules.
 mod common;
 
@@ -37,7 +38,7 @@ fn attention_matches_reference_for_every_head_dim() {
     let emu = Emu::new();
     assert_eq!(ATTENTION_HEAD_DIMS, [32, 64, 96, 128], "a new head dimension needs a case here");
     for (i, d) in ATTENTION_HEAD_DIMS.into_iter().enumerate() {
-        for (j, lens) in [vec![1], vec![31], vec![33], vec![257], vec![63, 64, 65], vec![513, 1, 31, 257, 33, 2]].iter().enumerate() {
+        for (j, lens) in [vec![1], vec![31], vec![17, 33], vec![257], vec![63, 64, 65], vec![127, 128, 129], vec![513, 1, 31, 257, 33, 2]].iter().enumerate() {
             check(&emu, 2, d, lens, (10 * i + j) as u64);
         }
     }

@@ -12,8 +12,9 @@ use crate::config::{Activation, Pooling};
 
 /// Head dimensions attention.cu is instantiated for.
 pub const ATTENTION_HEAD_DIMS: [usize; 4] = [32, 64, 96, 128];
-/// Queries per attention block (Q_TILE in attention.cu).
-const ATTENTION_QUERY_TILE: usize = 64;
+/// Queries per attention block (Q_ROWS in attention.cu) and its threads (ATTENTION_THREADS).
+const ATTENTION_QUERY_TILE: usize = 128;
+const ATTENTION_THREADS: u32 = 256;
 /// Grid cap for the grid-stride elementwise kernels.
 const MAX_ELEMENTWISE_BLOCKS: usize = 65_535;
 /// The largest gridDim.y / gridDim.z any GPU accepts.
@@ -27,7 +28,8 @@ pub struct Kernels {
     bias_gelu_erf: CudaFunction,
     bias_gelu_tanh: CudaFunction,
     attention: HashMap<usize, CudaFunction>,
-    pool_normalize: CudaFunction,
+    pool: CudaFunction,
+    l2_normalize_rows: CudaFunction,
     cast_from_f32: CudaFunction,
     cast_to_f32: CudaFunction,
     decoder: DecoderKernels,
@@ -91,7 +93,8 @@ impl Kernels {
             (nvrtc::LAYER_NORM, format!("bias_residual_layer_norm_{s}")),
             (nvrtc::ACTIVATION, format!("bias_gelu_erf_{s}")),
             (nvrtc::ACTIVATION, format!("bias_gelu_tanh_{s}")),
-            (nvrtc::POOLING, "pool_normalize".to_string()),
+            (nvrtc::POOLING, "pool".to_string()),
+            (nvrtc::POOLING, "l2_normalize_rows".to_string()),
             (nvrtc::CAST, format!("cast_f32_to_{s}")),
             (nvrtc::CAST, format!("cast_{s}_to_f32")),
         ];
@@ -129,7 +132,8 @@ impl Kernels {
             bias_gelu_erf: take(format!("bias_gelu_erf_{s}"))?,
             bias_gelu_tanh: take(format!("bias_gelu_tanh_{s}"))?,
             attention,
-            pool_normalize: take("pool_normalize".to_string())?,
+            pool: take("pool".to_string())?,
+            l2_normalize_rows: take("l2_normalize_rows".to_string())?,
             cast_from_f32: take(format!("cast_f32_to_{s}"))?,
             cast_to_f32: take(format!("cast_{s}_to_f32"))?,
             decoder: DecoderKernels {
@@ -253,8 +257,10 @@ impl Kernels {
         let (rows_u, cols_i) = (rows as u64, cols as i32);
         let mut l = stream.launch_builder(f);
         l.arg(&y).arg(&b).arg(&rows_u).arg(&cols_i).arg(&o);
+        // One block per row (grid-stride over rows past the cap).
+        let cfg = LaunchConfig { grid_dim: (rows.min(MAX_ELEMENTWISE_BLOCKS) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: argument list matches bias_gelu_* in activation.cu.
-        launched(unsafe { l.launch(elementwise(rows * cols)) }, "bias_gelu")
+        launched(unsafe { l.launch(cfg) }, "bias_gelu")
     }
 
     /// attention.cu: ctx = softmax(q kᵀ / √d) v per sequence and head, qkv bias folded in.
@@ -292,7 +298,7 @@ impl Kernels {
             let cu_slice = cu + (first * std::mem::size_of::<i32>()) as u64;
             let cfg = LaunchConfig {
                 grid_dim: (max_len.div_ceil(ATTENTION_QUERY_TILE) as u32, heads as u32, seqs as u32),
-                block_dim: (ATTENTION_QUERY_TILE as u32, 1, 1),
+                block_dim: (ATTENTION_THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
             let mut l = stream.launch_builder(f);
@@ -332,17 +338,25 @@ impl Kernels {
             pooling.mean as i32,
             pooling.mean_sqrt_len as i32,
             pooling.last_token as i32,
-            normalize as i32,
         ];
-        let cfg = LaunchConfig { grid_dim: (num_seqs as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        let mut l = stream.launch_builder(&self.pool_normalize);
+        let cfg = LaunchConfig { grid_dim: (num_seqs as u32, hidden.div_ceil(32) as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut l = stream.launch_builder(&self.pool);
         l.arg(&h).arg(&cu);
         for v in &flags {
             l.arg(v);
         }
         l.arg(&o);
-        // SAFETY: argument list matches pool_normalize in pooling.cu.
-        launched(unsafe { l.launch(cfg) }, "pool_normalize")
+        // SAFETY: argument list matches pool in pooling.cu.
+        launched(unsafe { l.launch(cfg) }, "pool")?;
+        if !normalize {
+            return Ok(());
+        }
+        let width = (pooling.modes() * hidden) as i32;
+        let cfg = LaunchConfig { grid_dim: (num_seqs as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut l = stream.launch_builder(&self.l2_normalize_rows);
+        l.arg(&width).arg(&o);
+        // SAFETY: argument list matches l2_normalize_rows in pooling.cu.
+        launched(unsafe { l.launch(cfg) }, "l2_normalize_rows")
     }
 
     /// embedding.cu embed_scaled: out32[t] = word[ids[t]] · scale. Ids must already be checked.

@@ -102,8 +102,10 @@ fn open() -> std::result::Result<Arc<Device>, String> {
     unsafe { ctx.disable_event_tracking() };
     let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
     let (major, minor) = ctx.compute_capability().map_err(|e| format!("cannot query {name} ({e:?})"))?;
-    if major < 7 {
-        return Err(format!("{name} has compute capability {major}.{minor}; the CUDA backend needs 7.0 or newer"));
+    // The attention kernel multiplies on the tensor cores with mma.sync m16n8k16 (f16 and bf16),
+    // which Ampere (8.0) introduced.
+    if major < 8 {
+        return Err(format!("{name} has compute capability {major}.{minor}; the CUDA backend needs 8.0 (Ampere) or newer"));
     }
     let sm = (major * 10 + minor) as u32;
     let target = nvrtc::target_for(sm)?;

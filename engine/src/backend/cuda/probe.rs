@@ -4,8 +4,9 @@
 //!
 //! Libraries are opened with the names cudarc itself tries, so once a probe succeeds cudarc
 //! finds the same objects. A library found only in an extra directory (`$BGE_CUDA_LIB_DIR`,
-//! `$CUDA_HOME/lib64`, `/usr/local/cuda/lib64`) is opened by its full path and kept open; the
-//! dynamic loader then answers cudarc's later open of the same soname with it.
+//! then `$CUDA_HOME/lib64`, or `/usr/local/cuda/lib64` when CUDA_HOME is unset) is opened by its
+//! full path and kept open; the dynamic loader then answers cudarc's later open of the same
+//! soname with it.
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 
@@ -37,12 +38,9 @@ fn extra_dirs() -> Vec<PathBuf> {
     if let Some(d) = std::env::var_os("BGE_CUDA_LIB_DIR") {
         dirs.extend(std::env::split_paths(&d));
     }
-    for var in ["CUDA_HOME", "CUDA_PATH"] {
-        if let Some(d) = std::env::var_os(var) {
-            dirs.push(PathBuf::from(d).join("lib64"));
-        }
-    }
-    dirs.push(PathBuf::from("/usr/local/cuda/lib64"));
+    // The toolkit: $CUDA_HOME (or $CUDA_PATH), else where CUDA installs by default.
+    let toolkit = ["CUDA_HOME", "CUDA_PATH"].iter().find_map(std::env::var_os).map(PathBuf::from);
+    dirs.push(toolkit.unwrap_or_else(|| PathBuf::from("/usr/local/cuda")).join("lib64"));
     dirs
 }
 
