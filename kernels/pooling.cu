@@ -8,7 +8,7 @@
 // Layout: hidden_states [tokens, hidden] f32 (the encoder's last residual stream, packed);
 //   cu_seqlens [seqs + 1] i32, sequence s = tokens cu_seqlens[s] .. cu_seqlens[s + 1];
 //   out [seqs, modes * hidden] f32.
-// Two kernels, launched one after the other:
+// Launch: two kernels, one after the other:
 // - pool: grid (seqs, ceil(hidden / 32)), block 256 = 8 warps. A block pools 32 columns of one
 //   sequence, one per lane, so every token row is read in coalesced 128-byte pieces; its warps
 //   split the sequence's tokens and meet in shared memory, where warp 0 combines them in a
