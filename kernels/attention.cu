@@ -10,6 +10,8 @@
 //   as in the CPU backend, head h at columns h*D .. (h+1)*D of each third;
 //   bias [3 * hidden] f32, same column order; cu_seqlens [seqs + 1] i32;
 //   out [tokens, hidden] f16 or bf16 (the attention-output GEMM's input), head h at h*D.
+//   hidden must be a multiple of 4 and qkv 16-byte aligned (key and value rows are read as
+//   float4).
 // Launch: grid (ceil(max_len / 128), heads, seqs), block 256 threads = 8 warps of 16 query rows
 //   (each key/value tile read from qkv serves 128 queries);
 //   a batch of more than 65,535 sequences (gridDim.z's limit) is launched in slices, each given
@@ -103,20 +105,27 @@ __device__ __forceinline__ void attention(const float* __restrict__ qkv,
     const float* value_bias = bias + 2 * hidden + head * D;
     for (int k0 = 0; k0 < len; k0 += KV_TILE) {
         __syncthreads();  // every warp is done with the previous tile
-        for (int e = threadIdx.x; e < KV_TILE * (D / 2); e += ATTENTION_THREADS) {
-            const int r = e / (D / 2);
-            const int c = 2 * (e % (D / 2));
-            unsigned k2 = 0u;
-            float v0 = 0.0f, v1 = 0.0f;
+        // Four columns per step, a fixed number of steps, unrolled: every thread's loads are
+        // in flight before the first store.
+        constexpr int STEPS = KV_TILE * (D / 4) / ATTENTION_THREADS;
+        static_assert(KV_TILE * (D / 4) % ATTENTION_THREADS == 0, "tile load must divide evenly");
+#pragma unroll
+        for (int i = 0; i < STEPS; ++i) {
+            const int e = threadIdx.x + i * ATTENTION_THREADS;
+            const int r = e / (D / 4);
+            const int c = 4 * (e % (D / 4));
+            float4 k = {0.0f, 0.0f, 0.0f, 0.0f}, v = k;
             if (k0 + r < len) {
                 const float* row = qkv + (size_t)(start + k0 + r) * row_stride + head * D;
-                k2 = pack2<T>(row[hidden + c] + key_bias[c], row[hidden + c + 1] + key_bias[c + 1]);
-                v0 = row[2 * hidden + c] + value_bias[c];
-                v1 = row[2 * hidden + c + 1] + value_bias[c + 1];
+                k = *reinterpret_cast<const float4*>(row + hidden + c);
+                v = *reinterpret_cast<const float4*>(row + 2 * hidden + c);
             }
-            *reinterpret_cast<unsigned*>(&keys[r][c]) = k2;
-            values_t[c][r] = from_float<T>(v0).bits;
-            values_t[c + 1][r] = from_float<T>(v1).bits;
+            *reinterpret_cast<unsigned*>(&keys[r][c]) = pack2<T>(k.x + key_bias[c], k.y + key_bias[c + 1]);
+            *reinterpret_cast<unsigned*>(&keys[r][c + 2]) = pack2<T>(k.z + key_bias[c + 2], k.w + key_bias[c + 3]);
+            values_t[c][r] = from_float<T>(v.x + value_bias[c]).bits;
+            values_t[c + 1][r] = from_float<T>(v.y + value_bias[c + 1]).bits;
+            values_t[c + 2][r] = from_float<T>(v.z + value_bias[c + 2]).bits;
+            values_t[c + 3][r] = from_float<T>(v.w + value_bias[c + 3]).bits;
         }
         __syncthreads();
         if (!warp_has_rows) continue;

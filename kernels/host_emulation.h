@@ -37,6 +37,7 @@
 
 // ---- built-in variables ----------------------------------------------------------------------
 struct uint3 { unsigned x, y, z; };
+struct alignas(16) float4 { float x, y, z, w; };
 struct dim3 { unsigned x, y, z; };
 
 namespace bge_emu {

@@ -12,6 +12,8 @@
 // Launch: grid (rows), block a multiple of 32 (128 for hidden <= 1024, else 256).
 #include "bge_common.cuh"
 
+#define LN_CACHED 8  // values per thread held in registers
+
 template <typename T>
 __device__ __forceinline__ void bias_residual_layer_norm(const float* linear_out, const float* bias,
                                                          const float* residual, const float* gamma,
@@ -21,6 +23,36 @@ __device__ __forceinline__ void bias_residual_layer_norm(const float* linear_out
     const size_t row = (size_t)blockIdx.x * hidden;
     const float* y = linear_out + row;
     const float* r = residual + row;
+
+    // Rows of up to LN_CACHED * blockDim.x values (hidden <= 2,048 at the launch's block
+    // sizes) are read once and kept in registers; longer ones are read three times.
+    if (hidden <= LN_CACHED * (int)blockDim.x) {  // uniform across the block
+        float v[LN_CACHED];
+        float sum = 0.0f;
+#pragma unroll
+        for (int i = 0; i < LN_CACHED; ++i) {
+            const int c = threadIdx.x + i * blockDim.x;
+            v[i] = c < hidden ? (y[c] + bias[c]) + r[c] : 0.0f;
+            sum += v[i];
+        }
+        const float mean = block_sum(sum, scratch) / hidden;
+        float squares = 0.0f;
+#pragma unroll
+        for (int i = 0; i < LN_CACHED; ++i) {
+            const float d = v[i] - mean;
+            if (threadIdx.x + i * blockDim.x < hidden) squares += d * d;
+        }
+        const float inv_std = 1.0f / sqrtf(block_sum(squares, scratch) / hidden + eps);
+#pragma unroll
+        for (int i = 0; i < LN_CACHED; ++i) {
+            const int c = threadIdx.x + i * blockDim.x;
+            if (c >= hidden) break;
+            const float out = (v[i] - mean) * inv_std * gamma[c] + beta[c];
+            out32[row + c] = out;
+            out16[row + c] = from_float<T>(out);
+        }
+        return;
+    }
 
     float sum = 0.0f;
     for (int c = threadIdx.x; c < hidden; c += blockDim.x) sum += (y[c] + bias[c]) + r[c];

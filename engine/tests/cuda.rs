@@ -454,7 +454,7 @@ fn gpu_bias_residual_layer_norm_matches_reference() {
     let mut rng = StdRng::seed_from_u64(3);
     for p in PRECISIONS {
         let k = Kernels::load(&dev, p).unwrap();
-        for &h in &[1usize, 33, 384, 1024, 1537] {
+        for &h in &[1usize, 33, 384, 1024, 1537, 2049] {
             for &rows in &[1usize, 7, 100] {
                 let y = random(&mut rng, rows * h, 3.0);
                 let bias = random(&mut rng, h, 1.0);

@@ -1,7 +1,8 @@
 //! embedding.cu and layer_norm.cu (the LayerNorm family: one row per block, block sums through
 //! warp shuffles and shared memory) against reference::add_layer_norm, at the GPU tests'
 //! tolerances, for hidden sizes around the warp (1, 31, 33), the 128-thread block (384, 1024)
-//! and the 256-thread one (1025, 1537), over 1 to 257 rows, under both schedules.
+//! and the 256-thread one (1025, 1537), past what stays in registers (2049), over 1 to 257 rows,
+//! under both schedules.
 mod common;
 
 use bge_engine::backend::reference;
@@ -9,7 +10,7 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const HIDDEN: [usize; 7] = [1, 31, 33, 384, 1024, 1025, 1537];
+const HIDDEN: [usize; 8] = [1, 31, 33, 384, 1024, 1025, 1537, 2049];
 const ROWS: [usize; 4] = [1, 31, 33, 257];
 
 #[test]
