@@ -42,11 +42,6 @@ __device__ __forceinline__ unsigned pack2(float lo, float hi) {
     return (unsigned)from_float<T>(lo).bits | ((unsigned)from_float<T>(hi).bits << 16);
 }
 
-// Two adjacent 16-bit elements of a shared tile as one register of an mma operand.
-__device__ __forceinline__ unsigned pair_at(const bge_u16* p) {
-    return *reinterpret_cast<const unsigned*>(p);
-}
-
 template <int D, typename T>
 __device__ __forceinline__ void attention(const float* __restrict__ qkv,
                                           const float* __restrict__ bias,
@@ -120,8 +115,8 @@ __device__ __forceinline__ void attention(const float* __restrict__ qkv,
                 k = *reinterpret_cast<const float4*>(row + hidden + c);
                 v = *reinterpret_cast<const float4*>(row + 2 * hidden + c);
             }
-            *reinterpret_cast<unsigned*>(&keys[r][c]) = pack2<T>(k.x + key_bias[c], k.y + key_bias[c + 1]);
-            *reinterpret_cast<unsigned*>(&keys[r][c + 2]) = pack2<T>(k.z + key_bias[c + 2], k.w + key_bias[c + 3]);
+            bge_store_pair(&keys[r][c], pack2<T>(k.x + key_bias[c], k.y + key_bias[c + 1]));
+            bge_store_pair(&keys[r][c + 2], pack2<T>(k.z + key_bias[c + 2], k.w + key_bias[c + 3]));
             values_t[c][r] = from_float<T>(v.x + value_bias[c]).bits;
             values_t[c + 1][r] = from_float<T>(v.y + value_bias[c + 1]).bits;
             values_t[c + 2][r] = from_float<T>(v.z + value_bias[c + 2]).bits;
@@ -137,7 +132,7 @@ __device__ __forceinline__ void attention(const float* __restrict__ qkv,
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
 #pragma unroll
             for (int k = 0; k < KSTEPS; ++k) {
-                const unsigned b[2] = {pair_at(&keys[8 * j + g][16 * k + 2 * t]), pair_at(&keys[8 * j + g][16 * k + 8 + 2 * t])};
+                const unsigned b[2] = {bge_load_pair(&keys[8 * j + g][16 * k + 2 * t]), bge_load_pair(&keys[8 * j + g][16 * k + 8 + 2 * t])};
                 bge_mma_16816(T(), s[j], qa[k], b);
             }
         }
@@ -192,7 +187,7 @@ __device__ __forceinline__ void attention(const float* __restrict__ qkv,
                                     pack2<T>(s[2 * k + 1][0], s[2 * k + 1][1]), pack2<T>(s[2 * k + 1][2], s[2 * k + 1][3])};
 #pragma unroll
             for (int n = 0; n < DTILES; ++n) {
-                const unsigned b[2] = {pair_at(&values_t[8 * n + g][16 * k + 2 * t]), pair_at(&values_t[8 * n + g][16 * k + 8 + 2 * t])};
+                const unsigned b[2] = {bge_load_pair(&values_t[8 * n + g][16 * k + 2 * t]), bge_load_pair(&values_t[8 * n + g][16 * k + 8 + 2 * t])};
                 bge_mma_16816(T(), acc[n], pa, b);
             }
         }
@@ -208,8 +203,8 @@ __device__ __forceinline__ void attention(const float* __restrict__ qkv,
     T* o1 = out + (size_t)(start + r1) * hidden + head * D + 2 * t;
 #pragma unroll
     for (int n = 0; n < DTILES; ++n) {
-        if (r0 < len) *reinterpret_cast<unsigned*>(o0 + 8 * n) = pack2<T>(acc[n][0] * inv0, acc[n][1] * inv0);
-        if (r1 < len) *reinterpret_cast<unsigned*>(o1 + 8 * n) = pack2<T>(acc[n][2] * inv1, acc[n][3] * inv1);
+        if (r0 < len) bge_store_pair(o0 + 8 * n, pack2<T>(acc[n][0] * inv0, acc[n][1] * inv0));
+        if (r1 < len) bge_store_pair(o1 + 8 * n, pack2<T>(acc[n][2] * inv1, acc[n][3] * inv1));
     }
 }
 

@@ -28,13 +28,13 @@ struct bf16 { bge_u16 bits; };
 // column-major 16 x 8, 16-bit inputs, f32 accumulators, in the fragment layout the PTX ISA
 // gives (lane = 4 g + t: A {(g, 2t..2t+1), (g+8, 2t..), (g, 8+2t..), (g+8, 8+2t..)}, B
 // {(2t.., g), (8+2t.., g)}, D {(g, 2t..), (g+8, 2t..)}). Needs sm_80. The host emulation
-// gathers the fragments with warp shuffles and multiplies in f32.
+// gathers the fragments of the warp and multiplies in f32 (host_emulation.h).
 #ifdef BGE_HOST_EMULATION
 __device__ __forceinline__ void bge_mma_16816(f16, float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
-    bge_emu_mma_16816(d, a, b, bge_emu_f16_to_float);
+    bge_emu_mma_16816(d, a, b, false);
 }
 __device__ __forceinline__ void bge_mma_16816(bf16, float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
-    bge_emu_mma_16816(d, a, b, [](bge_u16 h) { return __uint_as_float((unsigned)h << 16); });
+    bge_emu_mma_16816(d, a, b, true);
 }
 #else
 __device__ __forceinline__ void bge_mma_16816(f16, float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
@@ -47,6 +47,21 @@ __device__ __forceinline__ void bge_mma_16816(bf16, float (&d)[4], const unsigne
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+#endif
+
+// Two adjacent 16-bit elements (4-byte aligned) as one 32-bit word, the unit of an mma
+// operand register. The host emulation copies bytes: its C++ compiler may assume that 16-bit
+// storage is never accessed as unsigned (strict aliasing); NVRTC's accesses stay plain words.
+#ifdef BGE_HOST_EMULATION
+__device__ __forceinline__ unsigned bge_load_pair(const void* p) {
+    unsigned v;
+    std::memcpy(&v, p, 4);
+    return v;
+}
+__device__ __forceinline__ void bge_store_pair(void* p, unsigned v) { std::memcpy(p, &v, 4); }
+#else
+__device__ __forceinline__ unsigned bge_load_pair(const void* p) { return *reinterpret_cast<const unsigned*>(p); }
+__device__ __forceinline__ void bge_store_pair(void* p, unsigned v) { *reinterpret_cast<unsigned*>(p) = v; }
 #endif
 
 #define BGE_NEG_INF __int_as_float(0xff800000)

@@ -158,6 +158,8 @@ unsigned short ptx_cvt_to_16(const char* instruction, const char* out_constraint
                              const char* in_constraint, float in);
 float ptx_cvt_to_32(const char* instruction, const char* out_constraint,
                     const char* in_constraint, unsigned short in);
+// A 16-bit value (f16, or bf16 when `bf16`) widened exactly, as the PTX widening cvt does.
+float widen_16(unsigned short bits, bool bf16);
 }  // namespace bge_emu
 
 inline void bge_emu_cvt(const char* insn, const char* oc, const char* ic, unsigned short* out,
@@ -171,23 +173,15 @@ inline void bge_emu_cvt(const char* insn, const char* oc, const char* ic, float*
 #define BGE_CVT(INSTRUCTION, OUT_CONSTRAINT, OUT, IN_CONSTRAINT, IN) \
     bge_emu_cvt(INSTRUCTION, OUT_CONSTRAINT, IN_CONSTRAINT, &(OUT), (IN))
 
-// IEEE binary16 bits to float, exactly (the mma emulation widens its inputs with it).
-inline float bge_emu_f16_to_float(unsigned short h) {
-    const unsigned sign = (h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
-    if (exponent == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (mantissa << 13));
-    if (exponent == 0) return (sign ? -1.0f : 1.0f) * std::ldexp((float)mantissa, -24);
-    return __uint_as_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
-}
-
 // ---- tensor-core mma ---------------------------------------------------------------------------
 // bge_common.cuh's bge_mma_16816 (mma.sync m16n8k16, f32 accumulate) for one warp: the lanes
 // post their fragments to a per-warp exchange (block-local, like shared memory) and wait for
 // the whole warp; lane 0 rebuilds A (16 x 16) and B (16 x 8) in the PTX ISA's fragment layout
 // and multiplies; after a second wait each lane adds its four outputs. The next call's first
-// wait keeps lane 0 from overwriting the product before every lane has read it. `widen` reads
-// one 16-bit input.
-template <typename Widen>
-inline void bge_emu_mma_16816(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], Widen widen) {
+// wait keeps lane 0 from overwriting the product before every lane has read it. The inputs are
+// f16, or bf16 when `bf16`.
+inline void bge_emu_mma_16816(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], bool bf16) {
+    const auto widen = [bf16](unsigned short bits) { return bge_emu::widen_16(bits, bf16); };
     static thread_local unsigned fragments[32][32][6];  // [warp][lane][a0..a3, b0, b1]
     static thread_local float product[32][16][8];       // [warp][row][column]
     const unsigned tid = bge_emu::thread_idx.x;

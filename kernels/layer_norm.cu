@@ -39,8 +39,9 @@ __device__ __forceinline__ void bias_residual_layer_norm(const float* linear_out
         float squares = 0.0f;
 #pragma unroll
         for (int i = 0; i < LN_CACHED; ++i) {
+            const int c = threadIdx.x + i * blockDim.x;
             const float d = v[i] - mean;
-            if (threadIdx.x + i * blockDim.x < hidden) squares += d * d;
+            if (c < hidden) squares += d * d;
         }
         const float inv_std = 1.0f / sqrtf(block_sum(squares, scratch) / hidden + eps);
 #pragma unroll

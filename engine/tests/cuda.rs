@@ -280,12 +280,9 @@ fn stub_driver_without_gpu_is_a_clean_error() {
     assert_eq!(child(false), "CUDA is not available: NVRTC, the CUDA runtime compiler (libnvrtc.so), cannot be loaded");
 }
 
-/// The directory of the machine's own NVRTC: in $BGE_CUDA_LIB_DIR, $CUDA_HOME/lib64 or
-/// /usr/local/cuda/lib64.
+/// The directory of the machine's own NVRTC, among those the probe searches.
 fn system_nvrtc_dir() -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("BGE_CUDA_LIB_DIR").map(|d| std::env::split_paths(&d).collect()).unwrap_or_default();
-    dirs.push(std::env::var_os("CUDA_HOME").map(PathBuf::from).unwrap_or_else(|| "/usr/local/cuda".into()).join("lib64"));
-    dirs.into_iter().find(|d| std::fs::read_dir(d).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().starts_with("libnvrtc.so")))
+    probe::extra_dirs().into_iter().find(|d| std::fs::read_dir(d).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().starts_with("libnvrtc.so")))
 }
 
 /// Run by stub_driver_without_gpu_is_a_clean_error in a child process; a no-op otherwise.

@@ -704,4 +704,6 @@ float ptx_cvt_to_32(const char* instruction, const char* oc, const char* ic, uns
     return widen(in, c.src);
 }
 
+float widen_16(unsigned short bits, bool bf16) { return widen(bits, bf16 ? BF16 : F16); }
+
 }  // namespace bge_emu

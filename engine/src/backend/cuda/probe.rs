@@ -33,7 +33,7 @@ pub fn libraries() -> Result<(), String> {
 }
 
 /// Directories searched after the dynamic loader's own path.
-fn extra_dirs() -> Vec<PathBuf> {
+pub fn extra_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = std::env::var_os("BGE_CUDA_LIB_DIR") {
         dirs.extend(std::env::split_paths(&d));
