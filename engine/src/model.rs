@@ -304,9 +304,13 @@ impl Model {
         interrupt: &mut dyn FnMut(),
         mut run: impl FnMut(&PackedBatch, &mut dyn FnMut()) -> Result<Vec<T>>,
     ) -> Result<Vec<T>> {
-        // Batches are bounded by tokens and by activation memory (a single longer input
-        // still runs alone: max_seq_length bounds it).
-        let max_tokens = opts.max_batch_tokens.min(MAX_BATCH_ACTIVATION_BYTES / self.spec.activation_bytes_per_token()).max(1);
+        // Batches are bounded by tokens, by activation memory and by the backend's preferred
+        // pass length (a single longer input still runs alone: max_seq_length bounds it).
+        let max_tokens = opts
+            .max_batch_tokens
+            .min(MAX_BATCH_ACTIVATION_BYTES / self.spec.activation_bytes_per_token())
+            .min(self.network.preferred_pass_tokens().unwrap_or(usize::MAX))
+            .max(1);
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| encoded[i].ids.len());
         let mut results: Vec<T> = vec![T::default(); encoded.len()];

@@ -215,6 +215,27 @@ fn int8_model_stays_close_to_sentence_transformers() {
     assert!(worst >= 0.999, "int8: lowest cosine {worst} < 0.999");
 }
 
+/// Short and odd inputs are where int8 strays furthest from fp32 (a handful of tokens, so no
+/// averaging over many positions): single characters, punctuation, symbols, other scripts,
+/// repeats, two- and three-word queries. fp32 matches sentence-transformers to 1e-6 (goldens),
+/// so it stands in for the reference here.
+#[test]
+fn int8_stays_close_to_fp32_on_short_and_odd_texts() {
+    let texts = [
+        "", "a", "I", "x", "?", "!!!", "...", "-", "#", "OK!", "ok", "no", "yes", "why?", "42", "3.14159", "1 2 3 4 5 6 7 8 9 10",
+        "😀", "🔥🔥🔥", "😀 hello 😀", "東京", "北京欢迎你", "Привет", "مرحبا", "ñ", "Ünïcödé", "π", "∑",
+        "aaaaaaaaaaaaaaaaaaaa", "the the the the the", "SELECT * FROM t;", "def f(x): return x", "<html><body>",
+        "https://example.com/a?b=c", "@user", "e=mc^2", "NaN", "null", "   ", "\t", "what is love", "password reset",
+        "best pizza near me", "404 not found", "no if", "that", "not", "there", "also", "this you be", "and that not way",
+    ];
+    let opts = RunOptions::default();
+    let embed = |backend| Model::load("all-MiniLM-L6-v2", &minilm(), backend).unwrap().embed(&texts, &opts, &mut || {}).unwrap();
+    let (fp32, int8) = (embed(BackendKind::Cpu), embed(BackendKind::CpuInt8));
+    let (worst, at) = fp32.iter().zip(&int8).map(|(a, b)| cosine(a, b)).zip(0..).fold((1.0, 0), |w, c| if c.0 < w.0 { c } else { w });
+    eprintln!("int8 vs fp32 on {} short and odd texts: lowest cosine {worst:.6} ({:?})", texts.len(), texts[at]);
+    assert!(worst >= 0.999, "int8: lowest cosine {worst} < 0.999 on {:?}", texts[at]);
+}
+
 /// Retrieval with int8 embeddings finds what fp32 finds: queries (phrases cut from passages)
 /// against passages of benches/rag_corpus.txt, top-10 sets compared.
 #[test]

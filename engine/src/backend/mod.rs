@@ -68,6 +68,12 @@ pub trait Ops: Send + Sync + 'static {
 
     /// [`reference::gated_activation`]: out = act(gate) · up for rows of gate | up.
     fn gated_activation(&self, pool: &rayon::ThreadPool, gate_up: &[f32], inter: usize, act: Activation, out: &mut [f32]);
+
+    /// Bytes of a layer's widest output (f32 rows) one forward pass should keep within for
+    /// speed, when this backend runs faster on shorter passes; `None` when longer ones are fine.
+    fn pass_output_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The RoPE angles of one batch: cos and sin of position × inverse frequency for every token and

@@ -247,6 +247,12 @@ fn at_least(v: &mut Vec<f32>, len: usize) -> Result<&mut [f32]> {
 }
 
 impl<O: Ops> Forward for Encoder<O> {
+    fn preferred_pass_tokens(&self) -> Option<usize> {
+        // The widest layer output is the FFN intermediate (or qkv, for a narrow FFN).
+        let widest = self.intermediate.max(3 * self.hidden);
+        self.ops.pass_output_bytes().map(|bytes| (bytes / (4 * widest)).max(1))
+    }
+
     fn forward(&self, pool: &rayon::ThreadPool, batch: &PackedBatch, interrupt: &mut dyn FnMut()) -> Result<Vec<f32>> {
         let mut x = self.embed_tokens(batch)?;
         if self.forward_flops(batch) <= CHUNK_FLOPS {

@@ -181,4 +181,12 @@ impl Ops for Cpu {
     fn gated_activation(&self, pool: &rayon::ThreadPool, gate_up: &[f32], inter: usize, act: Activation, out: &mut [f32]) {
         activation::gated_activation(self.isa, pool, gate_up, inter, act, out)
     }
+
+    /// int8's GEMMs are fast enough that writing and rereading their f32 outputs shows: measured
+    /// on all-MiniLM-L6-v2 (2-vCPU Xeon, AMX), passes of 1,024 tokens (6 MiB of FFN
+    /// intermediate) ran the corpus 6.7% faster than passes of 4,096 (10 of 12 paired rounds);
+    /// fp32 measured the same either way.
+    fn pass_output_bytes(&self) -> Option<usize> {
+        (self.precision == LinearPrecision::Int8).then_some(6 << 20)
+    }
 }
