@@ -23,7 +23,7 @@ fn batch(seqs: usize, len: usize) -> PackedBatch {
 fn run(c: &mut Criterion, name: &str, net: &dyn Forward) {
     let mut g = c.benchmark_group(name);
     g.sample_size(10);
-    let pool = bge_engine::threads::pool(2);
+    let pool = bge_engine::threads::pool(2).unwrap();
     for &(seqs, len) in &[(1, 16), (1, 128), (32, 32), (32, 128), (8, 256)] {
         let b = batch(seqs, len);
         g.throughput(Throughput::Elements((seqs * len) as u64));
