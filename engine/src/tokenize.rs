@@ -213,21 +213,25 @@ impl TextTokenizer {
     pub fn encode_windowed(&self, prompt: &str, text: &str, truncate: bool, window: usize, interrupt: &mut dyn FnMut()) -> Result<Encoded> {
         let room = self.room();
         if let Some(ascii) = self.ascii_for(prompt, text) {
+            // The first `room` ids (scan keeps no more).
             let (mut ids, total) = ascii.scan(prompt, text, room, !truncate, window, interrupt);
-            if !truncate && total > room {
-                return Err(Error::InputTooLong { model: self.model.clone(), tokens: total + self.added_tokens, limit: self.max_seq_length });
-            }
-            ids.truncate(room);
+            self.check_fits(total, truncate)?;
             ids.insert(0, ascii.cls);
             ids.push(ascii.sep);
             return Ok(Encoded { type_ids: vec![0; ids.len()], ids });
         }
         let (kept, total) = self.scan(prompt, text, room, !truncate, window, interrupt)?;
-        if !truncate && total > room {
-            return Err(Error::InputTooLong { model: self.model.clone(), tokens: total + self.added_tokens, limit: self.max_seq_length });
-        }
+        self.check_fits(total, truncate)?;
         let enc = self.full.post_process(kept, None, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(Encoded { ids: enc.get_ids().to_vec(), type_ids: enc.get_type_ids().to_vec() })
+    }
+
+    /// Without `truncate`, `total` content tokens must fit max_seq_length beside the special ones.
+    fn check_fits(&self, total: usize, truncate: bool) -> Result<()> {
+        if !truncate && total > self.room() {
+            return Err(Error::InputTooLong { model: self.model.clone(), tokens: total + self.added_tokens, limit: self.max_seq_length });
+        }
+        Ok(())
     }
 
     pub fn encode(&self, text: &str, truncate: bool) -> Result<Encoded> {
