@@ -2,6 +2,7 @@
 //! FLOPs here) so they read against the machine's peak.
 //!
 //!   cargo bench -p bge-engine --bench ops
+use bge_engine::backend::cpu::gemm_bf16::{self, Bf16Kernel, PackedBf16};
 use bge_engine::backend::cpu::gemm_int8::{self, Int8Kernel, PackedInt8};
 use bge_engine::backend::cpu::{activation, attention, gemm, norm, Isa, PackedLinear};
 use bge_engine::batch::PackedBatch;
@@ -61,6 +62,28 @@ fn bench_gemm_int8(c: &mut Criterion) {
     g.finish();
 }
 
+/// The bf16 GEMM (bge.precision = bf16) per kernel family, where the CPU has AVX512-BF16.
+fn bench_gemm_bf16(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm_bf16");
+    for &(m, n, k) in &[(16, 1152, 384), (256, 1152, 384), (256, 384, 1536), (2048, 1536, 384)] {
+        let x = data(m * k);
+        let w = data(n * k);
+        let b = data(n);
+        let mut y = vec![0.0; m * n];
+        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        for kernel in Bf16Kernel::available() {
+            let packed = PackedBf16::pack_for(kernel, &w, &b, n, k);
+            for threads in [1, 2] {
+                let p = pool(threads);
+                g.bench_with_input(BenchmarkId::new(format!("{}/t{threads}", kernel.name()), format!("{m}x{n}x{k}")), &(), |bch, _| {
+                    bch.iter(|| gemm_bf16::gemm_bf16(&p, &x, m, &packed, None, &mut y))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
 fn bench_attention(c: &mut Criterion) {
     let mut g = c.benchmark_group("attention");
     let (heads, d) = (12, 32);
@@ -97,5 +120,5 @@ fn bench_elementwise(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_gemm, bench_gemm_int8, bench_attention, bench_elementwise);
+criterion_group!(benches, bench_gemm, bench_gemm_int8, bench_gemm_bf16, bench_attention, bench_elementwise);
 criterion_main!(benches);

@@ -151,34 +151,39 @@ fn activations_match_reference_over_their_range() {
 
 #[test]
 fn bf16_gemm_matches_reference_within_bf16_rounding() {
-    use bge_engine::backend::cpu::gemm_bf16::{self, PackedBf16};
+    use bge_engine::backend::cpu::gemm_bf16::{self, Bf16Kernel, PackedBf16};
     if !gemm_bf16::available() {
         eprintln!("\n*** SKIPPED bf16_gemm_matches_reference_within_bf16_rounding: this CPU has no AVX512-BF16 ***\n");
         return;
     }
+    let kernels = Bf16Kernel::available();
+    eprintln!("bf16 kernels on this CPU: {:?}", kernels.iter().map(|k| k.name()).collect::<Vec<_>>());
     let mut rng = StdRng::seed_from_u64(13);
     let pool = pool(3);
-    for &m in &[1usize, 7, 33, 383] {
+    // Rows around the 8-row and 16/32-token tiles, k around AMX's 32-input steps.
+    for &m in &[1usize, 7, 16, 17, 33, 383] {
         for &n in &[1usize, 7, 33, 1537] {
-            for &k in &[1usize, 7, 33, 384] {
+            for &k in &[1usize, 7, 33, 64, 384] {
                 let x = random(&mut rng, m * k, 1.0);
                 let w = random(&mut rng, n * k, 0.5);
                 let b = random(&mut rng, n, 0.5);
-                let packed = PackedBf16::pack(&w, &b, n, k);
-                let mut got = vec![f32::NAN; m * n];
-                gemm_bf16::gemm_bf16(&pool, &x, m, &packed, Some(Activation::Gelu), &mut got);
                 // Oracle: the reference on inputs rounded to bf16 the same way, so only the
                 // accumulation order differs.
                 let round = |v: &[f32]| v.iter().map(|x| half::bf16::from_f32(*x).to_f32()).collect::<Vec<_>>();
                 let mut want = vec![0.0; m * n];
                 reference::linear(&round(&x), m, &round(&w), &b, n, k, Some(Activation::Gelu), &mut want);
-                let e = rel_err(&got, &want);
-                assert!(e < 2e-6 * (k as f32).sqrt().max(1.0), "m={m} n={n} k={k}: rel err {e}");
-                // Every row alone gives bitwise the same result as inside the batch.
-                let row = m / 2;
-                let mut one = vec![0.0; n];
-                gemm_bf16::gemm_bf16(&pool, &x[row * k..(row + 1) * k], 1, &packed, Some(Activation::Gelu), &mut one);
-                assert!(one == got[row * n..(row + 1) * n], "m={m} n={n} k={k}: row {row} alone differs");
+                for &kernel in &kernels {
+                    let packed = PackedBf16::pack_for(kernel, &w, &b, n, k);
+                    let mut got = vec![f32::NAN; m * n];
+                    gemm_bf16::gemm_bf16(&pool, &x, m, &packed, Some(Activation::Gelu), &mut got);
+                    let e = rel_err(&got, &want);
+                    assert!(e < 2e-6 * (k as f32).sqrt().max(1.0), "{kernel:?} m={m} n={n} k={k}: rel err {e}");
+                    // Every row alone gives bitwise the same result as inside the batch.
+                    let row = m / 2;
+                    let mut one = vec![0.0; n];
+                    gemm_bf16::gemm_bf16(&pool, &x[row * k..(row + 1) * k], 1, &packed, Some(Activation::Gelu), &mut one);
+                    assert!(one == got[row * n..(row + 1) * n], "{kernel:?} m={m} n={n} k={k}: row {row} alone differs");
+                }
             }
         }
     }

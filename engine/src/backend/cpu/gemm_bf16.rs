@@ -7,16 +7,30 @@
 //! [w[c][2p], w[c][2p+1]] for c = 0..32, so one 512-bit load gives 16 columns' pairs and a
 //! broadcast 32-bit (x[2p], x[2p+1]) pair multiplies all of them. k is padded to even with zeros.
 //! As in the f32 GEMM, every output is one fixed chain over k, whatever the batch or threads.
+//!
+//! AMX (Sapphire Rapids and later, where Linux grants the tile state): the same panels read as
+//! tiles. A pair row of a panel is 16 columns' pairs per 64 bytes, exactly a row of the B tile
+//! tdpbf16ps wants, so one tile is 16 pairs (32 k) × 16 columns at a stride of 128 bytes; an A
+//! tile is 16 tokens × 32 k of the bf16 input. Unlike the int8 kernel (whose per-group scales
+//! force a store of the sums every 64 inputs), the f32 sums stay in the tiles over all of k and
+//! are stored once: two token tiles × two column tiles, four tdpbf16ps per four tile loads. k is
+//! padded to a multiple of 32 for it. Each output element is computed from its own token row
+//! and column alone, so the result is still independent of the batch and the threads.
 use half::bf16;
 use rayon::prelude::*;
 
 use super::activation::activate_inplace;
+use super::amx;
 use super::gemm::{copy_row, for_each_task, Isa};
 use super::SendPtr;
 use crate::config::Activation;
 
+/// Rows of the AVX512-BF16 register tile.
 const MR: usize = 8;
+/// Columns per panel.
 const NR: usize = 32;
+/// Tokens per AMX kernel call: two tiles of 16.
+const AMX_TOKENS: usize = 2 * amx::ROWS;
 
 /// Whether this CPU has AVX512-BF16.
 pub fn available() -> bool {
@@ -28,19 +42,73 @@ pub fn available() -> bool {
     false
 }
 
+/// The bf16 kernel family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// AMX-BF16 tiles (tdpbf16ps), f32 sums kept in tiles over all of k.
+    Amx,
+    /// AVX512-BF16 vdpbf16ps on an 8 × 32 register tile.
+    Avx512,
+}
+
+impl Bf16Kernel {
+    /// Every bf16 kernel this CPU runs (none without AVX512-BF16; tests check each).
+    pub fn available() -> Vec<Bf16Kernel> {
+        match available() {
+            false => vec![],
+            true if amx::bf16_granted() => vec![Bf16Kernel::Avx512, Bf16Kernel::Amx],
+            true => vec![Bf16Kernel::Avx512],
+        }
+    }
+
+    /// The fastest of [`Bf16Kernel::available`].
+    pub fn best() -> Option<Bf16Kernel> {
+        Bf16Kernel::available().last().copied()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Kernel::Amx => "amx",
+            Bf16Kernel::Avx512 => "avx512bf16",
+        }
+    }
+
+    /// Tokens one kernel call computes (the bf16 input is padded to a multiple of them).
+    fn tokens_per_call(self) -> usize {
+        match self {
+            Bf16Kernel::Amx => AMX_TOKENS,
+            Bf16Kernel::Avx512 => MR,
+        }
+    }
+
+    /// k padded to what the kernel steps by: pairs, or AMX tiles of 32.
+    fn padded_k(self, k: usize) -> usize {
+        match self {
+            Bf16Kernel::Amx => k.next_multiple_of(32),
+            Bf16Kernel::Avx512 => k.next_multiple_of(2),
+        }
+    }
+}
+
 pub struct PackedBf16 {
+    pub kernel: Bf16Kernel,
     pub n: usize,
     pub k: usize,
-    /// k rounded up to even.
+    /// k padded for the kernel (zeros).
     kp: usize,
     panels: Vec<u16>,
     bias: Vec<f32>,
 }
 
 impl PackedBf16 {
+    /// Packs for the best kernel this CPU runs (it must have AVX512-BF16).
     pub fn pack(weight: &[f32], bias: &[f32], n: usize, k: usize) -> PackedBf16 {
+        PackedBf16::pack_for(Bf16Kernel::best().expect("bf16 GEMM on a CPU without AVX512-BF16"), weight, bias, n, k)
+    }
+
+    pub fn pack_for(kernel: Bf16Kernel, weight: &[f32], bias: &[f32], n: usize, k: usize) -> PackedBf16 {
         assert_eq!(weight.len(), n * k);
-        let kp = k.next_multiple_of(2);
+        let kp = kernel.padded_k(k);
         let num_panels = n.div_ceil(NR);
         let mut panels = vec![0u16; num_panels * kp * NR];
         for col in 0..n {
@@ -54,7 +122,7 @@ impl PackedBf16 {
         }
         let mut padded_bias = vec![0.0f32; num_panels * NR];
         padded_bias[..n].copy_from_slice(bias);
-        PackedBf16 { n, k, kp, panels, bias: padded_bias }
+        PackedBf16 { kernel, n, k, kp, panels, bias: padded_bias }
     }
 }
 
@@ -87,6 +155,79 @@ mod x86 {
         }
     }
 
+    /// 16·T tokens × 32 columns with tdpbf16ps into `tile` (rows of 32 f32), bias added: `a`
+    /// token rows of bf16 (stride `lda` elements; 16·T rows readable), `b` a packed panel of
+    /// `pairs` pairs (a multiple of 16). Tiles: tmm0/tmm1 tokens 0..16 / 16..32, tmm2/tmm3 the
+    /// panel's columns 0..16 / 16..32, tmm4..tmm7 the sums (token tile × column tile). Needs an
+    /// [`amx::TileSession`](super::amx::TileSession) on this thread.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn amx_tokens<const T: usize>(pairs: usize, stream: bool, a: *const u16, lda: usize, b: *const u16, bias: *const f32, tile: *mut f32) {
+        core::arch::asm!("tilezero tmm4", "tilezero tmm5", "tilezero tmm6", "tilezero tmm7", options(nostack, nomem));
+        for p in (0..pairs).step_by(16) {
+            let bp = b.add(p * 64);
+            if stream {
+                super::super::gemm::x86::prefetch_next_page(bp as *const i8, 0..32);
+            }
+            if T == 2 {
+                core::arch::asm!(
+                    "tileloadd tmm0, [{a0} + {a_stride}*1]",
+                    "tileloadd tmm1, [{a1} + {a_stride}*1]",
+                    "tileloadd tmm2, [{b0} + {b_stride}*1]",
+                    "tileloadd tmm3, [{b1} + {b_stride}*1]",
+                    "tdpbf16ps tmm4, tmm0, tmm2",
+                    "tdpbf16ps tmm5, tmm0, tmm3",
+                    "tdpbf16ps tmm6, tmm1, tmm2",
+                    "tdpbf16ps tmm7, tmm1, tmm3",
+                    a0 = in(reg) a.add(2 * p),
+                    a1 = in(reg) a.add(16 * lda + 2 * p),
+                    a_stride = in(reg) 2 * lda,
+                    b0 = in(reg) bp,
+                    b1 = in(reg) bp.add(32),
+                    b_stride = in(reg) 128usize,
+                    options(nostack, readonly),
+                );
+            } else {
+                core::arch::asm!(
+                    "tileloadd tmm0, [{a0} + {a_stride}*1]",
+                    "tileloadd tmm2, [{b0} + {b_stride}*1]",
+                    "tileloadd tmm3, [{b1} + {b_stride}*1]",
+                    "tdpbf16ps tmm4, tmm0, tmm2",
+                    "tdpbf16ps tmm5, tmm0, tmm3",
+                    a0 = in(reg) a.add(2 * p),
+                    a_stride = in(reg) 2 * lda,
+                    b0 = in(reg) bp,
+                    b1 = in(reg) bp.add(32),
+                    b_stride = in(reg) 128usize,
+                    options(nostack, readonly),
+                );
+            }
+        }
+        core::arch::asm!(
+            "tilestored [{c0} + {c_stride}*1], tmm4",
+            "tilestored [{c1} + {c_stride}*1], tmm5",
+            c0 = in(reg) tile,
+            c1 = in(reg) tile.add(16),
+            c_stride = in(reg) 4 * super::NR,
+            options(nostack),
+        );
+        if T == 2 {
+            core::arch::asm!(
+                "tilestored [{c0} + {c_stride}*1], tmm6",
+                "tilestored [{c1} + {c_stride}*1], tmm7",
+                c0 = in(reg) tile.add(16 * super::NR),
+                c1 = in(reg) tile.add(16 * super::NR + 16),
+                c_stride = in(reg) 4 * super::NR,
+                options(nostack),
+            );
+        }
+        for t in 0..16 * T {
+            for v in 0..2 {
+                let at = tile.add(t * super::NR + 16 * v);
+                _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), _mm512_loadu_ps(bias.add(16 * v))));
+            }
+        }
+    }
+
     /// Rounds `src` to bf16 (nearest even) into `dst`, which is at least as long.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn to_bf16(src: &[f32], dst: &mut [u16]) {
@@ -109,8 +250,9 @@ pub fn gemm_bf16(pool: &rayon::ThreadPool, x: &[f32], m: usize, w: &PackedBf16, 
     if m == 0 {
         return;
     }
-    // x in bf16, rows padded to kp and the row count to a whole number of MR-row tiles.
-    let rows_padded = m.next_multiple_of(MR);
+    let mr = w.kernel.tokens_per_call();
+    // x in bf16, rows padded to kp and the row count to a whole number of kernel calls.
+    let rows_padded = m.next_multiple_of(mr);
     let mut xb = vec![0u16; rows_padded * kp];
     let convert = |(row, dst): (usize, &mut [u16])| {
         if row < m {
@@ -128,20 +270,29 @@ pub fn gemm_bf16(pool: &rayon::ThreadPool, x: &[f32], m: usize, w: &PackedBf16, 
     }
 
     let out = SendPtr(y.as_mut_ptr());
-    for_each_task(pool, m, n.div_ceil(NR), MR, |rows, panels| {
-        let mut tile = [0.0f32; MR * NR];
+    for_each_task(pool, m, n.div_ceil(NR), mr, |rows, panels| {
+        // SAFETY: PackedBf16 holds an Amx packing only where Bf16Kernel::available() listed it.
+        let _tiles = unsafe { amx::TileSession::start(w.kernel == Bf16Kernel::Amx) };
+        let mut tile = [0.0f32; AMX_TOKENS * NR];
         for panel in panels {
             let col0 = panel * NR;
             let cols = NR.min(n - col0);
-            for row0 in rows.clone().step_by(MR) {
-                // SAFETY: xb has rows_padded ≥ row0 + MR rows of kp; the panel has kp/2 pairs;
+            for row0 in rows.clone().step_by(mr) {
+                let tokens = mr.min(rows.end - row0);
+                // SAFETY: xb has rows_padded ≥ row0 + mr rows of kp; the panel has kp/2 pairs;
                 // tasks write disjoint (rows, panels) of y.
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
-                    x86::kernel_8x32(kp / 2, row0 == rows.start, xb[row0 * kp..].as_ptr(), kp, w.panels[panel * kp * NR..].as_ptr(), w.bias[col0..].as_ptr(), tile.as_mut_ptr());
+                    let (stream, a, b, bias) = (row0 == rows.start, xb[row0 * kp..].as_ptr(), w.panels[panel * kp * NR..].as_ptr(), w.bias[col0..].as_ptr());
+                    match w.kernel {
+                        // One token tile when the second would be only padding.
+                        Bf16Kernel::Amx if tokens <= amx::ROWS => x86::amx_tokens::<1>(kp / 2, stream, a, kp, b, bias, tile.as_mut_ptr()),
+                        Bf16Kernel::Amx => x86::amx_tokens::<2>(kp / 2, stream, a, kp, b, bias, tile.as_mut_ptr()),
+                        Bf16Kernel::Avx512 => x86::kernel_8x32(kp / 2, stream, a, kp, b, bias, tile.as_mut_ptr()),
+                    }
                 }
-                activate_inplace(Isa::Avx512, act, &mut tile);
-                for i in 0..MR.min(rows.end - row0) {
+                activate_inplace(Isa::Avx512, act, &mut tile[..tokens * NR]);
+                for i in 0..tokens {
                     // SAFETY: as above.
                     unsafe { copy_row(tile[i * NR..].as_ptr(), out.get().add((row0 + i) * n + col0), cols) };
                 }

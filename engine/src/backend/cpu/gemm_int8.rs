@@ -43,6 +43,7 @@
 use rayon::prelude::*;
 
 use super::activation::activate_inplace;
+use super::amx;
 use super::gemm::{copy_row, for_each_task, Isa};
 use super::simd::{multiversion, F32s};
 use super::SendPtr;
@@ -53,7 +54,7 @@ const NR: usize = 32;
 /// Most tokens one vector kernel call handles (fewer use a narrower instance, not padding).
 const MR: usize = 4;
 /// Most tokens one AMX kernel call handles: the rows of a tile.
-const AMX_ROWS: usize = 16;
+const AMX_ROWS: usize = amx::ROWS;
 /// Inputs per weight scale.
 pub const GROUP: usize = 64;
 /// Largest |qw|: symmetric, -128 never used.
@@ -147,23 +148,9 @@ pub fn vnni_available() -> bool {
 }
 
 /// Whether this CPU has AMX-INT8 (with AVX512-F/BW for the epilogue) and Linux lets this
-/// process use the tile registers: their 8 kB of state is off until a process asks
-/// (arch_prctl ARCH_REQ_XCOMP_PERM; granted once for the whole process and kept by forks).
+/// process use the tile registers (see [`amx`]).
 pub fn amx_available() -> bool {
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    {
-        static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *GRANTED.get_or_init(|| {
-            // CPUID leaf 7 (present wherever AVX512-F is): EDX bit 24 AMX-TILE, bit 25 AMX-INT8.
-            let edx = vnni_available().then(|| core::arch::x86_64::__cpuid_count(7, 0).edx).unwrap_or(0);
-            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-            const XFEATURE_XTILEDATA: libc::c_long = 18;
-            // SAFETY: a plain syscall with integer arguments.
-            edx & (3 << 24) == 3 << 24 && unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) } == 0
-        })
-    }
-    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-    false
+    vnni_available() && amx::int8_granted()
 }
 
 /// Weights quantized per output channel and group of [`GROUP`] inputs: `q` is [n, k] row-major,
@@ -457,32 +444,6 @@ mod x86 {
         _mm512_storeu_ps(p.out.add(t * p.out_stride + 16 * v), y);
     }
 
-    /// The tile configuration ldtilecfg reads (palette 1), 16 rows of 64 bytes each: tmm0/tmm1
-    /// the high/low digits of 16 tokens for one group, tmm2/tmm3 the group's weights for
-    /// columns 0..16 and 16..32 (rows of 4 k × 16 columns), tmm4..tmm7 the i32 sums
-    /// high×cols 0..16, high×16..32, low×0..16, low×16..32.
-    #[repr(C, align(64))]
-    struct TileConfig([u8; 64]);
-
-    /// Loads the tile configuration [`amx`] uses on this thread.
-    /// # Safety: the CPU has AMX and the process may use it ([`super::amx_available`]).
-    pub unsafe fn configure_tiles() {
-        let mut c = [0u8; 64];
-        c[0] = 1;
-        for t in 0..8 {
-            c[16 + 2 * t] = 64;
-            c[48 + t] = super::AMX_ROWS as u8;
-        }
-        let config = TileConfig(c);
-        core::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
-    }
-
-    /// Returns this thread's tile registers to their initial state.
-    /// # Safety: the CPU has AMX.
-    pub unsafe fn release_tiles() {
-        core::arch::asm!("tilerelease", options(nostack, nomem));
-    }
-
     /// One group's sums as tilestored writes them: rows of NR i32, high digits then low digits.
     #[repr(C, align(64))]
     struct GroupSums([[i32; super::AMX_ROWS * NR]; 2]);
@@ -490,7 +451,10 @@ mod x86 {
     /// Up to 16 tokens × 32 columns with tdpbusd on offset digits, the same sums as [`vnni`];
     /// the AVX-512 epilogue of one group overlaps the tile work of the next (two sum buffers).
     /// Tiles always load 16 token rows (the digit buffer is padded to them); the epilogue reads
-    /// `tokens`. Needs [`configure_tiles`] on this thread.
+    /// `tokens`. Tiles: tmm0/tmm1 the high/low digits of 16 tokens for one group, tmm2/tmm3 the
+    /// group's weights for columns 0..16 and 16..32 (rows of 4 k × 16 columns), tmm4..tmm7 the
+    /// i32 sums high×0..16, high×16..32, low×0..16, low×16..32. Needs an
+    /// [`amx::TileSession`] on this thread.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub unsafe fn amx(p: &KernelArgs) {
         let (tokens, kp) = (p.tokens, p.kp);
@@ -737,34 +701,6 @@ pub fn gemm_int8(pool: &rayon::ThreadPool, isa: Isa, x: &[f32], m: usize, w: &Pa
     X_SCRATCH.with(|s| *s.borrow_mut() = scratch);
 }
 
-/// The AMX tile registers configured on this thread while it lives, when the kernel is AMX:
-/// configuring costs about 100 ns, so it happens once per task rather than per kernel call, and
-/// the tiles are released at the end (a thread holding tile state makes every context switch
-/// save 8 kB more).
-struct TileSession(bool);
-
-impl TileSession {
-    fn start(kernel: Int8Kernel) -> TileSession {
-        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-        if kernel == Int8Kernel::Amx {
-            // SAFETY: packing for Amx needs amx_available() (kernel_fn asserts it).
-            unsafe { x86::configure_tiles() };
-            return TileSession(true);
-        }
-        TileSession(false)
-    }
-}
-
-impl Drop for TileSession {
-    fn drop(&mut self) {
-        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-        if self.0 {
-            // SAFETY: configured in start, so the CPU has AMX.
-            unsafe { x86::release_tiles() };
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn run_quantized(pool: &rayon::ThreadPool, isa: Isa, xq: &[u8], x_scales: &[f32], m: usize, w: &PackedInt8, act: Option<Activation>, y: &mut [f32]) {
     let (kp, n) = (w.kp, w.n);
@@ -773,7 +709,8 @@ fn run_quantized(pool: &rayon::ThreadPool, isa: Isa, xq: &[u8], x_scales: &[f32]
     let mr = w.kernel.tokens_per_call();
     let out = SendPtr(y.as_mut_ptr());
     for_each_task(pool, m, n.div_ceil(NR), mr, |rows, panels| {
-        let _tiles = TileSession::start(w.kernel);
+        // SAFETY: packing for Amx needs amx_available() (kernel_fn asserts it).
+        let _tiles = unsafe { amx::TileSession::start(w.kernel == Int8Kernel::Amx) };
         let mut tile = [0.0f32; AMX_ROWS * NR];
         for panel in panels {
             let col0 = panel * NR;

@@ -5,6 +5,7 @@ use crate::config::Activation;
 use crate::error::{Error, Result};
 
 pub mod activation;
+pub mod amx;
 pub mod attention;
 pub mod causal_attention;
 pub mod gemm;
