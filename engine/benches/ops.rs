@@ -40,48 +40,43 @@ fn bench_gemm(c: &mut Criterion) {
     g.finish();
 }
 
-/// The int8 GEMM (bge.precision = int8) per kernel family, same shapes and FLOP count as f32.
-fn bench_gemm_int8(c: &mut Criterion) {
-    let mut g = c.benchmark_group("gemm_int8");
+/// A reduced-precision GEMM per kernel family, 1 and 2 threads, on shapes of `bench_gemm` with
+/// its FLOP count: `pack` packs for a kernel, `run` computes y.
+fn bench_kernels<K: Copy, P>(
+    c: &mut Criterion,
+    group: &str,
+    kernels: &[(&str, K)],
+    pack: impl Fn(K, &[f32], &[f32], usize, usize) -> P,
+    run: impl Fn(&rayon::ThreadPool, &[f32], usize, &P, &mut [f32]),
+) {
+    let mut g = c.benchmark_group(group);
     for &(m, n, k) in &[(16, 1152, 384), (256, 1152, 384), (256, 384, 1536), (2048, 1536, 384)] {
         let x = data(m * k);
         let w = data(n * k);
         let b = data(n);
         let mut y = vec![0.0; m * n];
         g.throughput(Throughput::Elements((2 * m * n * k) as u64));
-        for kernel in Int8Kernel::available().into_iter().filter(|&k| k != Int8Kernel::Portable) {
-            let packed = PackedInt8::pack(kernel, &w, &b, n, k);
+        for &(name, kernel) in kernels {
+            let packed = pack(kernel, &w, &b, n, k);
             for threads in [1, 2] {
                 let p = pool(threads);
-                g.bench_with_input(BenchmarkId::new(format!("{}/t{threads}", kernel.name()), format!("{m}x{n}x{k}")), &(), |bch, _| {
-                    bch.iter(|| gemm_int8::gemm_int8(&p, Isa::detect(), &x, m, &packed, None, &mut y))
-                });
+                g.bench_with_input(BenchmarkId::new(format!("{name}/t{threads}"), format!("{m}x{n}x{k}")), &(), |bch, _| bch.iter(|| run(&p, &x, m, &packed, &mut y)));
             }
         }
     }
     g.finish();
 }
 
+/// The int8 GEMM (bge.precision = int8) per kernel family.
+fn bench_gemm_int8(c: &mut Criterion) {
+    let kernels: Vec<_> = Int8Kernel::available().into_iter().filter(|&k| k != Int8Kernel::Portable).map(|k| (k.name(), k)).collect();
+    bench_kernels(c, "gemm_int8", &kernels, PackedInt8::pack, |p, x, m, w, y| gemm_int8::gemm_int8(p, Isa::detect(), x, m, w, None, y));
+}
+
 /// The bf16 GEMM (bge.precision = bf16) per kernel family, where the CPU has AVX512-BF16.
 fn bench_gemm_bf16(c: &mut Criterion) {
-    let mut g = c.benchmark_group("gemm_bf16");
-    for &(m, n, k) in &[(16, 1152, 384), (256, 1152, 384), (256, 384, 1536), (2048, 1536, 384)] {
-        let x = data(m * k);
-        let w = data(n * k);
-        let b = data(n);
-        let mut y = vec![0.0; m * n];
-        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
-        for kernel in Bf16Kernel::available() {
-            let packed = PackedBf16::pack_for(kernel, &w, &b, n, k);
-            for threads in [1, 2] {
-                let p = pool(threads);
-                g.bench_with_input(BenchmarkId::new(format!("{}/t{threads}", kernel.name()), format!("{m}x{n}x{k}")), &(), |bch, _| {
-                    bch.iter(|| gemm_bf16::gemm_bf16(&p, &x, m, &packed, None, &mut y))
-                });
-            }
-        }
-    }
-    g.finish();
+    let kernels: Vec<_> = Bf16Kernel::available().into_iter().map(|k| (k.name(), k)).collect();
+    bench_kernels(c, "gemm_bf16", &kernels, PackedBf16::pack_for, |p, x, m, w, y| gemm_bf16::gemm_bf16(p, x, m, w, None, y));
 }
 
 fn bench_attention(c: &mut Criterion) {
