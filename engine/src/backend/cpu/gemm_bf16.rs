@@ -253,7 +253,11 @@ pub fn gemm_bf16(pool: &rayon::ThreadPool, x: &[f32], m: usize, w: &PackedBf16, 
     let mr = w.kernel.tokens_per_call();
     // x in bf16, rows padded to kp and the row count to a whole number of kernel calls.
     let rows_padded = m.next_multiple_of(mr);
-    let mut xb = vec![0u16; rows_padded * kp];
+    // This thread's buffer from earlier calls (taken out, not borrowed, while the pool runs: a
+    // thread waiting for its tasks may run another caller's GEMM, which then makes its own).
+    let mut xb = X_BF16.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    xb.resize(rows_padded * kp, 0);
+    // Every element is written: padding rows and columns as zeros, which the kernels read.
     let convert = |(row, dst): (usize, &mut [u16])| {
         if row < m {
             // SAFETY: available() checked the CPU features.
@@ -261,6 +265,9 @@ pub fn gemm_bf16(pool: &rayon::ThreadPool, x: &[f32], m: usize, w: &PackedBf16, 
             unsafe {
                 x86::to_bf16(&x[row * k..(row + 1) * k], dst)
             }
+            dst[k..].fill(0);
+        } else {
+            dst.fill(0);
         }
     };
     if super::inline(pool) {
@@ -299,4 +306,10 @@ pub fn gemm_bf16(pool: &rayon::ThreadPool, x: &[f32], m: usize, w: &PackedBf16, 
             }
         }
     });
+    X_BF16.with(|s| *s.borrow_mut() = xb);
+}
+
+thread_local! {
+    /// Per-thread bf16 input buffer, reused so steady-state calls allocate nothing.
+    static X_BF16: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
