@@ -20,9 +20,11 @@ const AMX_INT8: u32 = 1 << 25;
 /// the AVX-512 features their epilogues need first (CPUID leaf 7 exists wherever AVX512-F does).
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn granted_with(extension: u32) -> bool {
+    // Both read once: kernels check before every GEMM, and CPUID exits to the hypervisor in a VM.
+    static EDX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     // Leaf 7 is present on every CPU with AVX512-F, which callers checked.
-    let edx = core::arch::x86_64::__cpuid_count(7, 0).edx;
+    let edx = *EDX.get_or_init(|| core::arch::x86_64::__cpuid_count(7, 0).edx);
     let wanted = AMX_TILE | extension;
     edx & wanted == wanted
         && *GRANTED.get_or_init(|| {
