@@ -106,7 +106,8 @@ def main():
         torch.set_num_threads(args.threads)
         st = SentenceTransformer(args.model, device="cpu")
         # PyTorch through sentence-transformers (it sorts by length and pads per batch).
-        results["pytorch"] = median_time(lambda: st.encode(texts, batch_size=args.batch), args.repeats)
+        if not args.skip_throughput:
+            results["pytorch"] = median_time(lambda: st.encode(texts, batch_size=args.batch), args.repeats)
         reference = st.encode(texts, batch_size=args.batch, normalize_embeddings=True)
         if onnx_path is None:
             onnx_path = os.path.join(tmp.name, "model.onnx")

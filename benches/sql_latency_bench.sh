@@ -60,8 +60,10 @@ for line in sys.argv[1].split("\n"):
         samples.setdefault((p, int(t)), []).append(float(ms))
 ort = {}
 for line in open(sys.argv[3]):
-    if line.startswith("onnxruntime "):
-        ort = {1: float(line.split()[1]), 2: float(line.split()[3])}
+    # The latency table's row (not the cosine line above it): two ms values with their ratios.
+    m = re.match(r"onnxruntime\s+([0-9.]+)\s+[0-9.]+x\s+([0-9.]+)", line)
+    if m:
+        ort = {1: float(m.group(1)), 2: float(m.group(2))}
 print(f"\nSQL batch-1 latency of a {sys.argv[2]}-token query (bge_token_count), `SELECT bge_embed(q)`, median of {len(next(iter(samples.values())))} rounds")
 print(f"{'bge.precision':14} {'1 thr ms':>9} {'x ort':>6} {'2 thr ms':>9} {'x ort':>6}")
 for p in ("fp32", "bf16", "int8"):
