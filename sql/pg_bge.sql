@@ -167,19 +167,16 @@ CREATE TABLE bge_vectorize_errors (
 
 SELECT pg_catalog.pg_extension_config_dump('bge_vectorized', '');
 
--- Anyone may read the rows of tables they can read, and register or unregister tables they own;
--- the worker (a superuser) writes the counters.
+-- These tables drive work the vectorizer worker does as a superuser, so nobody but pg_bge writes
+-- them: bge_vectorize and bge_unvectorize check that the caller owns the table and write the row
+-- as the extension's owner (bge_vectorize_register, bge_vectorize_unregister); the worker writes
+-- the counters. Anyone may read the rows of tables they can read.
 ALTER TABLE bge_vectorized ENABLE ROW LEVEL SECURITY;
 ALTER TABLE bge_vectorize_errors ENABLE ROW LEVEL SECURITY;
-GRANT SELECT, INSERT, UPDATE, DELETE ON bge_vectorized TO PUBLIC;
-GRANT SELECT, DELETE ON bge_vectorize_errors TO PUBLIC;
+REVOKE ALL ON bge_vectorized, bge_vectorize_errors FROM PUBLIC;
+GRANT SELECT ON bge_vectorized, bge_vectorize_errors TO PUBLIC;
 CREATE POLICY readers ON bge_vectorized FOR SELECT USING (pg_catalog.has_table_privilege(tbl, 'SELECT'));
-CREATE POLICY owners ON bge_vectorized FOR ALL
-    USING (EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = tbl AND pg_catalog.pg_has_role(c.relowner, 'USAGE')))
-    WITH CHECK (EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = tbl AND pg_catalog.pg_has_role(c.relowner, 'USAGE')));
 CREATE POLICY readers ON bge_vectorize_errors FOR SELECT USING (pg_catalog.has_table_privilege(tbl, 'SELECT'));
-CREATE POLICY owners ON bge_vectorize_errors FOR DELETE
-    USING (EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = tbl AND pg_catalog.pg_has_role(c.relowner, 'USAGE')));
 
 -- Checks that tbl.source can feed tbl.target and returns the model's name (bge.model when model
 -- is NULL). Shared by bge_backfill and bge_vectorize, so both refuse the same mistakes up front.
@@ -236,75 +233,20 @@ END $$;
 
 CREATE PROCEDURE bge_backfill(tbl regclass, source name, target name, model text DEFAULT NULL,
                               batch_tokens integer DEFAULT 16384, progress interval DEFAULT '5 seconds')
--- No SET search_path: a procedure with SET clauses cannot COMMIT. Every name is qualified.
+-- A procedure that commits can carry no SET search_path and cannot be SECURITY DEFINER, so this
+-- one evaluates no operator and calls only pg_bge's own functions, by schema and with arguments
+-- of their exact types; the work (as the table's owner) is in Rust: src/vectorize/mod.rs.
 LANGUAGE plpgsql AS $$
-DECLARE
-    total bigint;
-    done bigint := 0;
-    tokens bigint := 0;
-    skipped_ctids text[] := '{}';
-    skipped text[] := '{}';
-    position text := '(0,0)';
-    pass integer := 1;
-    pass_rows bigint := 0;
-    rows_wanted integer;
-    batch record;
-    started timestamptz := clock_timestamp();
-    reported timestamptz := clock_timestamp();
-    secs double precision;
-    left_over bigint;
 BEGIN
-    IF batch_tokens IS NULL OR batch_tokens < 1 THEN
-        RAISE EXCEPTION 'batch_tokens must be at least 1' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     PERFORM @extschema@.bge_backfill_check_transaction();
     PERFORM @extschema@.bge_check_columns(tbl, source, target, model);
-    EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL AND %I IS NOT NULL', tbl, target, source) INTO total;
+    PERFORM @extschema@.bge_backfill_begin(tbl::pg_catalog.oid, source::pg_catalog.text, target::pg_catalog.text, model,
+                                           batch_tokens, pg_catalog.date_part('epoch'::pg_catalog.text, progress));
     -- Ends the caller's transaction: each batch commits on its own (CALL outside BEGIN ... END).
     COMMIT;
-    rows_wanted := greatest(1, batch_tokens / 128);
-    LOOP
-        SELECT * INTO batch FROM @extschema@.bge_backfill_batch(tbl, source, target, model, rows_wanted, position, skipped_ctids);
+    WHILE @extschema@.bge_backfill_step() LOOP
         COMMIT;
-        IF batch.last_ctid IS NULL THEN
-            -- End of a pass. Rows locked by writers were skipped, and updates may have moved
-            -- rows behind the position: go round again until a pass finds nothing to fill.
-            EXIT WHEN pass_rows = 0 AND pass > 1 OR pass = 10;
-            pass := pass + 1;
-            pass_rows := 0;
-            position := '(0,0)';
-            CONTINUE;
-        END IF;
-        position := batch.last_ctid;
-        done := done + batch.rows;
-        pass_rows := pass_rows + batch.rows;
-        tokens := tokens + batch.tokens;
-        skipped_ctids := skipped_ctids || batch.failed_ctids;
-        skipped := skipped || batch.failed;
-        IF done > 0 THEN
-            rows_wanted := greatest(1, least(10000, (batch_tokens::bigint * done / greatest(tokens, 1))::integer));
-        END IF;
-        IF clock_timestamp() - reported >= progress THEN
-            reported := clock_timestamp();
-            secs := extract(epoch FROM reported - started);
-            RAISE NOTICE 'bge_backfill: % of % rows, % rows/s, % tokens/s, about % s left',
-                done, greatest(total, done + cardinality(skipped)), round(done / secs), round(tokens / secs),
-                round(greatest(total - done - cardinality(skipped), 0) / greatest(done / secs, 1e-9));
-        END IF;
     END LOOP;
-    secs := greatest(extract(epoch FROM clock_timestamp() - started), 1e-9);
-    RAISE NOTICE 'bge_backfill: filled % rows (% tokens) in % s: % rows/s, % tokens/s',
-        done, tokens, round(secs::numeric, 1), round(done / secs), round(tokens / secs);
-    IF cardinality(skipped) > 0 THEN
-        RAISE WARNING 'bge_backfill: skipped % rows whose text failed', cardinality(skipped)
-            USING DETAIL = array_to_string(skipped[1:10], E'\n') || CASE WHEN cardinality(skipped) > 10 THEN E'\n...' ELSE '' END,
-                  HINT = 'Their target stays NULL; fix the text (or SET bge.truncate = on) and call bge_backfill again.';
-    END IF;
-    EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL AND %I IS NOT NULL', tbl, target, source) INTO left_over;
-    IF left_over > cardinality(skipped) THEN
-        RAISE NOTICE 'bge_backfill: % rows still pending (written or locked by other transactions meanwhile)', left_over - cardinality(skipped)
-            USING HINT = 'Call bge_backfill again, or keep the column filled with bge_vectorize.';
-    END IF;
 END $$;
 
 CREATE FUNCTION bge_vectorize(tbl regclass, source name, target name, model text DEFAULT NULL) RETURNS void
@@ -329,11 +271,10 @@ BEGIN
     EXECUTE format('CREATE INDEX %I ON %s ((1)) WHERE %I IS NULL AND %I IS NOT NULL', index_name, tbl, target, source);
     SELECT i.indexrelid INTO pending FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
         WHERE i.indrelid = tbl AND c.relname = index_name;
-    INSERT INTO @extschema@.bge_vectorized (tbl, source, target, model, truncate, precision, pending_index)
-    VALUES (tbl, source, target, model_name,
-            model IS NOT NULL OR current_setting('bge.truncate')::boolean,
-            CASE WHEN model IS NULL THEN current_setting('bge.precision') ELSE 'fp32' END,
-            pending);
+    PERFORM @extschema@.bge_vectorize_register(tbl::oid, source::text, target::text, model_name,
+        model IS NOT NULL OR current_setting('bge.truncate')::boolean,
+        CASE WHEN model IS NULL THEN current_setting('bge.precision') ELSE 'fp32' END,
+        pending::oid);
     PERFORM @extschema@.bge_vectorizer_start();
 END $$;
 
@@ -346,15 +287,12 @@ BEGIN
     IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = tbl), 'USAGE') THEN
         RAISE EXCEPTION 'must be owner of table %', tbl USING ERRCODE = 'insufficient_privilege';
     END IF;
-    FOR v IN DELETE FROM @extschema@.bge_vectorized r
-             WHERE r.tbl = bge_unvectorize.tbl AND (bge_unvectorize.target IS NULL OR r.target = bge_unvectorize.target)
-             RETURNING r.target, r.pending_index
-    LOOP
+    FOR v IN SELECT * FROM @extschema@.bge_vectorize_unregister(tbl::oid, target::text) LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', left('bge_vectorize_' || v.target, 63), tbl);
-        IF v.pending_index IS NOT NULL THEN
-            EXECUTE format('DROP INDEX IF EXISTS %s', v.pending_index);
+        -- Only an index of this very table (an OID can be reused after the index was dropped).
+        IF EXISTS (SELECT FROM pg_index i WHERE i.indexrelid = v.pending_index AND i.indrelid = tbl) THEN
+            EXECUTE format('DROP INDEX IF EXISTS %s', v.pending_index::regclass);
         END IF;
-        DELETE FROM @extschema@.bge_vectorize_errors e WHERE e.tbl = bge_unvectorize.tbl AND e.target = v.target;
         n := n + 1;
     END LOOP;
     IF n = 0 THEN
@@ -378,9 +316,8 @@ BEGIN
         tbl := v.tbl; source := v.source; target := v.target; model := v.model;
         rows_per_s := v.rows_per_s; rows_done := v.rows_done; last_batch_at := v.last_batch_at;
         last_error := v.last_error; last_error_at := v.last_error_at; worker_pid := pid;
-        EXECUTE format('SELECT count(*) FROM %s t WHERE %I IS NULL AND %I IS NOT NULL AND NOT EXISTS '
-                       '(SELECT FROM @extschema@.bge_vectorize_errors e WHERE e.tbl = $1 AND e.target = $2 AND e.row_ctid = t.ctid AND e.row_xmin = t.xmin)',
-                       v.tbl, v.target, v.source) INTO pending USING v.tbl, v.target;
+        -- Counted as the table's owner: the caller never runs the owner's code.
+        pending := @extschema@.bge_vectorize_pending(v.tbl::oid, v.source::text, v.target::text);
         SELECT count(*) INTO failed FROM @extschema@.bge_vectorize_errors e WHERE e.tbl = v.tbl AND e.target = v.target;
         lag := CASE WHEN pending > 0 THEN now() - coalesce(v.caught_up_at, v.registered_at) ELSE '0'::interval END;
         RETURN NEXT;
@@ -399,7 +336,17 @@ COMMENT ON FUNCTION bge_unvectorize(regclass, name) IS
 COMMENT ON FUNCTION bge_vectorize_status() IS
     'Per vectorized table and target: rows pending, rows failed (skipped; see bge_vectorize_errors), lag (how long the table has had pending rows since the worker last caught up), rows/s of the current or last run, rows done, the last error, and the pid of this database''s vectorizer worker (started if it was not running).';
 COMMENT ON FUNCTION bge_backfill_batch(oid, text, text, text, integer, text, text[]) IS
-    'One batch of bge_backfill, in the caller''s transaction; internal, called by bge_backfill.';
+    'One batch of release 0.1.0''s bge_backfill, as the table''s owner (the caller must own the table); internal.';
+COMMENT ON FUNCTION bge_backfill_begin(oid, text, text, text, integer, double precision) IS
+    'Starts bge_backfill in this backend (the caller must own the table); internal, called by bge_backfill.';
+COMMENT ON FUNCTION bge_backfill_step() IS
+    'One batch of the bge_backfill in progress, as the table''s owner; false when it is over. Internal, called by bge_backfill.';
+COMMENT ON FUNCTION bge_vectorize_register(oid, text, text, text, boolean, text, oid) IS
+    'Records a registration of bge_vectorize for a table the caller owns; internal, called by bge_vectorize.';
+COMMENT ON FUNCTION bge_vectorize_unregister(oid, text) IS
+    'Removes the registrations (one target, or all) of a table the caller owns and returns them; internal, called by bge_unvectorize.';
+COMMENT ON FUNCTION bge_vectorize_pending(oid, text, text) IS
+    'Rows of a vectorized table waiting for the worker, counted as the table''s owner (NULL for a table the caller cannot read); internal, called by bge_vectorize_status.';
 COMMENT ON FUNCTION bge_backfill_check_transaction() IS
     'Raises an error inside a transaction block, where bge_backfill could not commit; internal.';
 COMMENT ON FUNCTION bge_check_columns(regclass, name, name, text) IS

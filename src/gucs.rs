@@ -33,8 +33,10 @@ static TRUNCATE: GucSetting<bool> = GucSetting::<bool>::new(true);
 static THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(4096);
 static SERVER: GucSetting<bool> = GucSetting::<bool>::new(true);
+static VECTORIZE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5000);
 static SERVER_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(64);
 static SERVER_SLOT_KB: GucSetting<i32> = GucSetting::<i32>::new(256);
+static SERVER_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(4096);
 /// bge.max_batch_tokens' upper bound: a setting any user may change must not size memory
 /// without limit (the engine also splits batches by memory).
 const MAX_BATCH_TOKENS_LIMIT: i32 = 65_536;
@@ -110,6 +112,16 @@ pub fn init(preloading: bool) {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"bge.vectorize_timeout",
+        c"Longest time a vectorized table's own code may run in one batch of the vectorizer worker.",
+        c"Triggers, constraints, defaults, index expressions and policies of the table run as its owner while the worker writes a batch; past this the batch is cancelled and rolled back, the table is retried later with its error in bge_vectorize_status(), and the other tables are served meanwhile. Embedding time does not count. 0 means no limit.",
+        &VECTORIZE_TIMEOUT_MS,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
     if preloading {
         init_server();
     }
@@ -139,6 +151,16 @@ fn init_server() {
         64 * 1024,
         GucContext::Postmaster,
         GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"bge.server_memory",
+        c"Memory the model server may keep in model copies (0: no limit).",
+        c"Each model, precision (bge.precision) and device a request asks for is a copy the server loads and keeps. When loading one would take the copies past this much, the least recently used others are dropped first (a copy is counted as what the server's memory grew by when it loaded it, as bge_server_status() shows); a copy larger than the limit alone is still loaded.",
+        &SERVER_MEMORY_MB,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_MB,
     );
 }
 
@@ -249,3 +271,14 @@ fn regular_backend(p: &pg_sys::PGPROC) -> bool {
     !p.isBackgroundWorker
 }
 
+/// bge.server_memory in bytes; None for 0 (no limit).
+pub fn server_memory_bytes() -> Option<u64> {
+    let mb = SERVER_MEMORY_MB.get();
+    (mb > 0).then(|| mb as u64 * 1024 * 1024)
+}
+
+/// bge.vectorize_timeout; None for 0 (no limit).
+pub fn vectorize_timeout() -> Option<std::time::Duration> {
+    let ms = VECTORIZE_TIMEOUT_MS.get();
+    (ms > 0).then(|| std::time::Duration::from_millis(ms as u64))
+}

@@ -10,6 +10,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 
+use super::owner::UserCodeTimer;
 use crate::server::Target;
 use crate::{compute, gucs, registry};
 
@@ -49,7 +50,9 @@ pub struct Batch {
 }
 
 /// Fills one batch of `table`. `after`: only rows past this ctid (bge_backfill's position in its
-/// pass); `skip`: ctids not to try again.
+/// pass); `skip`: ctids not to try again; `timer` runs while the table's own code can (the
+/// batch's queries), not while pg_bge computes. The caller runs it as the table's owner
+/// (owner::run_as).
 #[allow(clippy::too_many_arguments)]
 pub fn fill_batch(
     table: pg_sys::Oid,
@@ -59,6 +62,7 @@ pub fn fill_batch(
     max_rows: usize,
     after: Option<&str>,
     skip: &[String],
+    timer: &mut UserCodeTimer,
     interrupt: &mut dyn FnMut(),
 ) -> Batch {
     let (src, tgt) = (quote_identifier(source), quote_identifier(target));
@@ -73,16 +77,18 @@ pub fn fill_batch(
         let position = match after {
             Some(ctid) => {
                 args.push(ctid.into());
-                "AND ctid > $2::tid"
+                "AND ctid OPERATOR(pg_catalog.>) $2::pg_catalog.tid"
             }
             None => "",
         };
         let query = format!(
-            "SELECT ctid::text, xmin::text, {key}, {src}::text FROM {rel} \
-             WHERE {tgt} IS NULL AND {src} IS NOT NULL AND ctid <> ALL($1::tid[]) {position} \
+            "SELECT ctid::pg_catalog.text, xmin::pg_catalog.text, {key}, {src}::pg_catalog.text FROM {rel} \
+             WHERE {tgt} IS NULL AND {src} IS NOT NULL AND ctid OPERATOR(pg_catalog.<>) ALL($1::pg_catalog.tid[]) {position} \
              LIMIT {max_rows} FOR NO KEY UPDATE SKIP LOCKED"
         );
+        timer.resume();
         let table_rows = client.update(&query, None, &args).unwrap_or_else(|e| panic!("{e}"));
+        timer.pause();
         let mut fetched = Vec::new();
         for row in table_rows {
             let text = |i: usize| row.get::<String>(i).ok().flatten().unwrap_or_default();
@@ -103,11 +109,16 @@ pub fn fill_batch(
         let vectors = if encoded.is_empty() { Vec::new() } else { compute::dense_encoded(&encoded, &embedding.model, embedding.target, interrupt) };
         if !vectors.is_empty() {
             let update = client
-                .prepare_mut(&format!("UPDATE {rel} SET {tgt} = $1 WHERE ctid = $2::tid"), &[pg_sys::FLOAT4ARRAYOID.into(), pg_sys::TEXTOID.into()])
+                .prepare_mut(
+                    &format!("UPDATE {rel} SET {tgt} = $1 WHERE ctid OPERATOR(pg_catalog.=) $2::pg_catalog.tid"),
+                    &[pg_sys::FLOAT4ARRAYOID.into(), pg_sys::TEXTOID.into()],
+                )
                 .unwrap_or_else(|e| panic!("{e}"));
+            timer.resume();
             for ((ctid, _), vector) in good.iter().zip(vectors) {
                 client.update(&update, None, &[vector.into(), ctid.as_str().into()]).unwrap_or_else(|e| panic!("{e}"));
             }
+            timer.pause();
         }
         Batch { rows: good.len(), tokens, fetched: fetched.len(), last_ctid, failed }
     })
@@ -115,16 +126,16 @@ pub fn fill_batch(
 
 /// The table's name as SQL text, schema-qualified when the search path would not find it.
 pub fn qualified_name(table: pg_sys::Oid) -> String {
-    Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[table.into()]).ok().flatten().expect("table name")
+    Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regclass::pg_catalog.text", &[table.into()]).ok().flatten().expect("table name")
 }
 
 /// SQL naming a row for people: its primary key ("id=42"), else its ctid.
 fn key_expression(client: &pgrx::spi::SpiClient<'_>, table: pg_sys::Oid) -> String {
     let columns: Vec<String> = client
         .select(
-            "SELECT a.attname::text FROM pg_catalog.pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, n) \
-             JOIN pg_catalog.pg_attribute a ON a.attnum = k.attnum \
-             WHERE i.indrelid = $1 AND i.indisprimary AND a.attrelid = $1 ORDER BY k.n",
+            "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, n) \
+             JOIN pg_catalog.pg_attribute a ON a.attnum OPERATOR(pg_catalog.=) k.attnum \
+             WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary AND a.attrelid OPERATOR(pg_catalog.=) $1 ORDER BY k.n",
             None,
             &[table.into()],
         )
@@ -132,11 +143,11 @@ fn key_expression(client: &pgrx::spi::SpiClient<'_>, table: pg_sys::Oid) -> Stri
         .filter_map(|row| row.get::<String>(1).ok().flatten())
         .collect();
     if columns.is_empty() {
-        return "'ctid=' || ctid::text".into();
+        return "'ctid=' OPERATOR(pg_catalog.||) ctid::pg_catalog.text".into();
     }
     let parts: Vec<String> =
-        columns.iter().map(|c| format!("{} || {}::text", pgrx::spi::quote_literal(format!("{c}=")), quote_identifier(c))).collect();
-    format!("concat_ws(', ', {})", parts.join(", "))
+        columns.iter().map(|c| format!("{} OPERATOR(pg_catalog.||) {}::pg_catalog.text", pgrx::spi::quote_literal(format!("{c}=")), quote_identifier(c))).collect();
+    format!("pg_catalog.concat_ws(', ', {})", parts.join(", "))
 }
 
 /// "(block,offset)" as a sortable pair.

@@ -1,17 +1,27 @@
-//! RAG tables at scale: bge_backfill (a procedure in sql/pg_bge.sql repeating
-//! [`bge_backfill_batch`]) and bge_vectorize (a trigger plus a worker per database filling what
-//! the trigger leaves NULL). Both fill a column through [`fill::fill_batch`].
+//! RAG tables at scale: bge_backfill (a procedure in sql/pg_bge.sql that commits between the
+//! batches of [`bge_backfill_step`]) and bge_vectorize (a trigger plus a worker per database
+//! filling what the trigger leaves NULL). Both fill a column through [`fill::fill_batch`], as the
+//! table's owner (see owner.rs and docs/security.md).
 pub mod fill;
+pub mod owner;
 mod trigger;
 pub mod worker;
 
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
 
+use crate::errors::raise_with;
 use crate::functions::check_interrupts;
+use fill::{fill_batch, Embedding};
+use owner::{owned_table, run_as, SettingsScope, UserCodeTimer};
 
-/// One batch of bge_backfill, in the caller's transaction (the procedure commits after it):
-/// rows past `after` in ctid order, skipping `skip`. Not meant to be called directly.
+/// One batch of 0.1.0's bge_backfill procedure, kept for its SQL: rows past `after` in ctid
+/// order, skipping `skip`, as the table's owner (which the caller must be).
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn bge_backfill_batch(
@@ -32,8 +42,11 @@ fn bge_backfill_batch(
         name!(failed, Vec<String>),
     ),
 > {
-    let embedding = fill::Embedding::of_session(model);
-    let batch = fill::fill_batch(tbl, source, target, &embedding, max_rows.max(1) as usize, Some(after), &skip, &mut check_interrupts);
+    let table = owned_table(tbl);
+    let embedding = Embedding::of_session(model);
+    let batch = run_as(table.owner, || {
+        fill_batch(tbl, source, target, &embedding, max_rows.max(1) as usize, Some(after), &skip, &mut UserCodeTimer::new(None), &mut check_interrupts)
+    });
     let failed_ctids = batch.failed.iter().map(|f| f.ctid.clone()).collect();
     let failed = batch.failed.iter().map(|f| format!("{}: {}", f.key, f.error)).collect();
     TableIterator::once((batch.rows as i32, batch.tokens as i64, batch.last_ctid, failed_ctids, failed))
@@ -44,12 +57,176 @@ fn bge_backfill_batch(
 fn bge_backfill_check_transaction() {
     // SAFETY: a plain read of this backend's transaction state.
     if unsafe { pg_sys::IsTransactionBlock() } {
-        crate::errors::raise_with(
-            pgrx::PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
+        raise_with(
+            PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
             "bge_backfill cannot run inside a transaction block".into(),
             "It commits after every batch: CALL it on its own, outside BEGIN ... COMMIT.",
         );
     }
+}
+
+/// The bge_backfill in progress in this backend, kept across its COMMITs.
+struct Backfill {
+    table: pg_sys::Oid,
+    source: String,
+    target: String,
+    embedding: Embedding,
+    batch_tokens: i64,
+    progress: Duration,
+    total: i64,
+    done: i64,
+    tokens: i64,
+    skipped_ctids: Vec<String>,
+    skipped: Vec<String>,
+    /// The ctid the current pass has reached.
+    position: String,
+    pass: u32,
+    pass_rows: i64,
+    rows_wanted: usize,
+    started: Instant,
+    reported: Instant,
+}
+
+thread_local! {
+    static BACKFILL: RefCell<Option<Backfill>> = const { RefCell::new(None) };
+}
+
+/// Passes over the table: rows locked by writers are skipped, and updates may move rows behind
+/// the position, so a backfill goes round again until a pass finds nothing (at most this often).
+const MAX_PASSES: u32 = 10;
+
+/// Starts a bge_backfill: the caller must own the table; the embedding is what bge_embed
+/// computes in this session (bge_embed(source, model) when a model is named). Columns are
+/// checked by bge_check_columns before.
+#[pg_extern(volatile, parallel_unsafe)]
+fn bge_backfill_begin(tbl: pg_sys::Oid, source: &str, target: &str, model: Option<&str>, batch_tokens: Option<i32>, progress_s: Option<f64>) {
+    let batch_tokens = batch_tokens.unwrap_or(0);
+    if batch_tokens < 1 {
+        raise_with(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "batch_tokens must be at least 1".into(), "About 16384 keeps batches efficient.");
+    }
+    let table = owned_table(tbl);
+    let embedding = Embedding::of_session(model);
+    let total = run_as(table.owner, || pending_rows(tbl, source, target));
+    let now = Instant::now();
+    let state = Backfill {
+        table: tbl,
+        source: source.into(),
+        target: target.into(),
+        embedding,
+        batch_tokens: batch_tokens as i64,
+        progress: Duration::from_secs_f64(progress_s.filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(5.0).min(1e9)),
+        total,
+        done: 0,
+        tokens: 0,
+        skipped_ctids: Vec::new(),
+        skipped: Vec::new(),
+        position: "(0,0)".into(),
+        pass: 1,
+        pass_rows: 0,
+        rows_wanted: (batch_tokens / 128).max(1) as usize,
+        started: now,
+        reported: now,
+    };
+    BACKFILL.with(|b| *b.borrow_mut() = Some(state));
+}
+
+/// One batch of the bge_backfill in progress, in the caller's transaction (the procedure
+/// commits after it). Returns false when the backfill is over, after its summary.
+#[pg_extern(volatile, parallel_unsafe)]
+fn bge_backfill_step() -> bool {
+    let Some(mut b) = BACKFILL.with(|b| b.borrow_mut().take()) else {
+        raise_with(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "no bge_backfill is in progress".into(), "CALL bge_backfill(...) fills a column.");
+    };
+    // Ownership is checked again: the table may have changed hands between batches.
+    let table = owned_table(b.table);
+    loop {
+        let batch = run_as(table.owner, || {
+            fill_batch(b.table, &b.source, &b.target, &b.embedding, b.rows_wanted, Some(&b.position), &b.skipped_ctids, &mut UserCodeTimer::new(None), &mut check_interrupts)
+        });
+        let Some(last) = batch.last_ctid else {
+            // End of a pass: go round again until a pass finds nothing to fill.
+            if (b.pass_rows == 0 && b.pass > 1) || b.pass == MAX_PASSES {
+                finish(&b, &table);
+                return false;
+            }
+            b.pass += 1;
+            b.pass_rows = 0;
+            b.position = "(0,0)".into();
+            continue;
+        };
+        b.position = last;
+        b.done = b.done.saturating_add(batch.rows as i64);
+        b.pass_rows = b.pass_rows.saturating_add(batch.rows as i64);
+        b.tokens = b.tokens.saturating_add(batch.tokens as i64);
+        for f in batch.failed {
+            b.skipped.push(format!("{}: {}", f.key, f.error));
+            b.skipped_ctids.push(f.ctid);
+        }
+        if b.done > 0 {
+            b.rows_wanted = (b.batch_tokens as i128 * b.done as i128 / b.tokens.max(1) as i128).clamp(1, 10_000) as usize;
+        }
+        if b.reported.elapsed() >= b.progress {
+            b.reported = Instant::now();
+            let secs = b.started.elapsed().as_secs_f64().max(1e-9);
+            let skipped = b.skipped.len() as i64;
+            let rate = b.done as f64 / secs;
+            pgrx::notice!(
+                "bge_backfill: {} of {} rows, {:.0} rows/s, {:.0} tokens/s, about {:.0} s left",
+                b.done,
+                b.total.max(b.done + skipped),
+                rate,
+                b.tokens as f64 / secs,
+                (b.total - b.done - skipped).max(0) as f64 / rate.max(1e-9)
+            );
+        }
+        BACKFILL.with(|s| *s.borrow_mut() = Some(b));
+        return true;
+    }
+}
+
+/// The backfill's closing NOTICEs and WARNING.
+fn finish(b: &Backfill, table: &owner::Relation) {
+    let secs = b.started.elapsed().as_secs_f64().max(1e-9);
+    pgrx::notice!(
+        "bge_backfill: filled {} rows ({} tokens) in {:.1} s: {:.0} rows/s, {:.0} tokens/s",
+        b.done,
+        b.tokens,
+        secs,
+        b.done as f64 / secs,
+        b.tokens as f64 / secs
+    );
+    if !b.skipped.is_empty() {
+        let mut detail = b.skipped.iter().take(10).cloned().collect::<Vec<_>>().join("\n");
+        if b.skipped.len() > 10 {
+            detail.push_str("\n...");
+        }
+        ErrorReport::new(PgSqlErrorCode::ERRCODE_WARNING, format!("bge_backfill: skipped {} rows whose text failed", b.skipped.len()), "pg_bge")
+            .set_detail(detail)
+            .set_hint("Their target stays NULL; fix the text (or SET bge.truncate = on) and call bge_backfill again.")
+            .report(PgLogLevel::WARNING);
+    }
+    let left_over = run_as(table.owner, || pending_rows(b.table, &b.source, &b.target));
+    if left_over > b.skipped.len() as i64 {
+        let pending = left_over - b.skipped.len() as i64;
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+            format!("bge_backfill: {pending} rows still pending (written or locked by other transactions meanwhile)"),
+            "pg_bge",
+        )
+        .set_hint("Call bge_backfill again, or keep the column filled with bge_vectorize.")
+        .report(PgLogLevel::NOTICE);
+    }
+}
+
+/// Rows of `table` whose target is NULL and source is not (run as the table's owner).
+fn pending_rows(table: pg_sys::Oid, source: &str, target: &str) -> i64 {
+    let query = format!(
+        "SELECT pg_catalog.count(*) FROM {} WHERE {} IS NULL AND {} IS NOT NULL",
+        fill::qualified_name(table),
+        pgrx::spi::quote_identifier(target),
+        pgrx::spi::quote_identifier(source)
+    );
+    Spi::get_one::<i64>(&query).unwrap_or_else(|e| panic!("{e}")).unwrap_or(0)
 }
 
 /// Starts this database's vectorizer worker unless it runs; returns its pid (NULL when it
@@ -57,4 +234,115 @@ fn bge_backfill_check_transaction() {
 #[pg_extern(volatile, parallel_unsafe)]
 fn bge_vectorizer_start() -> Option<i32> {
     worker::start_for_this_database()
+}
+
+/// Writes bge_vectorize's registration of a table the caller owns (bge_vectorized is not
+/// writable by PUBLIC: the row is written as the extension's owner after these checks).
+#[pg_extern(volatile, parallel_unsafe)]
+fn bge_vectorize_register(tbl: pg_sys::Oid, source: &str, target: &str, model: &str, truncate: bool, precision: &str, pending_index: pg_sys::Oid) {
+    owned_table(tbl);
+    if !["fp32", "bf16", "int8"].contains(&precision) {
+        raise_with(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("unknown precision \"{precision}\""), "fp32, bf16 or int8.");
+    }
+    let schema = schema();
+    let _scope = SettingsScope::enter();
+    // Only the partial index bge_vectorize just made on this table is recorded.
+    let index_of_table = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indexrelid OPERATOR(pg_catalog.=) $1 AND i.indrelid OPERATOR(pg_catalog.=) $2)",
+        &[pending_index.into(), tbl.into()],
+    );
+    if index_of_table != Ok(Some(true)) {
+        raise_with(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "the pending index is not an index of the table".into(), "bge_vectorize creates it.");
+    }
+    as_extension_owner(|| {
+        Spi::run_with_args(
+            &format!(
+                "INSERT INTO {schema}.bge_vectorized (tbl, source, target, model, truncate, precision, pending_index) \
+                 VALUES ($1::pg_catalog.regclass, $2, $3, $4, $5, $6, $7::pg_catalog.regclass)"
+            ),
+            &[tbl.into(), source.into(), target.into(), model.into(), truncate.into(), precision.into(), pending_index.into()],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
+/// Removes bge_vectorize's registrations of a table the caller owns (one target, or all) and
+/// their error rows; returns each removed target with its pending index, for bge_unvectorize
+/// to drop.
+#[pg_extern(volatile, parallel_unsafe)]
+fn bge_vectorize_unregister(
+    tbl: pg_sys::Oid,
+    target: Option<&str>,
+) -> TableIterator<'static, (name!(target, String), name!(pending_index, Option<pg_sys::Oid>))> {
+    // Not owned_table: a registration outlives a change of relkind only in theory, but a
+    // table's owner must always be able to remove it.
+    let table = owner::any_owned_relation(tbl);
+    let schema = schema();
+    let removed = as_extension_owner(|| {
+        Spi::connect_mut(|client| {
+            let rows = client
+                .update(
+                    &format!(
+                        "DELETE FROM {schema}.bge_vectorized r WHERE r.tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass \
+                         AND ($2::pg_catalog.text IS NULL OR r.target OPERATOR(pg_catalog.=) $2::pg_catalog.name) \
+                         RETURNING r.target::pg_catalog.text, r.pending_index::pg_catalog.oid"
+                    ),
+                    None,
+                    &[table.oid.into(), target.into()],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            let removed: Vec<(String, Option<pg_sys::Oid>)> =
+                rows.map(|row| (row.get::<String>(1).ok().flatten().unwrap_or_default(), row.get::<pg_sys::Oid>(2).ok().flatten())).collect();
+            for (t, _) in &removed {
+                client
+                    .update(
+                        &format!(
+                            "DELETE FROM {schema}.bge_vectorize_errors e WHERE e.tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass \
+                             AND e.target OPERATOR(pg_catalog.=) $2::pg_catalog.name"
+                        ),
+                        None,
+                        &[table.oid.into(), t.as_str().into()],
+                    )
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            removed
+        })
+    });
+    TableIterator::new(removed)
+}
+
+/// Rows of a vectorized table still waiting for the worker (not counting rows that failed),
+/// counted as the table's owner, so that whoever asks never runs the owner's code. NULL for a
+/// table the caller may not read, or that is no longer a plain table.
+#[pg_extern(volatile, parallel_unsafe)]
+fn bge_vectorize_pending(tbl: pg_sys::Oid, source: &str, target: &str) -> Option<i64> {
+    let relation = owner::relation(tbl)?;
+    if relation.kind != "r" || !owner::can_read(tbl) {
+        return None;
+    }
+    let schema = schema();
+    let query = format!(
+        "SELECT pg_catalog.count(*) FROM {} t WHERE {} IS NULL AND {} IS NOT NULL AND NOT EXISTS \
+         (SELECT FROM {schema}.bge_vectorize_errors e WHERE e.tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass \
+          AND e.target OPERATOR(pg_catalog.=) $2::pg_catalog.name AND e.row_ctid OPERATOR(pg_catalog.=) t.ctid \
+          AND e.row_xmin OPERATOR(pg_catalog.=) t.xmin)",
+        relation.name,
+        pgrx::spi::quote_identifier(target),
+        pgrx::spi::quote_identifier(source),
+    );
+    run_as(relation.owner, || {
+        worker::in_subtransaction(|| Spi::get_one_with_args::<i64>(&query, &[tbl.into(), target.into()]).unwrap_or_else(|e| panic!("{e}")))
+    })
+    .ok()
+    .flatten()
+}
+
+fn schema() -> String {
+    owner::extension_schema()
+        .unwrap_or_else(|| raise_with(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "pg_bge is not installed in this database".into(), "CREATE EXTENSION pg_bge;"))
+}
+
+/// Runs `f` as the role that installed pg_bge, which owns its registration tables.
+fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
+    run_as(owner::extension_owner(), f)
 }

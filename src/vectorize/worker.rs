@@ -22,6 +22,7 @@ use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 
 use super::fill::{self, qualified_name, Batch, Embedding};
+use super::owner::{self, extension_schema, run_as, UserCodeTimer};
 use crate::gucs;
 use crate::server::Target;
 
@@ -124,8 +125,9 @@ pub fn start_for_this_database() -> Option<i32> {
     // The holder of the worker's advisory lock: pg_locks shows it to every role (pg_stat_activity
     // hides other users' backend types, so an unprivileged caller would start a needless worker).
     let running = Spi::get_one_with_args::<i32>(
-        "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted \
-         AND database = $1 AND classid = $2::oid AND objid = $3::oid AND objsubid = 2 LIMIT 1",
+        "SELECT pid FROM pg_catalog.pg_locks WHERE locktype OPERATOR(pg_catalog.=) 'advisory' AND granted \
+         AND database OPERATOR(pg_catalog.=) $1 AND classid OPERATOR(pg_catalog.=) $2::pg_catalog.oid \
+         AND objid OPERATOR(pg_catalog.=) $3::pg_catalog.oid AND objsubid OPERATOR(pg_catalog.=) 2 LIMIT 1",
         &[db.into(), LOCK_KEY.0.into(), LOCK_KEY.1.into()],
     );
     if let Ok(Some(pid)) = running {
@@ -165,6 +167,8 @@ struct Registration {
     embedding: Embedding,
     rows_done: i64,
     tokens_done: i64,
+    /// Why the registration no longer fits its table (checked before every batch).
+    problem: Option<String>,
 }
 
 /// The worker's memory of a table between batches.
@@ -185,6 +189,8 @@ pub extern "C-unwind" fn bge_vectorizer_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    // The worker's own queries never resolve a name through a path a role could write to.
+    BackgroundWorker::transaction(owner::restrict_session_search_path);
     let Some(schema) = BackgroundWorker::transaction(extension_schema) else { return };
     let locked = BackgroundWorker::transaction(|| {
         Spi::get_one_with_args::<bool>("SELECT pg_catalog.pg_try_advisory_lock($1, $2)", &[LOCK_KEY.0.into(), LOCK_KEY.1.into()])
@@ -202,8 +208,14 @@ pub extern "C-unwind" fn bge_vectorizer_main(arg: pg_sys::Datum) {
             // SAFETY: main thread, between transactions.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        let Some(registrations) = BackgroundWorker::transaction(|| registrations(&schema)) else {
-            return; // pg_bge was dropped
+        let registrations = match BackgroundWorker::transaction(|| in_subtransaction(|| registrations(&schema))) {
+            Ok(Some(found)) => found,
+            Ok(None) => return, // pg_bge was dropped
+            Err(message) => {
+                pgrx::log!("pg_bge vectorizer: reading the registrations failed: {message}");
+                crate::server::wait(NAPTIME);
+                continue;
+            }
         };
         if registrations.is_empty() {
             if last_registered.elapsed() > IDLE_EXIT {
@@ -236,36 +248,44 @@ fn exit_if_terminated() {
     }
 }
 
-/// The schema pg_bge is installed in (quoted), or None when it is not installed.
-fn extension_schema() -> Option<String> {
-    Spi::get_one::<String>(
-        "SELECT n.nspname::text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_bge'",
-    )
-    .ok()
-    .flatten()
-    .map(quote_identifier)
-}
-
 /// The registrations of tables that still exist (those of dropped tables are removed); None
-/// when pg_bge is no longer installed.
+/// when pg_bge is no longer installed. Each is checked again: still a plain table, with both
+/// columns.
 fn registrations(schema: &str) -> Option<Vec<Registration>> {
     extension_schema()?;
     Spi::connect_mut(|client| {
         for table in ["bge_vectorized", "bge_vectorize_errors"] {
             client
-                .update(&format!("DELETE FROM {schema}.{table} v WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = v.tbl)"), None, &[])
-                .expect("registration cleanup");
+                .update(
+                    &format!(
+                        "DELETE FROM {schema}.{table} v WHERE NOT EXISTS \
+                         (SELECT FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) v.tbl::pg_catalog.oid)"
+                    ),
+                    None,
+                    &[],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         let rows = client
             .select(
                 &format!(
-                    "SELECT v.tbl::oid, c.relowner, v.source::text, v.target::text, v.model, v.truncate, v.precision, v.rows_done, v.tokens_done \
-                     FROM {schema}.bge_vectorized v JOIN pg_catalog.pg_class c ON c.oid = v.tbl ORDER BY v.tbl, v.target"
+                    "SELECT v.tbl::pg_catalog.oid, c.relowner, v.source::pg_catalog.text, v.target::pg_catalog.text, v.model, \
+                            v.truncate, v.precision, v.rows_done, v.tokens_done, \
+                            CASE WHEN c.relkind OPERATOR(pg_catalog.<>) 'r' THEN 'it is no longer a plain table' \
+                                 WHEN s.attnum IS NULL THEN 'its source column is gone' \
+                                 WHEN t.attnum IS NULL THEN 'its target column is gone' END \
+                     FROM {schema}.bge_vectorized v \
+                     JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) v.tbl::pg_catalog.oid \
+                     LEFT JOIN pg_catalog.pg_attribute s ON s.attrelid OPERATOR(pg_catalog.=) c.oid \
+                          AND s.attname OPERATOR(pg_catalog.=) v.source AND s.attnum OPERATOR(pg_catalog.>) 0 AND NOT s.attisdropped \
+                     LEFT JOIN pg_catalog.pg_attribute t ON t.attrelid OPERATOR(pg_catalog.=) c.oid \
+                          AND t.attname OPERATOR(pg_catalog.=) v.target AND t.attnum OPERATOR(pg_catalog.>) 0 AND NOT t.attisdropped \
+                     ORDER BY 1, 4"
                 ),
                 None,
                 &[],
             )
-            .expect("registrations");
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut found = Vec::new();
         for row in rows {
             let get_oid = |i| row.get::<pg_sys::Oid>(i).ok().flatten().unwrap_or(pg_sys::InvalidOid);
@@ -287,6 +307,7 @@ fn registrations(schema: &str) -> Option<Vec<Registration>> {
                 },
                 rows_done: row.get::<i64>(8).ok().flatten().unwrap_or(0),
                 tokens_done: row.get::<i64>(9).ok().flatten().unwrap_or(0),
+                problem: row.get::<String>(10).ok().flatten(),
             });
         }
         Some(found)
@@ -294,33 +315,48 @@ fn registrations(schema: &str) -> Option<Vec<Registration>> {
 }
 
 /// One batch of one table in its own transaction. Returns whether the batch was full (more
-/// rows are likely waiting).
+/// rows are likely waiting). Whatever fails — the table's code, a timeout, pg_bge's own
+/// bookkeeping — is recorded in the table's status row and backs the table off alone.
 fn run_batch(schema: &str, r: &Registration, state: &mut TableState) -> bool {
     let started = Instant::now();
+    if let Some(problem) = &r.problem {
+        // The registration no longer fits its table: nothing to run until bge_unvectorize.
+        let message = format!("{} cannot be vectorized: {problem}", qualified_name_or_oid(r.table));
+        BackgroundWorker::transaction(|| in_subtransaction(|| record_error(schema, r, &message))).ok();
+        back_off(state);
+        return false;
+    }
     let max_rows = if r.rows_done > 0 && r.tokens_done > 0 {
-        (BATCH_TOKENS as i64 * r.rows_done / r.tokens_done).clamp(1, 10_000) as usize
+        (BATCH_TOKENS as i128 * r.rows_done as i128 / r.tokens_done as i128).clamp(1, 10_000) as usize
     } else {
         128
     };
+    let limit = gucs::vectorize_timeout();
+    let mut timer = UserCodeTimer::new(limit);
     let outcome = BackgroundWorker::transaction(AssertUnwindSafe(|| {
-        let skip = skipped_rows(schema, r);
         let mut interrupt = || {
             pgrx::check_for_interrupts!();
             exit_if_terminated();
         };
-        let filled = in_subtransaction(|| {
-            as_owner(r.owner, || fill::fill_batch(r.table, &r.source, &r.target, &r.embedding, max_rows, None, &skip, &mut interrupt))
+        let done = in_subtransaction(|| {
+            let skip = skipped_rows(schema, r, &mut timer);
+            let batch = run_as(r.owner, || fill::fill_batch(r.table, &r.source, &r.target, &r.embedding, max_rows, None, &skip, &mut timer, &mut interrupt));
+            record(schema, r, &batch, max_rows, state, started);
+            batch.fetched == max_rows
         });
-        match filled {
-            Ok(batch) => {
-                record(schema, r, &batch, max_rows, state, started);
-                Ok(batch.fetched == max_rows)
+        done.map_err(|message| {
+            let message = match limit {
+                Some(limit) if timer.expired() => format!(
+                    "the batch was cancelled: the table's own code (triggers, constraints, defaults, index expressions, policies) ran longer than bge.vectorize_timeout ({} ms); it is retried later",
+                    limit.as_millis()
+                ),
+                _ => message,
+            };
+            pgrx::log!("pg_bge vectorizer: {}.{}: {message}", qualified_name_or_oid(r.table), r.target);
+            if let Err(e) = in_subtransaction(|| record_error(schema, r, &message)) {
+                pgrx::log!("pg_bge vectorizer: could not record that error: {e}");
             }
-            Err(message) => {
-                record_error(schema, r, &message);
-                Err(())
-            }
-        }
+        })
     }));
     match outcome {
         Ok(more) => {
@@ -329,43 +365,76 @@ fn run_batch(schema: &str, r: &Registration, state: &mut TableState) -> bool {
             more
         }
         Err(()) => {
-            // The same error would come back at once: back off, up to a minute.
-            state.failures += 1;
-            state.retry_at = Some(Instant::now() + Duration::from_secs(1 << state.failures.min(6)));
-            state.busy_since = None;
+            back_off(state);
             false
         }
     }
 }
 
-/// ctids of the rows that failed and have not changed since; forgets the others (updated,
-/// deleted, or filled by someone else), so those are tried again.
-fn skipped_rows(schema: &str, r: &Registration) -> Vec<String> {
-    Spi::connect_mut(|client| {
-        let args = [r.table.into(), r.target.as_str().into()];
-        let any = client
-            .select(&format!("SELECT EXISTS (SELECT FROM {schema}.bge_vectorize_errors WHERE tbl = $1 AND target = $2)"), None, &args)
-            .and_then(|t| t.first().get_one::<bool>())
-            .expect("error rows");
-        if any != Some(true) {
-            return Vec::new();
-        }
-        let query = format!(
-            "DELETE FROM {schema}.bge_vectorize_errors e WHERE e.tbl = $1 AND e.target = $2 AND NOT EXISTS \
-             (SELECT FROM {} t WHERE t.ctid = e.row_ctid AND t.xmin = e.row_xmin AND t.{} IS NULL)",
-            qualified_name(r.table),
-            quote_identifier(&r.target)
-        );
-        client.update(&query, None, &args).expect("error rows cleanup");
-        client
-            .select(&format!("SELECT row_ctid::text FROM {schema}.bge_vectorize_errors WHERE tbl = $1 AND target = $2"), None, &args)
-            .expect("error rows")
-            .filter_map(|row| row.get::<String>(1).ok().flatten())
-            .collect()
-    })
+/// The same error would come back at once: retry later, after 2, 4, ... up to 64 s.
+fn back_off(state: &mut TableState) {
+    state.failures = state.failures.saturating_add(1);
+    state.retry_at = Some(Instant::now() + Duration::from_secs(1 << state.failures.min(6)));
+    state.busy_since = None;
 }
 
-/// The batch's failed rows and the table's counters.
+/// The table's name for messages, or its OID where even that fails.
+fn qualified_name_or_oid(table: pg_sys::Oid) -> String {
+    owner::relation(table).map(|r| r.name).unwrap_or_else(|| format!("table {}", u32::from(table)))
+}
+
+/// ctids of the rows that failed and have not changed since, checked as the table's owner;
+/// forgets the others (updated, deleted, or filled by someone else), so those are tried again.
+fn skipped_rows(schema: &str, r: &Registration, timer: &mut UserCodeTimer) -> Vec<String> {
+    let args = [r.table.into(), r.target.as_str().into()];
+    let recorded: Vec<(String, String)> = Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "SELECT row_ctid::pg_catalog.text, row_xmin::pg_catalog.text FROM {schema}.bge_vectorize_errors \
+                     WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND target OPERATOR(pg_catalog.=) $2::pg_catalog.name"
+                ),
+                None,
+                &args,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(|row| (row.get::<String>(1).ok().flatten().unwrap_or_default(), row.get::<String>(2).ok().flatten().unwrap_or_default()))
+            .collect()
+    });
+    if recorded.is_empty() {
+        return Vec::new();
+    }
+    let (ctids, xmins): (Vec<String>, Vec<String>) = recorded.into_iter().unzip();
+    let query = format!(
+        "SELECT e.c::pg_catalog.text FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.tid[]), pg_catalog.unnest($2::pg_catalog.xid[])) AS e(c, x) \
+         WHERE EXISTS (SELECT FROM {} t WHERE t.ctid OPERATOR(pg_catalog.=) e.c AND t.xmin OPERATOR(pg_catalog.=) e.x AND t.{} IS NULL)",
+        qualified_name(r.table),
+        quote_identifier(&r.target)
+    );
+    let still_failing: Vec<String> = run_as(r.owner, || {
+        timer.resume();
+        let found = Spi::connect(|client| {
+            client
+                .select(&query, None, &[ctids.into(), xmins.into()])
+                .unwrap_or_else(|e| panic!("{e}"))
+                .filter_map(|row| row.get::<String>(1).ok().flatten())
+                .collect()
+        });
+        timer.pause();
+        found
+    });
+    Spi::run_with_args(
+        &format!(
+            "DELETE FROM {schema}.bge_vectorize_errors WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass \
+             AND target OPERATOR(pg_catalog.=) $2::pg_catalog.name AND row_ctid OPERATOR(pg_catalog.<>) ALL($3::pg_catalog.tid[])"
+        ),
+        &[r.table.into(), r.target.as_str().into(), still_failing.clone().into()],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    still_failing
+}
+
+/// The batch's failed rows and the table's counters (which saturate: they are statistics).
 fn record(schema: &str, r: &Registration, batch: &Batch, max_rows: usize, state: &mut TableState, started: Instant) {
     if batch.rows > 0 {
         state.busy_since.get_or_insert(started);
@@ -381,23 +450,32 @@ fn record(schema: &str, r: &Registration, batch: &Batch, max_rows: usize, state:
                 .update(
                     &format!(
                         "INSERT INTO {schema}.bge_vectorize_errors (tbl, target, row_ctid, row_xmin, row_key, error) \
-                         VALUES ($1, $2, $3::tid, $4::xid, $5, $6) ON CONFLICT (tbl, target, row_ctid) DO UPDATE \
-                         SET row_xmin = EXCLUDED.row_xmin, row_key = EXCLUDED.row_key, error = EXCLUDED.error, failed_at = now()"
+                         VALUES ($1::pg_catalog.regclass, $2, $3::pg_catalog.tid, $4::pg_catalog.xid, $5, $6) ON CONFLICT (tbl, target, row_ctid) DO UPDATE \
+                         SET row_xmin = EXCLUDED.row_xmin, row_key = EXCLUDED.row_key, error = EXCLUDED.error, failed_at = pg_catalog.now()"
                     ),
                     None,
                     &[r.table.into(), r.target.as_str().into(), f.ctid.as_str().into(), f.xmin.as_str().into(), f.key.as_str().into(), f.error.as_str().into()],
                 )
-                .expect("error row");
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         if write {
+            let saturating = |column: &str, arg: &str| {
+                format!(
+                    "{column} = CASE WHEN {column} OPERATOR(pg_catalog.>) 9223372036854775807::pg_catalog.int8 OPERATOR(pg_catalog.-) {arg} \
+                     THEN 9223372036854775807::pg_catalog.int8 ELSE {column} OPERATOR(pg_catalog.+) {arg} END"
+                )
+            };
             client
                 .update(
                     &format!(
-                        "UPDATE {schema}.bge_vectorized SET rows_done = rows_done + $3, tokens_done = tokens_done + $4, \
-                         rows_per_s = coalesce($5, rows_per_s), last_batch_at = CASE WHEN $3 > 0 THEN now() ELSE last_batch_at END, \
-                         caught_up_at = CASE WHEN $6 THEN now() ELSE caught_up_at END, \
-                         last_error = coalesce($7, last_error), last_error_at = CASE WHEN $7 IS NULL THEN last_error_at ELSE now() END \
-                         WHERE tbl = $1 AND target = $2"
+                        "UPDATE {schema}.bge_vectorized SET {}, {}, \
+                         rows_per_s = coalesce($5, rows_per_s), \
+                         last_batch_at = CASE WHEN $3 OPERATOR(pg_catalog.>) 0 THEN pg_catalog.now() ELSE last_batch_at END, \
+                         caught_up_at = CASE WHEN $6 THEN pg_catalog.now() ELSE caught_up_at END, \
+                         last_error = coalesce($7, last_error), last_error_at = CASE WHEN $7 IS NULL THEN last_error_at ELSE pg_catalog.now() END \
+                         WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND target OPERATOR(pg_catalog.=) $2::pg_catalog.name",
+                        saturating("rows_done", "$3"),
+                        saturating("tokens_done", "$4")
                     ),
                     None,
                     &[
@@ -410,7 +488,7 @@ fn record(schema: &str, r: &Registration, batch: &Batch, max_rows: usize, state:
                         last_error.into(),
                     ],
                 )
-                .expect("counters");
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     });
     if caught_up {
@@ -421,37 +499,19 @@ fn record(schema: &str, r: &Registration, batch: &Batch, max_rows: usize, state:
 }
 
 fn record_error(schema: &str, r: &Registration, message: &str) {
-    pgrx::log!("pg_bge vectorizer: {}.{}: {message}", qualified_name(r.table), r.target);
-    Spi::connect_mut(|client| {
-        client
-            .update(
-                &format!("UPDATE {schema}.bge_vectorized SET last_error = $3, last_error_at = now() WHERE tbl = $1 AND target = $2"),
-                None,
-                &[r.table.into(), r.target.as_str().into(), message.into()],
-            )
-            .expect("last error");
-    });
-}
-
-/// Runs `f` as `owner` in a security-restricted operation: the table's triggers, defaults and
-/// index expressions run with its owner's rights, which cannot be escaped with SET ROLE.
-fn as_owner<T>(owner: pg_sys::Oid, f: impl FnOnce() -> T) -> T {
-    // SAFETY: main thread; an ERROR inside unwinds to the enclosing subtransaction, whose abort
-    // restores the user and security context.
-    unsafe {
-        let (mut user, mut context) = (pg_sys::InvalidOid, 0);
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
-        pg_sys::SetUserIdAndSecContext(owner, context | restricted);
-        let result = f();
-        pg_sys::SetUserIdAndSecContext(user, context);
-        result
-    }
+    Spi::run_with_args(
+        &format!(
+            "UPDATE {schema}.bge_vectorized SET last_error = $3, last_error_at = pg_catalog.now() \
+             WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND target OPERATOR(pg_catalog.=) $2::pg_catalog.name"
+        ),
+        &[r.table.into(), r.target.as_str().into(), message.into()],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Runs `f` in a subtransaction: its ERROR (or panic) rolls back only what `f` did and comes
 /// back as the message.
-fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+pub fn in_subtransaction<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     // SAFETY: the begin/release/rollback pattern of PL/pgSQL's exception blocks, on the main
     // thread inside a transaction; the memory context and resource owner are restored after.
     unsafe {
