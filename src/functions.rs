@@ -167,7 +167,7 @@ fn bge_models() -> TableIterator<
                         copy.map(|c| c.load_ms),
                         None,
                     ),
-                    Err(e) => (name, None, None, None, None, None, None, None, None, false, None, Some(e.to_string())),
+                    Err(e) => (name, None, None, None, None, None, None, None, None, false, None, Some(crate::errors::for_caller(e.to_string()))),
                 }
             })
             .collect::<Vec<_>>()

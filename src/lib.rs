@@ -20,6 +20,8 @@ pgrx::extension_sql_file!("../sql/pg_bge.sql", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // First: no Rust backtrace ever reaches a client (errors::install_panic_hook).
+    errors::install_panic_hook();
     // Settings, the planner hook and (when preloaded) the model server's shared memory and
     // worker: models, threads and any device state are created lazily in the process that
     // first needs them, never in the postmaster.

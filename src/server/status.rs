@@ -54,6 +54,8 @@ fn bge_server_status() -> TableIterator<
                 "resident_bytes": m.resident_bytes, "load_ms": m.load_ms,
             })
         })
+        // The directory is a server path: superusers only (errors name it bge.model_dir).
+        .map(|mut m| if unsafe { pg_sys::superuser() } { m } else { m.as_object_mut().map(|o| o.remove("dir")); m })
         .collect();
     TableIterator::once((
         pid != 0,

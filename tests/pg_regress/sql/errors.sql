@@ -57,6 +57,15 @@ CREATE ROLE regress_bge_user;
 SET ROLE regress_bge_user;
 SET bge.model_dir = '/tmp';
 SELECT array_length(bge_embed('ordinary users can embed'), 1) AS dims;
+-- Nor does an ordinary role see where the models are: errors name the directory by its
+-- setting, and bge_server_status() leaves it out.
+SELECT bge_embed('x', 'no-such-model');
+SELECT bge_embed('x', 'broken-truncated');
+SELECT bge_embed('x', 'broken-no-tokenizer');
+SELECT pg_temp.sqlstate_of($$SELECT bge_embed('x', 'no-such-model')$$);
+SELECT name, error FROM bge_models() WHERE error IS NOT NULL ORDER BY name;
+SELECT count(*) FILTER (WHERE m ? 'dir') AS models_showing_dir
+FROM bge_server_status() AS s, jsonb_array_elements(coalesce(s.models, '[]')) AS m;
 RESET ROLE;
 DROP ROLE regress_bge_user;
 
