@@ -90,6 +90,8 @@ echo "== SQL tests on PostgreSQL 15 through the model server (shared_preload_lib
 regress_server 15 server "${SQL_TESTS[@]}" server || status=1
 echo "== model server under concurrency, cancel, disconnect and worker restart (tests/server/faults.sh)"
 tests/server/faults.sh "$WORK/models" || status=1
+echo "== model server fairness between roles and its memory budget (tests/server/fairness.sh)"
+tests/server/fairness.sh "$WORK/models" || status=1
 echo "== bge_backfill and bge_vectorize under concurrent writers, cancel and restart (tests/vectorize/stream.sh)"
 tests/vectorize/stream.sh "$WORK/models" || status=1
 echo "== no Rust backtrace and no server path for ordinary roles, with RUST_BACKTRACE=full (tests/security/backtrace.sh)"

@@ -105,6 +105,30 @@ impl ModelStore {
         Ok(model)
     }
 
+    /// Drops the copy of `name` loaded for `backend` (the model server evicting one under its
+    /// memory budget); its memory is freed once no caller holds it any more, and then given
+    /// back to the operating system. Whether there was one.
+    pub fn unload(&mut self, name: &str, backend: BackendKind) -> bool {
+        let Some(model) = self.loaded.remove(&(name.to_string(), backend)) else { return false };
+        let last = Arc::strong_count(&model) == 1;
+        drop(model);
+        if last {
+            Self::trim_heap();
+        }
+        true
+    }
+
+    /// Gives freed heap memory back to the operating system (glibc keeps it otherwise), so
+    /// that a dropped model shrinks the process and the next load's growth
+    /// ([`Model::resident_bytes`]) measures that copy rather than reused memory.
+    pub fn trim_heap() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only walks the allocator's free lists.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+
     /// The spec and tokenizer of `name` without its weights, read on first use (again after
     /// the model's files change).
     pub fn frontend(&mut self, name: &str) -> Result<Arc<Frontend>> {
@@ -129,3 +153,4 @@ impl ModelStore {
         Ok(path)
     }
 }
+

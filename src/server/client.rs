@@ -122,21 +122,55 @@ fn register_exit_callback() {
 fn claim(h: &Header) -> HeldSlot<'_> {
     register_exit_callback();
     let n = h.slot_count as usize;
-    // SAFETY: a plain read of this process's pid.
-    let first = unsafe { pg_sys::MyProcPid } as usize % n;
+    // SAFETY: plain reads of this process's pid and current user.
+    let (first, role) = unsafe { (pg_sys::MyProcPid as usize % n, pg_sys::GetUserId().to_u32()) };
+    let mut poll = Duration::from_millis(1);
     loop {
-        for k in 0..n {
-            let index = (first + k) % n;
-            // SAFETY: as in release.
-            if swap_state(unsafe { &*h.slot(index) }, FREE, FILLING) {
-                HELD_SLOT.store(index as i64, Ordering::Relaxed);
-                return HeldSlot { h, index };
+        if may_claim(h, role) {
+            for k in 0..n {
+                let index = (first + k) % n;
+                // SAFETY: as in release.
+                let slot = unsafe { &*h.slot(index) };
+                if swap_state(slot, FREE, FILLING) {
+                    slot.role.store(role, Ordering::Relaxed);
+                    HELD_SLOT.store(index as i64, Ordering::Relaxed);
+                    return HeldSlot { h, index };
+                }
             }
         }
-        // Every slot is in use (more requests in flight than bge.server_slots): poll.
-        super::wait(Duration::from_millis(1));
+        // No slot this role may take (more requests in flight than bge.server_slots, or the
+        // last free ones are kept for other roles): poll, less often the longer it waits.
+        super::wait(poll);
+        poll = (poll * 2).min(Duration::from_millis(10));
         pgrx::check_for_interrupts!();
     }
+}
+
+/// Whether `role` may take a free slot now. The last free slots (a sixteenth of them, at least
+/// one where there are four or more) are kept for roles holding fewer slots than a newcomer's
+/// fair share would be, so that a role with many connections (or parallel workers) cannot hold
+/// every slot while another role waits; a role alone still uses all but those few. The counts
+/// are read without a lock: two backends of one role claiming at once may overshoot by one.
+fn may_claim(h: &Header, role: u32) -> bool {
+    let n = h.slot_count as usize;
+    let reserve = if n >= 4 { (n / 16).max(1) } else { 0 };
+    let (mut free, mut mine) = (0, 0);
+    let mut roles: Vec<u32> = vec![role];
+    for i in 0..n {
+        // SAFETY: as in release; racy reads are fine for this heuristic.
+        let slot = unsafe { &*h.slot(i) };
+        if slot.state.load(Ordering::Acquire) == FREE {
+            free += 1;
+            continue;
+        }
+        let owner = slot.role.load(Ordering::Relaxed);
+        if owner == role {
+            mine += 1;
+        } else if !roles.contains(&owner) {
+            roles.push(owner);
+        }
+    }
+    free > reserve || (free > 0 && mine < n / (roles.len() + 1))
 }
 
 fn round_trip(h: &Header, model: &str, dir: &Path, target: Target, output: Output, encoded: &[Encoded]) -> Vec<Vec<u32>> {

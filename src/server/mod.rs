@@ -16,6 +16,13 @@
 //! Requests and results larger than a slot's buffer travel in pieces; the backend splits big
 //! arrays into several requests so that one text's request rarely needs more than one piece. Latches wake either side; every wait also times out so a vanished worker is
 //! noticed (its exit callback normally fails the slots it held, waking their owners).
+//!
+//! Fairness between roles (one role's flood must not stall another's short request): a role
+//! holding more than its share of slots may not take the last free ones (client.rs `claim`);
+//! the worker keeps one queue per role and builds each batch of at most bge.max_batch_tokens
+//! tokens round-robin across roles, and within a role across its requests, computing a large
+//! request over several batches (worker.rs `next_batch`). The engine's results do not depend
+//! on how texts are batched, so this changes no result.
 pub mod client;
 mod status;
 pub mod worker;
@@ -73,6 +80,13 @@ pub struct Slot {
     pub request_id: u64,
     /// The epoch of the worker that took the request (0 until taken).
     pub epoch: AtomicU64,
+    /// The role the request is for (GetUserId() when the slot was claimed): requests are
+    /// served fairly between roles, and a role may not take the last free slots while it
+    /// holds more than its share (see client.rs).
+    pub role: AtomicU32,
+    /// 1 while the request is in the batch the worker computes (RUNNING otherwise means
+    /// taken and waiting for its turn): bge_server_status() counts it in flight, not queued.
+    pub computing: AtomicU32,
     // Request, written by the backend while FILLING.
     pub output: u8,
     pub device: u8,

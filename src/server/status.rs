@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use super::{client, header, RUNNING, FETCH, RESULT, SUBMITTED};
+use super::{client, header, FETCH, RESULT, RUNNING, SEND_MORE, SUBMITTED};
 
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_safe)]
@@ -35,8 +35,12 @@ fn bge_server_status() -> TableIterator<
     let (mut queued, mut in_flight) = (0, 0);
     for i in 0..h.slot_count as usize {
         // SAFETY: the slot array lives for the server's life; a racy read of a state is fine.
-        match unsafe { &*h.slot(i) }.state.load(Ordering::Acquire) {
-            SUBMITTED => queued += 1,
+        let slot = unsafe { &*h.slot(i) };
+        // Queued: submitted (or arriving in pieces), or taken by the worker and waiting for
+        // its turn in a batch; in flight: in the batch computing now, or its result handed back.
+        match slot.state.load(Ordering::Acquire) {
+            SUBMITTED | SEND_MORE => queued += 1,
+            RUNNING if slot.computing.load(Ordering::Relaxed) == 0 => queued += 1,
             RUNNING | FETCH | RESULT => in_flight += 1,
             _ => {}
         }

@@ -2,6 +2,17 @@
 //! same model across connections (continuous batching: the next batch forms from whatever
 //! waits when the last one finishes), runs them through the engine and hands the results back.
 //! Only this process's main thread calls PostgreSQL; the engine's threads compute.
+//!
+//! Fairness: requests wait in one queue per role. Each batch (at most bge.max_batch_tokens
+//! tokens, or one text where a single text is longer) is led by the next role in round-robin
+//! order and shared out between the roles with requests for the same model copy and output,
+//! and within a role between its requests; a request larger than its share is computed over
+//! several batches. A role alone gets every batch whole. So one role's flood delays another
+//! role's short request by about one batch.
+//!
+//! Memory: copies of models (one per model, precision and device) stay loaded until loading
+//! another would take the server past bge.server_memory; the least recently used copies are
+//! then dropped first.
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -20,13 +31,51 @@ use super::{ABANDONED, FETCH, FREE, MAX_MODELS, RESULT, RUNNING, SEND_MORE, SUBM
 use crate::gucs::{self, Device};
 use crate::registry;
 
-/// One backend's request, taken from its slot.
+/// One backend's request, taken from its slot; computed over one batch or several.
 struct Job {
     slot: usize,
     request_id: u64,
+    role: u32,
     key: JobKey,
+    /// Its sequences; those before `next` were handed to batches (and moved out).
+    encoded: Vec<Encoded>,
+    next: usize,
+    /// Results of the first `done` sequences, `[count, count words]` each.
+    words: Vec<u32>,
+    done: usize,
+}
+
+/// A role's requests, in the order they are next served.
+struct RoleQueue {
+    role: u32,
+    /// (slot, request id): a request abandoned meanwhile is skipped.
+    jobs: VecDeque<(usize, u64)>,
+}
+
+/// The sequences of one request a batch computes.
+struct Part {
+    slot: usize,
+    request_id: u64,
+    seqs: usize,
+}
+
+struct Batch {
+    key: JobKey,
+    parts: Vec<Part>,
     encoded: Vec<Encoded>,
     tokens: usize,
+}
+
+/// A copy of a model the server holds, for the status table and eviction.
+struct Copy {
+    id: (PathBuf, String, BackendKind),
+    /// Not kept alive by this table: the store owns the copy.
+    model: Weak<Model>,
+    entry: ModelEntry,
+    /// What it counts for under bge.server_memory.
+    bytes: u64,
+    /// When a batch last used it (the server's batch count).
+    used: u64,
 }
 
 /// Requests with equal keys share forward passes.
@@ -52,12 +101,17 @@ struct Server {
     h: &'static Header,
     epoch: u64,
     stores: HashMap<PathBuf, ModelStore>,
-    queue: VecDeque<Job>,
+    /// Requests taken and not yet answered, by slot.
+    jobs: HashMap<usize, Job>,
+    /// Roles with requests waiting; the front one leads the next batch.
+    roles: VecDeque<RoleQueue>,
     pieces: HashMap<usize, Pieces>,
     /// Requests arriving in pieces, by slot: (request id, words so far).
     partial: HashMap<usize, (u64, Vec<u32>)>,
-    /// The status table's rows: which copy each describes (not kept alive by it).
-    models: Vec<((PathBuf, String, BackendKind), Weak<Model>, ModelEntry)>,
+    /// The status table's rows.
+    models: Vec<Copy>,
+    /// Batches run since start (the clock of `Copy::used`).
+    tick: u64,
 }
 
 #[pgrx::pg_guard]
@@ -84,7 +138,17 @@ pub extern "C-unwind" fn bge_server_main(_arg: pg_sys::Datum) {
     // Backends never touch CUDA while the server runs: the probe is the worker's.
     h.gpu.store(if bge_engine::backend::cuda::available() { 2 } else { 1 }, Ordering::Release);
     pgrx::log!("pg_bge model server started ({} request slots of {} kB)", h.slot_count, h.slot_bytes / 1024);
-    let mut server = Server { h, epoch, stores: HashMap::new(), queue: VecDeque::new(), pieces: HashMap::new(), partial: HashMap::new(), models: Vec::new() };
+    let mut server = Server {
+        h,
+        epoch,
+        stores: HashMap::new(),
+        jobs: HashMap::new(),
+        roles: VecDeque::new(),
+        pieces: HashMap::new(),
+        partial: HashMap::new(),
+        models: Vec::new(),
+        tick: 0,
+    };
     loop {
         // Interrupts as any connected process: ProcSignalBarriers (DROP DATABASE waits for every
         // process to absorb one), cancel (pg_cancel_backend: ERROR, so a restart).
@@ -218,12 +282,20 @@ impl Server {
                 ABANDONED if swap_state(slot, ABANDONED, FREE) => {
                     self.pieces.remove(&i);
                     self.partial.remove(&i);
+                    self.jobs.remove(&i);
                 }
                 _ => {}
             }
         }
         taken.sort_by_key(|j| j.request_id);
-        self.queue.extend(taken);
+        for job in taken {
+            let entry = (job.slot, job.request_id);
+            match self.roles.iter_mut().find(|q| q.role == job.role) {
+                Some(q) => q.jobs.push_back(entry),
+                None => self.roles.push_back(RoleQueue { role: job.role, jobs: VecDeque::from([entry]) }),
+            }
+            self.jobs.insert(job.slot, job);
+        }
     }
 
     /// Adds the piece in slot `i`'s buffer to its request; the whole request once complete.
@@ -280,82 +352,166 @@ impl Server {
             _ => BackendKind::Cpu,
         };
         let key = JobKey { dir: PathBuf::from(get_str(&slot.dir)), model: get_str(&slot.model), target: Target { device, cpu }, output };
-        Ok(Job { slot: i, request_id: slot.request_id, key, encoded, tokens })
+        let role = slot.role.load(Ordering::Relaxed);
+        Ok(Job { slot: i, request_id: slot.request_id, role, key, encoded, next: 0, words: Vec::new(), done: 0 })
     }
 
-    /// The oldest request and the others waiting for the same model and output, up to
-    /// bge.max_batch_tokens (the oldest alone may be larger: the engine splits it).
-    fn next_batch(&mut self) -> Option<Vec<Job>> {
-        // Requests whose backends left (cancel, timeout) are not computed.
-        self.queue.retain(|job| {
-            let slot = unsafe { &*self.h.slot(job.slot) };
+    /// Drops requests whose backends left (cancel, timeout, exit): they are not computed.
+    fn prune(&mut self) {
+        let h = self.h;
+        self.jobs.retain(|&i, _| {
+            // SAFETY: the slot array lives for the server's life.
+            let slot = unsafe { &*h.slot(i) };
             !(slot.state.load(Ordering::Acquire) == ABANDONED && swap_state(slot, ABANDONED, FREE))
         });
-        let first = self.queue.pop_front()?;
-        let limit = gucs::max_batch_tokens().max(first.tokens);
-        let mut tokens = first.tokens;
-        let mut batch = vec![first];
-        let mut rest = VecDeque::with_capacity(self.queue.len());
-        for job in self.queue.drain(..) {
-            if job.key == batch[0].key && tokens + job.tokens <= limit {
-                tokens += job.tokens;
-                batch.push(job);
-            } else {
-                rest.push_back(job);
+        let jobs = &self.jobs;
+        for q in self.roles.iter_mut() {
+            q.jobs.retain(|(i, id)| jobs.get(i).is_some_and(|j| j.request_id == *id));
+        }
+        self.roles.retain(|q| !q.jobs.is_empty());
+    }
+
+    /// The next batch: led by the role at the front of the round-robin (its first request
+    /// names the model copy and output), then shared out in passes between every role with
+    /// requests for the same, each pass giving each role an equal share of the tokens left and
+    /// each request of a role an equal share of its role's (at least an eighth of the batch,
+    /// and at least one text). At most bge.max_batch_tokens tokens (shared by the number of
+    /// roles waiting, up to four), but never less than one text. Requests that took part and are not done go to the back of their role's queue,
+    /// and the leading role to the back of the round-robin.
+    fn next_batch(&mut self) -> Option<Batch> {
+        self.prune();
+        let leader = self.roles.front()?;
+        let key = self.jobs[&leader.jobs[0].0].key.clone();
+        // With several roles waiting, shorter batches (down to a quarter): a role's request
+        // that arrives meanwhile waits for less of the batch before it.
+        let limit = (gucs::max_batch_tokens() / self.roles.len().min(4)).max(1);
+        let mut budget = limit;
+        let mut batch = Batch { key, parts: Vec::new(), encoded: Vec::new(), tokens: 0 };
+        let mut part_of: HashMap<usize, usize> = HashMap::new();
+        loop {
+            let wanting = |q: &RoleQueue, jobs: &HashMap<usize, Job>| -> Vec<usize> {
+                q.jobs.iter().map(|&(i, _)| i).filter(|i| jobs[i].key == batch.key && jobs[i].next < jobs[i].encoded.len()).collect()
+            };
+            let active: Vec<usize> = (0..self.roles.len()).filter(|&r| !wanting(&self.roles[r], &self.jobs).is_empty()).collect();
+            if active.is_empty() || budget == 0 {
+                break;
+            }
+            let role_share = (budget / active.len()).max(1);
+            let mut progress = false;
+            'roles: for r in active {
+                let mine = wanting(&self.roles[r], &self.jobs);
+                let quantum = (role_share / mine.len()).max(role_share.min(limit / 8)).max(1);
+                let mut given_role = 0;
+                for i in mine {
+                    let job = self.jobs.get_mut(&i).expect("queued job");
+                    let mut given = 0;
+                    while job.next < job.encoded.len() {
+                        let len = job.encoded[job.next].ids.len();
+                        if !batch.encoded.is_empty() && len > budget {
+                            continue 'roles;
+                        }
+                        if given > 0 && given + len > quantum {
+                            break;
+                        }
+                        batch.encoded.push(std::mem::replace(&mut job.encoded[job.next], Encoded { ids: Vec::new(), type_ids: Vec::new() }));
+                        job.next += 1;
+                        given += len;
+                        given_role += len;
+                        budget = budget.saturating_sub(len);
+                        batch.tokens += len;
+                        progress = true;
+                        let at = *part_of.entry(i).or_insert_with(|| {
+                            batch.parts.push(Part { slot: i, request_id: job.request_id, seqs: 0 });
+                            batch.parts.len() - 1
+                        });
+                        batch.parts[at].seqs += 1;
+                        if given_role >= role_share {
+                            continue 'roles;
+                        }
+                    }
+                }
+            }
+            if !progress {
+                break;
             }
         }
-        self.queue = rest;
+        for q in self.roles.iter_mut() {
+            let (took, rest): (Vec<_>, Vec<_>) = q.jobs.iter().partition(|(i, _)| part_of.contains_key(i));
+            q.jobs = rest.into_iter().chain(took).collect();
+        }
+        self.roles.rotate_left(1);
         Some(batch)
     }
 
-    fn run(&mut self, batch: Vec<Job>) {
-        let key = batch[0].key.clone();
-        let counts: Vec<usize> = batch.iter().map(|j| j.encoded.len()).collect();
-        let tokens: usize = batch.iter().map(|j| j.tokens).sum();
-        let slots: Vec<(usize, u64)> = batch.iter().map(|j| (j.slot, j.request_id)).collect();
-        let encoded: Vec<Encoded> = batch.into_iter().flat_map(|j| j.encoded).collect();
+    fn run(&mut self, batch: Batch) {
+        let Batch { key, parts, encoded, tokens } = batch;
+        let slot_indexes: Vec<usize> = parts.iter().map(|p| p.slot).collect();
+        for &i in &slot_indexes {
+            self.slot(i).computing.store(1, Ordering::Relaxed);
+        }
         // A panic in the engine (a bug) fails this batch, not the server.
-        let slot_indexes: Vec<usize> = slots.iter().map(|&(i, _)| i).collect();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.compute(&key, &encoded, &slot_indexes)));
+        for &i in &slot_indexes {
+            self.slot(i).computing.store(0, Ordering::Relaxed);
+        }
         let h = self.h;
-        h.requests.fetch_add(slots.len() as u64, Ordering::Relaxed);
         h.batches.fetch_add(1, Ordering::Relaxed);
         h.sequences.fetch_add(encoded.len() as u64, Ordering::Relaxed);
         h.tokens.fetch_add(tokens as u64, Ordering::Relaxed);
         match outcome {
             Ok(Ok(per_seq)) => {
                 let mut per_seq = per_seq.into_iter();
-                for ((slot, request_id), n) in slots.into_iter().zip(counts) {
-                    let mut words = Vec::new();
-                    for values in per_seq.by_ref().take(n) {
-                        words.push(values.len() as u32);
-                        words.extend(values);
+                for part in parts {
+                    let results = per_seq.by_ref().take(part.seqs);
+                    // A request abandoned (and its slot freed) while the batch ran is gone.
+                    let Some(job) = self.jobs.get_mut(&part.slot).filter(|j| j.request_id == part.request_id) else {
+                        results.for_each(drop);
+                        continue;
+                    };
+                    for values in results {
+                        job.words.push(values.len() as u32);
+                        job.words.extend(values);
                     }
-                    self.pieces.insert(slot, Pieces { request_id, words, sent: 0 });
-                    self.send_piece(slot);
+                    job.done += part.seqs;
+                    if job.done == job.encoded.len() {
+                        let job = self.jobs.remove(&part.slot).expect("job");
+                        h.requests.fetch_add(1, Ordering::Relaxed);
+                        self.pieces.insert(part.slot, Pieces { request_id: job.request_id, words: job.words, sent: 0 });
+                        self.send_piece(part.slot);
+                    }
                 }
             }
             Ok(Err(e)) => {
-                for (slot, _) in slots {
-                    let s = self.slot(slot);
-                    write_error(s, crate::errors::sqlstate(e.kind()), &e.to_string(), &e.hint().unwrap_or_default());
-                    finish(s);
+                for slot in self.take_jobs(&parts) {
+                    write_error(slot, crate::errors::sqlstate(e.kind()), &e.to_string(), &e.hint().unwrap_or_default());
+                    finish(slot);
                 }
             }
             Err(panic) if panic.is::<AllAbandoned>() => {
-                for (slot, _) in slots {
-                    finish(self.slot(slot));
+                for slot in self.take_jobs(&parts) {
+                    finish(slot);
                 }
             }
             Err(panic) => {
                 let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-                for (slot, _) in slots {
-                    let s = self.slot(slot);
-                    write_error(s, PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &format!("pg_bge's model server failed: {what}"), "This is a bug in pg_bge; please report it.");
-                    finish(s);
+                for slot in self.take_jobs(&parts) {
+                    write_error(slot, PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &format!("pg_bge's model server failed: {what}"), "This is a bug in pg_bge; please report it.");
+                    finish(slot);
                 }
             }
         }
+    }
+
+    /// Removes the requests of a failed batch from the queues; their slots, to be answered.
+    fn take_jobs(&mut self, parts: &[Part]) -> Vec<&'static mut Slot> {
+        let mut slots = Vec::new();
+        for part in parts {
+            if self.jobs.get(&part.slot).is_some_and(|j| j.request_id == part.request_id) {
+                self.jobs.remove(&part.slot);
+                slots.push(self.slot(part.slot));
+            }
+        }
+        slots
     }
 
     /// Writes the next piece of slot `i`'s result into its buffer and hands it over.
@@ -416,31 +572,131 @@ impl Server {
     }
 
     /// The model a key names, loaded on first use; a copy not in the status table yet (new, or
-    /// reloaded after its files changed) enters it.
+    /// reloaded after its files changed) enters it. Under bge.server_memory, the least recently
+    /// used other copies are dropped before a load (to make room for its estimated size) and
+    /// after it (for its measured size).
     fn model(&mut self, key: &JobKey) -> bge_engine::Result<Arc<Model>> {
+        self.tick += 1;
+        let budget = gucs::server_memory_bytes();
+        // Copies the store let go of (it reloads a copy whose weight file changed).
+        let before = self.models.len();
+        self.models.retain(|c| c.model.strong_count() > 0);
+        let mut changed = self.models.len() != before;
         let store = self.stores.entry(key.dir.clone()).or_insert_with(|| ModelStore::new(key.dir.clone()));
-        let model = registry::resolve(store, &key.model, key.target.device, key.target.cpu)?;
+        let loading = !loaded_for(store, key);
+        let estimate = if loading { estimate_bytes(&key.dir.join(&key.model), key.target) } else { 0 };
+        if loading {
+            if let Some(budget) = budget {
+                changed |= self.evict(budget.saturating_sub(estimate), None);
+            }
+            // What the load's growth of this process measures is then this copy alone.
+            ModelStore::trim_heap();
+        }
+        let store = self.stores.get_mut(&key.dir).expect("store");
+        let resolved = registry::resolve(store, &key.model, key.target.device, key.target.cpu);
+        let model = match resolved {
+            Ok(model) => model,
+            Err(e) => {
+                if changed {
+                    self.publish();
+                }
+                return Err(e);
+            }
+        };
         let id = (key.dir.clone(), key.model.clone(), model.backend);
-        if !self.models.iter().any(|(k, copy, _)| *k == id && copy.ptr_eq(&Arc::downgrade(&model))) {
-            let mut entry = ModelEntry {
-                dir: [0; super::DIR_BYTES],
-                name: [0; super::NAME_BYTES],
-                device: [0; 16],
-                isa: [0; 16],
-                precision: [0; 16],
-                resident_bytes: model.resident_bytes,
-                load_ms: model.load_time.as_secs_f64() * 1e3,
-            };
-            put_str(&mut entry.dir, &key.dir.to_string_lossy());
-            put_str(&mut entry.name, &key.model);
-            put_str(&mut entry.device, model.backend.name());
-            put_str(&mut entry.isa, model.isa.unwrap_or(""));
-            put_str(&mut entry.precision, model.precision);
-            self.models.retain(|(k, _, _)| *k != id);
-            self.models.push((id, Arc::downgrade(&model), entry));
-            let table: Vec<ModelEntry> = self.models.iter().map(|(_, _, e)| *e).collect();
-            publish_models(self.h, &table);
+        match self.models.iter_mut().find(|c| c.id == id && std::ptr::eq(c.model.as_ptr(), Arc::as_ptr(&model))) {
+            Some(copy) => copy.used = self.tick,
+            None => {
+                let mut entry = ModelEntry {
+                    dir: [0; super::DIR_BYTES],
+                    name: [0; super::NAME_BYTES],
+                    device: [0; 16],
+                    isa: [0; 16],
+                    precision: [0; 16],
+                    resident_bytes: model.resident_bytes,
+                    load_ms: model.load_time.as_secs_f64() * 1e3,
+                };
+                put_str(&mut entry.dir, &key.dir.to_string_lossy());
+                put_str(&mut entry.name, &key.model);
+                put_str(&mut entry.device, model.backend.name());
+                put_str(&mut entry.isa, model.isa.unwrap_or(""));
+                put_str(&mut entry.precision, model.precision);
+                // Without /proc/self/statm the load measured nothing: count the estimate.
+                let bytes = if model.resident_bytes > 0 { model.resident_bytes } else { estimate };
+                self.models.retain(|c| c.id != id);
+                self.models.push(Copy { id, model: Arc::downgrade(&model), entry, bytes, used: self.tick });
+                changed = true;
+            }
+        }
+        if let Some(budget) = budget {
+            changed |= self.evict(budget, Some(&model));
+        }
+        if changed {
+            self.publish();
         }
         Ok(model)
+    }
+
+    /// Drops the least recently used copies but `keep` until the others take at most `budget`
+    /// bytes; whether it dropped any. A copy a batch still holds is freed when that batch ends.
+    fn evict(&mut self, budget: u64, keep: Option<&Arc<Model>>) -> bool {
+        let mut dropped = false;
+        loop {
+            let total: u64 = self.models.iter().map(|c| c.bytes).sum();
+            if total <= budget {
+                return dropped;
+            }
+            let kept = keep.map_or(std::ptr::null(), Arc::as_ptr);
+            let Some(victim) = self.models.iter().enumerate().filter(|(_, c)| !std::ptr::eq(c.model.as_ptr(), kept)).min_by_key(|(_, c)| c.used).map(|(i, _)| i) else {
+                return dropped;
+            };
+            let copy = self.models.remove(victim);
+            let (dir, name, backend) = &copy.id;
+            if let Some(store) = self.stores.get_mut(dir) {
+                store.unload(name, *backend);
+            }
+            pgrx::debug1!("pg_bge model server dropped {name} ({}, {} MB) under bge.server_memory", backend.name(), copy.bytes >> 20);
+            dropped = true;
+        }
+    }
+
+    /// Rewrites the table bge_server_status() reads.
+    fn publish(&self) {
+        let table: Vec<ModelEntry> = self.models.iter().map(|c| c.entry).collect();
+        publish_models(self.h, &table);
+    }
+}
+
+/// Whether the store already holds the copy `key` asks for (as registry::resolve would pick
+/// it; a copy whose weight file changed counts, though it is loaded again).
+fn loaded_for(store: &ModelStore, key: &JobKey) -> bool {
+    let on = |b| store.loaded_on(&key.model, b).is_some();
+    match key.target.device {
+        Device::Cpu => on(key.target.cpu),
+        Device::Cuda => on(BackendKind::Cuda),
+        Device::Auto => on(BackendKind::Cuda) || on(key.target.cpu),
+    }
+}
+
+/// What loading the copy for `target` of the model in `dir` may take before it is measured:
+/// its weight files' size (links followed), halved for 16-bit and quartered for 8-bit weights (exact for the
+/// usual fp32 checkpoints; the measurement after the load corrects it).
+fn estimate_bytes(dir: &std::path::Path, target: Target) -> u64 {
+    let files: u64 = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+                .filter_map(|e| std::fs::metadata(e.path()).ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let gpu = target.device == Device::Cuda || (target.device == Device::Auto && bge_engine::backend::cuda::available());
+    match target.cpu {
+        _ if gpu => files / 2,
+        BackendKind::CpuBf16 => files / 2,
+        BackendKind::CpuInt8 => files / 4,
+        _ => files,
     }
 }
