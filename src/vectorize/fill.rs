@@ -100,7 +100,8 @@ pub fn fill_batch(
         for (ctid, xmin, key, text) in &fetched {
             match frontend.encode(text, TextRole::Passage, embedding.truncate, interrupt) {
                 Ok(encoded) => good.push((ctid.clone(), encoded)),
-                Err(e) => failed.push(FailedRow { ctid: ctid.clone(), xmin: xmin.clone(), key: key.clone(), error: e.to_string() }),
+                // Stored where the table's readers see it: no server paths.
+                Err(e) => failed.push(FailedRow { ctid: ctid.clone(), xmin: xmin.clone(), key: key.clone(), error: crate::errors::without_model_dir(&e.to_string()) }),
             }
         }
         let last_ctid = fetched.iter().map(|r| r.0.as_str()).max_by_key(|c| parse_tid(c)).map(str::to_string);

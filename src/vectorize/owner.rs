@@ -167,7 +167,9 @@ pub fn extension_schema() -> Option<String> {
 /// Bounds the time a table's own code may run in a batch of the vectorizer: the statement
 /// timeout is armed only while that code can run (the batch's queries), never while pg_bge
 /// tokenises or computes, and fires again every second past the limit, so code that catches
-/// the cancel is cancelled again.
+/// the cancel is cancelled again. Code that keeps catching it is stopped ESCALATE_MS later by
+/// terminating the worker (a FATAL nothing can catch); the worker's quarantine marker (see
+/// worker.rs) then keeps that table from stalling the others after the restart.
 pub struct UserCodeTimer {
     left: Option<Duration>,
     armed_at: Option<Instant>,
@@ -175,13 +177,40 @@ pub struct UserCodeTimer {
 }
 
 const REPEAT_MS: i32 = 1000;
+const ESCALATE_MS: i64 = 3000;
 
 // utils/timeout.h, which pgrx does not bind. STATEMENT_TIMEOUT is the fourth TimeoutId on
-// every supported major; its handler cancels the running query.
+// every supported major (its handler cancels the running query); USER_TIMEOUT, the first free
+// one, moved with PostgreSQL 17's TRANSACTION_TIMEOUT.
 const STATEMENT_TIMEOUT: i32 = 3;
+#[cfg(feature = "pg18")]
+const USER_TIMEOUT: i32 = 13;
+#[cfg(not(feature = "pg18"))]
+const USER_TIMEOUT: i32 = 12;
 extern "C-unwind" {
+    fn RegisterTimeout(id: i32, handler: unsafe extern "C" fn()) -> i32;
+    fn enable_timeout_at(id: i32, fin_time: pg_sys::TimestampTz);
     fn enable_timeout_every(id: i32, fin_time: pg_sys::TimestampTz, delay_ms: i32);
     fn disable_timeout(id: i32, keep_indicator: bool);
+}
+extern "C" {
+    fn kill(pid: i32, signal: i32) -> i32;
+    fn getpid() -> i32;
+}
+const SIGINT: i32 = 2;
+
+/// The escalation timeout's id in this process (registered on first use; -1 before).
+static mut TERMINATE_TIMEOUT: i32 = -1;
+
+/// Runs in the SIGALRM handler: only flag writes and kill(2), which are async-signal-safe. The
+/// die flag makes the next CHECK_FOR_INTERRUPTS exit with FATAL; SIGINT wakes a sleeping latch.
+unsafe extern "C" fn terminate_worker() {
+    // SAFETY: sig_atomic_t flags PostgreSQL's own signal handlers write the same way.
+    unsafe {
+        std::ptr::write_volatile(&raw mut pg_sys::ProcDiePending, 1);
+        std::ptr::write_volatile(&raw mut pg_sys::InterruptPending, 1);
+        kill(getpid(), SIGINT);
+    }
 }
 
 impl UserCodeTimer {
@@ -197,22 +226,31 @@ impl UserCodeTimer {
             return;
         }
         let ms = left.as_millis().clamp(1, i32::MAX as u128) as i64;
+        // Taken first, so the time counted is never shorter than the timer's.
+        self.armed_at = Some(Instant::now());
         // SAFETY: timeout calls on the main thread; STATEMENT_TIMEOUT is registered for every
         // process connected to a database.
         unsafe {
+            if TERMINATE_TIMEOUT < 0 {
+                TERMINATE_TIMEOUT = RegisterTimeout(USER_TIMEOUT, terminate_worker);
+            }
             let fire_at = pg_sys::GetCurrentTimestamp() + ms * 1000;
             enable_timeout_every(STATEMENT_TIMEOUT, fire_at, REPEAT_MS);
+            enable_timeout_at(TERMINATE_TIMEOUT, fire_at + ESCALATE_MS * 1000);
         }
-        self.armed_at = Some(Instant::now());
     }
 
     /// Disarms it and counts the time spent.
     pub fn pause(&mut self) {
         let Some(at) = self.armed_at.take() else { return };
         // SAFETY: as in resume.
-        unsafe { disable_timeout(STATEMENT_TIMEOUT, false) };
+        unsafe {
+            disable_timeout(STATEMENT_TIMEOUT, false);
+            disable_timeout(TERMINATE_TIMEOUT, false);
+        }
         let left = self.left.unwrap_or_default().saturating_sub(at.elapsed());
-        self.expired |= left.is_zero();
+        // The timer fires at most a few milliseconds early by this clock.
+        self.expired |= left < Duration::from_millis(20);
         self.left = Some(left);
     }
 

@@ -10,7 +10,8 @@
 //! without preloading, bge_vectorize_status or the first write a connection makes to a
 //! vectorized table. An advisory lock keeps it to one per database. It exits (and stays down)
 //! on SIGTERM — DROP DATABASE ... WITH (FORCE), pg_terminate_backend — and after a minute
-//! without registrations; on an unexpected ERROR it restarts after 10 s.
+//! without registrations; when it is stopped (a table's code ignoring cancellation, see
+//! owner::UserCodeTimer) or fails unexpectedly it restarts after RESTART.
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -34,6 +35,8 @@ const NAPTIME: Duration = Duration::from_secs(1);
 const IDLE_EXIT: Duration = Duration::from_secs(60);
 /// Tokens per batch (one transaction).
 const BATCH_TOKENS: usize = 16384;
+/// How soon a stopped worker comes back (see the module comment).
+const RESTART: Duration = Duration::from_secs(3);
 /// pg_try_advisory_lock key: one worker per database.
 const LOCK_KEY: (i32, i32) = (0x6267_6576, 1);
 
@@ -106,7 +109,7 @@ fn launch(oid: pg_sys::Oid, name: &str, wait: bool) -> Result<Option<i32>, ()> {
         .set_argument(Some(pg_sys::Datum::from(u32::from(oid))))
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        .set_restart_time(Some(Duration::from_secs(10)));
+        .set_restart_time(Some(RESTART));
     if wait {
         // SAFETY: a plain read of this process's pid.
         builder = builder.set_notify_pid(unsafe { pg_sys::MyProcPid });
@@ -200,6 +203,24 @@ pub extern "C-unwind" fn bge_vectorizer_main(arg: pg_sys::Datum) {
     }
     pgrx::log!("pg_bge vectorizer started");
     let mut tables: HashMap<(pg_sys::Oid, String), TableState> = HashMap::new();
+    let quarantine = Quarantine::of_database(db);
+    if let Some((table, target, failures)) = quarantine.take() {
+        // The last worker died inside this table's batch: keep away from it for a while.
+        let delay = Duration::from_secs((60u64 << failures.min(6)).min(3600));
+        let message = format!(
+            "the vectorizer worker was stopped inside this table's batch (its own code kept running past bge.vectorize_timeout, or the worker crashed); retried in {} s",
+            delay.as_secs()
+        );
+        BackgroundWorker::transaction(|| {
+            pgrx::log!("pg_bge vectorizer: {}.{target}: {message}", qualified_name_or_oid(table));
+            if let Err(e) = in_subtransaction(|| record_error(&schema, table, &target, &message)) {
+                pgrx::log!("pg_bge vectorizer: could not record that error: {e}");
+            }
+        });
+        let state = tables.entry((table, target)).or_default();
+        state.failures = failures.saturating_add(1);
+        state.retry_at = Some(Instant::now() + delay);
+    }
     let mut last_registered = Instant::now();
     loop {
         pgrx::check_for_interrupts!();
@@ -231,7 +252,9 @@ pub extern "C-unwind" fn bge_vectorizer_main(arg: pg_sys::Datum) {
             if state.retry_at.is_some_and(|at| Instant::now() < at) {
                 continue;
             }
+            quarantine.enter(registration, state.failures);
             more |= run_batch(&schema, registration, state);
+            quarantine.leave();
             exit_if_terminated();
         }
         if !more {
@@ -321,8 +344,10 @@ fn run_batch(schema: &str, r: &Registration, state: &mut TableState) -> bool {
     let started = Instant::now();
     if let Some(problem) = &r.problem {
         // The registration no longer fits its table: nothing to run until bge_unvectorize.
-        let message = format!("{} cannot be vectorized: {problem}", qualified_name_or_oid(r.table));
-        BackgroundWorker::transaction(|| in_subtransaction(|| record_error(schema, r, &message))).ok();
+        BackgroundWorker::transaction(|| {
+            let message = format!("{} cannot be vectorized: {problem}", qualified_name_or_oid(r.table));
+            in_subtransaction(|| record_error(schema, r.table, &r.target, &message)).ok();
+        });
         back_off(state);
         return false;
     }
@@ -353,7 +378,7 @@ fn run_batch(schema: &str, r: &Registration, state: &mut TableState) -> bool {
                 _ => message,
             };
             pgrx::log!("pg_bge vectorizer: {}.{}: {message}", qualified_name_or_oid(r.table), r.target);
-            if let Err(e) = in_subtransaction(|| record_error(schema, r, &message)) {
+            if let Err(e) = in_subtransaction(|| record_error(schema, r.table, &r.target, &message)) {
                 pgrx::log!("pg_bge vectorizer: could not record that error: {e}");
             }
         })
@@ -378,7 +403,7 @@ fn back_off(state: &mut TableState) {
     state.busy_since = None;
 }
 
-/// The table's name for messages, or its OID where even that fails.
+/// The table's name for messages, or its OID where even that fails (inside a transaction).
 fn qualified_name_or_oid(table: pg_sys::Oid) -> String {
     owner::relation(table).map(|r| r.name).unwrap_or_else(|| format!("table {}", u32::from(table)))
 }
@@ -461,7 +486,7 @@ fn record(schema: &str, r: &Registration, batch: &Batch, max_rows: usize, state:
         if write {
             let saturating = |column: &str, arg: &str| {
                 format!(
-                    "{column} = CASE WHEN {column} OPERATOR(pg_catalog.>) 9223372036854775807::pg_catalog.int8 OPERATOR(pg_catalog.-) {arg} \
+                    "{column} = CASE WHEN {column} OPERATOR(pg_catalog.>) (9223372036854775807::pg_catalog.int8 OPERATOR(pg_catalog.-) {arg}) \
                      THEN 9223372036854775807::pg_catalog.int8 ELSE {column} OPERATOR(pg_catalog.+) {arg} END"
                 )
             };
@@ -498,15 +523,49 @@ fn record(schema: &str, r: &Registration, batch: &Batch, max_rows: usize, state:
     }
 }
 
-fn record_error(schema: &str, r: &Registration, message: &str) {
+fn record_error(schema: &str, table: pg_sys::Oid, target: &str, message: &str) {
     Spi::run_with_args(
         &format!(
             "UPDATE {schema}.bge_vectorized SET last_error = $3, last_error_at = pg_catalog.now() \
              WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND target OPERATOR(pg_catalog.=) $2::pg_catalog.name"
         ),
-        &[r.table.into(), r.target.as_str().into(), message.into()],
+        // Readers of the table see it: no server paths.
+        &[table.into(), target.into(), crate::errors::without_model_dir(message).into()],
     )
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Which table's batch the worker is in, in a file under the data directory while the batch
+/// runs: a worker that dies inside one (stopped because the table's code ignored cancellation,
+/// or crashed) leaves it behind, and its successor backs that table off instead of running
+/// into it again at once, so the other tables are served.
+struct Quarantine {
+    path: std::path::PathBuf,
+}
+
+impl Quarantine {
+    fn of_database(db: pg_sys::Oid) -> Quarantine {
+        // Relative to the data directory, every server process's working directory.
+        Quarantine { path: format!("pg_stat_tmp/pg_bge_vectorizer_{}", u32::from(db)).into() }
+    }
+
+    fn enter(&self, r: &Registration, failures: u32) {
+        let _ = std::fs::write(&self.path, format!("{} {failures} {}", u32::from(r.table), r.target));
+    }
+
+    fn leave(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// The table, target and failure count a dead predecessor left, and forgets them.
+    fn take(&self) -> Option<(pg_sys::Oid, String, u32)> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        self.leave();
+        let mut parts = text.splitn(3, ' ');
+        let table = parts.next()?.parse::<u32>().ok()?;
+        let failures = parts.next()?.parse::<u32>().ok()?;
+        Some((pg_sys::Oid::from(table), parts.next()?.to_string(), failures))
+    }
 }
 
 /// Runs `f` in a subtransaction: its ERROR (or panic) rolls back only what `f` did and comes
