@@ -61,12 +61,12 @@ DO $$
 DECLARE
     f regprocedure;
 BEGIN
-    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
-             WHERE p.proname IN ('bge_embed', 'bge_embed_query', 'bge_embed_sparse', 'bge_sparse_text', 'bge_embed_colbert',
-                                 'bge_token_count', 'bge_token_count_query', 'bge_tokenize')
-               AND p.pronamespace = (SELECT pronamespace FROM pg_proc WHERE proname = 'bge_planner_support')
+    -- Qualified throughout: the extension's schema is on search_path while this script runs.
+    FOR f IN SELECT p.oid::pg_catalog.regprocedure FROM pg_catalog.pg_proc p
+             WHERE p.proname OPERATOR(pg_catalog.=) ANY ('{bge_embed,bge_embed_query,bge_embed_sparse,bge_sparse_text,bge_embed_colbert,bge_token_count,bge_token_count_query,bge_tokenize}'::pg_catalog.name[])
+               AND p.pronamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace
     LOOP
-        EXECUTE format('ALTER FUNCTION %s SUPPORT bge_planner_support', f);
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SUPPORT @extschema@.bge_planner_support', f);
     END LOOP;
 END $$;
 
