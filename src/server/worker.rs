@@ -258,6 +258,8 @@ impl Server {
             match slot.state.load(Ordering::Acquire) {
                 SUBMITTED if swap_state(slot, SUBMITTED, RUNNING) => {
                     slot.epoch.store(self.epoch, Ordering::Release);
+                    // (Left set if a worker exited in the middle of a batch.)
+                    slot.computing.store(0, Ordering::Relaxed);
                     self.pieces.remove(&i);
                     match self.receive_piece(i) {
                         Ok(None) => {
