@@ -100,6 +100,14 @@ const MAX_PASSES: u32 = 10;
 /// checked by bge_check_columns before.
 #[pg_extern(volatile, parallel_unsafe)]
 fn bge_backfill_begin(tbl: pg_sys::Oid, source: &str, target: &str, model: Option<&str>, batch_tokens: Option<i32>, progress_s: Option<f64>) {
+    // SAFETY: a plain read of shared state.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "bge_backfill cannot run on a standby".into(),
+            "Run it on the primary; the filled column replicates from there.",
+        );
+    }
     let batch_tokens = batch_tokens.unwrap_or(0);
     if batch_tokens < 1 {
         raise_with(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "batch_tokens must be at least 1".into(), "About 16384 keeps batches efficient.");

@@ -16,8 +16,8 @@ SELECT oprname, oprleft::regtype, oprright::regtype, oprresult::regtype, oprcode
 FROM pg_operator WHERE oprcode::text LIKE 'bge\_%' ORDER BY oprname;
 
 -- Settings and their defaults.
--- (The model server's postmaster settings exist only when pg_bge is preloaded: see server.sql.)
-SELECT name, setting, context, vartype, enumvals FROM pg_settings WHERE name LIKE 'bge.%' AND context <> 'postmaster' ORDER BY name;
+-- (The model server's settings, bge.server_*, exist only when pg_bge is preloaded: see server.sql.)
+SELECT name, setting, context, vartype, enumvals FROM pg_settings WHERE name LIKE 'bge.%' AND name NOT LIKE 'bge.server\_%' ORDER BY name;
 
 -- Installed models, before any is loaded.
 SELECT name, architecture, dimensions, max_tokens, pooling, normalize, device, loaded, error IS NOT NULL AS broken
