@@ -176,7 +176,11 @@ ALTER TABLE bge_vectorize_errors ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON bge_vectorized, bge_vectorize_errors FROM PUBLIC;
 GRANT SELECT ON bge_vectorized, bge_vectorize_errors TO PUBLIC;
 CREATE POLICY readers ON bge_vectorized FOR SELECT USING (pg_catalog.has_table_privilege(tbl, 'SELECT'));
-CREATE POLICY readers ON bge_vectorize_errors FOR SELECT USING (pg_catalog.has_table_privilege(tbl, 'SELECT'));
+-- A failed row's key would show rows row-level security hides: under it, only the owner sees them.
+CREATE POLICY readers ON bge_vectorize_errors FOR SELECT USING (
+    pg_catalog.has_table_privilege(tbl, 'SELECT')
+    AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl
+                AND (NOT c.relrowsecurity OR pg_catalog.pg_has_role(c.relowner, 'USAGE'))));
 
 -- Checks that tbl.source can feed tbl.target and returns the model's name (bge.model when model
 -- is NULL). Shared by bge_backfill and bge_vectorize, so both refuse the same mistakes up front.
@@ -269,8 +273,12 @@ BEGIN
     -- Finds the pending rows without scanning the table: it holds only them, under one key.
     index_name := left(format('%s_%s_bge_pending', (SELECT relname FROM pg_class WHERE oid = tbl), target), 63);
     EXECUTE format('CREATE INDEX %I ON %s ((1)) WHERE %I IS NULL AND %I IS NOT NULL', index_name, tbl, target, source);
+    -- (::name cuts the name at 63 bytes, as CREATE INDEX did.)
     SELECT i.indexrelid INTO pending FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-        WHERE i.indrelid = tbl AND c.relname = index_name;
+        WHERE i.indrelid = tbl AND c.relname = index_name::name;
+    IF pending IS NULL THEN
+        RAISE EXCEPTION 'bge_vectorize could not find the index it created on %', tbl USING ERRCODE = 'internal_error';
+    END IF;
     PERFORM @extschema@.bge_vectorize_register(tbl::oid, source::text, target::text, model_name,
         model IS NOT NULL OR current_setting('bge.truncate')::boolean,
         CASE WHEN model IS NULL THEN current_setting('bge.precision') ELSE 'fp32' END,

@@ -321,14 +321,30 @@ fn bge_vectorize_unregister(
 
 /// Rows of a vectorized table still waiting for the worker (not counting rows that failed),
 /// counted as the table's owner, so that whoever asks never runs the owner's code. NULL for a
-/// table the caller may not read, or that is no longer a plain table.
+/// table that is not vectorized so, the caller may not read (or, under row-level security, is
+/// not its owner), or that is no longer a plain table.
 #[pg_extern(volatile, parallel_unsafe)]
 fn bge_vectorize_pending(tbl: pg_sys::Oid, source: &str, target: &str) -> Option<i64> {
     let relation = owner::relation(tbl)?;
-    if relation.kind != "r" || !owner::can_read(tbl) {
+    // Under row-level security the count would include rows the caller may not see: only for
+    // those who act as the owner then.
+    if relation.kind != "r" || !owner::can_read(tbl) || (relation.row_security && !owner::acts_as(relation.owner)) {
         return None;
     }
     let schema = schema();
+    let registered = {
+        let _scope = SettingsScope::enter();
+        Spi::get_one_with_args::<bool>(
+            &format!(
+                "SELECT EXISTS (SELECT FROM {schema}.bge_vectorized v WHERE v.tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass \
+                 AND v.source OPERATOR(pg_catalog.=) $2::pg_catalog.name AND v.target OPERATOR(pg_catalog.=) $3::pg_catalog.name)"
+            ),
+            &[tbl.into(), source.into(), target.into()],
+        )
+    };
+    if registered != Ok(Some(true)) {
+        return None;
+    }
     let query = format!(
         "SELECT pg_catalog.count(*) FROM {} t WHERE {} IS NULL AND {} IS NOT NULL AND NOT EXISTS \
          (SELECT FROM {schema}.bge_vectorize_errors e WHERE e.tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass \

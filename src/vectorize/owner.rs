@@ -97,20 +97,31 @@ pub struct Relation {
     pub owner: pg_sys::Oid,
     /// Schema-qualified, quoted: usable in SQL.
     pub name: String,
+    /// Row-level security is enabled on it.
+    pub row_security: bool,
 }
 
 /// Relation `oid`, or None when it does not exist.
 pub fn relation(oid: pg_sys::Oid) -> Option<Relation> {
     let _scope = SettingsScope::enter();
-    let row = Spi::get_three_with_args::<String, pg_sys::Oid, String>(
-        "SELECT c.relkind::pg_catalog.text, c.relowner, c.oid::pg_catalog.regclass::pg_catalog.text \
-         FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
-        &[oid.into()],
-    );
-    match row {
-        Ok((Some(kind), Some(owner), Some(name))) => Some(Relation { oid, kind, owner, name }),
-        _ => None,
-    }
+    Spi::connect(|client| {
+        let rows = client
+            .select(
+                "SELECT c.relkind::pg_catalog.text, c.relowner, c.oid::pg_catalog.regclass::pg_catalog.text, c.relrowsecurity \
+                 FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
+                None,
+                &[oid.into()],
+            )
+            .ok()?;
+        let row = rows.first();
+        Some(Relation {
+            oid,
+            kind: row.get::<String>(1).ok()??,
+            owner: row.get::<pg_sys::Oid>(2).ok()??,
+            name: row.get::<String>(3).ok()??,
+            row_security: row.get::<bool>(4).ok()??,
+        })
+    })
 }
 
 /// Relation `oid`, which the current user must own (be a member of its owner role, as
@@ -119,8 +130,7 @@ pub fn any_owned_relation(oid: pg_sys::Oid) -> Relation {
     let Some(r) = relation(oid) else {
         raise_with(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation with OID {} does not exist", u32::from(oid)), "It was dropped meanwhile.");
     };
-    // SAFETY: a plain catalog lookup on the main thread.
-    if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), r.owner) } {
+    if !acts_as(r.owner) {
         raise_with(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("must be owner of table {}", r.name), "Only the table's owner (or a member of its role) may do this.");
     }
     r
@@ -135,6 +145,12 @@ pub fn owned_table(oid: pg_sys::Oid) -> Relation {
         "p" => raise_with(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("{} is a partitioned table", r.name), "Run it on each partition."),
         _ => raise_with(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("{} is not a table", r.name), "pg_bge fills plain tables only."),
     }
+}
+
+/// Whether the current user has the privileges of `role` (is it, or a member of it).
+pub fn acts_as(role: pg_sys::Oid) -> bool {
+    // SAFETY: a plain catalog lookup on the main thread.
+    unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), role) }
 }
 
 /// Whether the current user may read table `oid` (SELECT on the table).

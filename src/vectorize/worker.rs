@@ -37,8 +37,25 @@ const IDLE_EXIT: Duration = Duration::from_secs(60);
 const BATCH_TOKENS: usize = 16384;
 /// How soon a stopped worker comes back (see the module comment).
 const RESTART: Duration = Duration::from_secs(3);
-/// pg_try_advisory_lock key: one worker per database.
-const LOCK_KEY: (i32, i32) = (0x6267_6576, 1);
+/// One worker per database: it holds a session lock on this object (class pg_extension,
+/// sub-id 1), which no SQL statement can take or release (an advisory lock any role could hold
+/// or drop). pg_locks shows it as locktype 'object'.
+const LOCK_OBJECT: u32 = 0x6267_6576;
+const LOCK_SUBID: u16 = 1;
+
+/// Takes this database's worker lock for the session; false when another process holds it.
+fn take_worker_lock(db: pg_sys::Oid) -> bool {
+    let tag = pg_sys::LOCKTAG {
+        locktag_field1: u32::from(db),
+        locktag_field2: u32::from(pg_sys::ExtensionRelationId),
+        locktag_field3: LOCK_OBJECT,
+        locktag_field4: LOCK_SUBID,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_OBJECT as u8,
+        locktag_lockmethodid: 1, // DEFAULT_LOCKMETHOD
+    };
+    // SAFETY: a session lock of this process (released when it exits), taken without waiting.
+    unsafe { pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, true, true) == pg_sys::LockAcquireResult::LOCKACQUIRE_OK }
+}
 
 /// Registers the launcher (from _PG_init while preloading).
 pub fn register_launcher() {
@@ -125,18 +142,20 @@ pub fn start_for_this_database() -> Option<i32> {
     if in_recovery {
         return None;
     }
-    // The holder of the worker's advisory lock: pg_locks shows it to every role (pg_stat_activity
-    // hides other users' backend types, so an unprivileged caller would start a needless worker).
+    // This runs in any role's session (the trigger): its queries go through a restricted path.
+    let _scope = owner::SettingsScope::enter();
+    // The holder of the worker's lock: pg_locks shows it to every role (pg_stat_activity hides
+    // other users' backend types, so an unprivileged caller would start a needless worker).
     let running = Spi::get_one_with_args::<i32>(
-        "SELECT pid FROM pg_catalog.pg_locks WHERE locktype OPERATOR(pg_catalog.=) 'advisory' AND granted \
-         AND database OPERATOR(pg_catalog.=) $1 AND classid OPERATOR(pg_catalog.=) $2::pg_catalog.oid \
-         AND objid OPERATOR(pg_catalog.=) $3::pg_catalog.oid AND objsubid OPERATOR(pg_catalog.=) 2 LIMIT 1",
-        &[db.into(), LOCK_KEY.0.into(), LOCK_KEY.1.into()],
+        "SELECT pid FROM pg_catalog.pg_locks WHERE locktype OPERATOR(pg_catalog.=) 'object' AND granted \
+         AND database OPERATOR(pg_catalog.=) $1 AND classid OPERATOR(pg_catalog.=) $2 \
+         AND objid OPERATOR(pg_catalog.=) $3::pg_catalog.int8::pg_catalog.oid AND objsubid OPERATOR(pg_catalog.=) $4 LIMIT 1",
+        &[db.into(), pg_sys::ExtensionRelationId.into(), (LOCK_OBJECT as i64).into(), (LOCK_SUBID as i32).into()],
     );
     if let Ok(Some(pid)) = running {
         return Some(pid);
     }
-    let name = Spi::get_one::<String>("SELECT pg_catalog.current_database()::text").ok().flatten().unwrap_or_default();
+    let name = Spi::get_one::<String>("SELECT pg_catalog.current_database()::pg_catalog.text").ok().flatten().unwrap_or_default();
     match launch(db, &name, true) {
         Ok(pid) => pid,
         Err(()) => {
@@ -164,6 +183,8 @@ pub fn ensure_started_once() {
 /// A vectorized table as the worker reads its registration.
 struct Registration {
     table: pg_sys::Oid,
+    /// Its owner when the registrations were read: roles take turns by it (a batch runs as the
+    /// owner read again under the table's lock).
     owner: pg_sys::Oid,
     source: String,
     target: String,
@@ -194,11 +215,13 @@ pub extern "C-unwind" fn bge_vectorizer_main(arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
     // The worker's own queries never resolve a name through a path a role could write to.
     BackgroundWorker::transaction(owner::restrict_session_search_path);
-    let Some(schema) = BackgroundWorker::transaction(extension_schema) else { return };
-    let locked = BackgroundWorker::transaction(|| {
-        Spi::get_one_with_args::<bool>("SELECT pg_catalog.pg_try_advisory_lock($1, $2)", &[LOCK_KEY.0.into(), LOCK_KEY.1.into()])
-    });
-    if locked != Ok(Some(true)) {
+    // The extension's schema is read again in every transaction that names its tables: it may
+    // be dropped and created elsewhere while the worker runs, and a stale name could reach a
+    // table someone else created under the old one.
+    if BackgroundWorker::transaction(extension_schema).is_none() {
+        return;
+    }
+    if !BackgroundWorker::transaction(|| take_worker_lock(db)) {
         return; // another worker serves this database
     }
     pgrx::log!("pg_bge vectorizer started");
@@ -213,7 +236,7 @@ pub extern "C-unwind" fn bge_vectorizer_main(arg: pg_sys::Datum) {
         );
         BackgroundWorker::transaction(|| {
             pgrx::log!("pg_bge vectorizer: {}.{target}: {message}", qualified_name_or_oid(table));
-            if let Err(e) = in_subtransaction(|| record_error(&schema, table, &target, &message)) {
+            if let Err(e) = in_subtransaction(|| record_error(table, &target, &message)) {
                 pgrx::log!("pg_bge vectorizer: could not record that error: {e}");
             }
         });
@@ -222,6 +245,7 @@ pub extern "C-unwind" fn bge_vectorizer_main(arg: pg_sys::Datum) {
         state.retry_at = Some(Instant::now() + delay);
     }
     let mut last_registered = Instant::now();
+    let mut next_turn: HashMap<u32, usize> = HashMap::new();
     loop {
         pgrx::check_for_interrupts!();
         exit_if_terminated();
@@ -229,7 +253,7 @@ pub extern "C-unwind" fn bge_vectorizer_main(arg: pg_sys::Datum) {
             // SAFETY: main thread, between transactions.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        let registrations = match BackgroundWorker::transaction(|| in_subtransaction(|| registrations(&schema))) {
+        let registrations = match BackgroundWorker::transaction(|| in_subtransaction(registrations)) {
             Ok(Some(found)) => found,
             Ok(None) => return, // pg_bge was dropped
             Err(message) => {
@@ -246,15 +270,27 @@ pub extern "C-unwind" fn bge_vectorizer_main(arg: pg_sys::Datum) {
         } else {
             last_registered = Instant::now();
         }
+        // Roles take turns: each pass gives every owner one batch, of its tables in turn, so a
+        // role with many tables does not slow the others down.
+        let mut by_owner: std::collections::BTreeMap<u32, Vec<&Registration>> = Default::default();
+        for r in &registrations {
+            by_owner.entry(u32::from(r.owner)).or_default().push(r);
+        }
         let mut more = false;
-        for registration in &registrations {
-            let state = tables.entry((registration.table, registration.target.clone())).or_default();
-            if state.retry_at.is_some_and(|at| Instant::now() < at) {
-                continue;
+        for (owner, owned) in by_owner {
+            let turn = next_turn.entry(owner).or_insert(0);
+            for k in 0..owned.len() {
+                let registration = owned[(*turn + k) % owned.len()];
+                let state = tables.entry((registration.table, registration.target.clone())).or_default();
+                if state.retry_at.is_some_and(|at| Instant::now() < at) {
+                    continue;
+                }
+                quarantine.enter(registration, state.failures);
+                more |= run_batch(registration, state);
+                quarantine.leave();
+                *turn = (*turn + k + 1) % owned.len();
+                break;
             }
-            quarantine.enter(registration, state.failures);
-            more |= run_batch(&schema, registration, state);
-            quarantine.leave();
             exit_if_terminated();
         }
         if !more {
@@ -274,8 +310,8 @@ fn exit_if_terminated() {
 /// The registrations of tables that still exist (those of dropped tables are removed); None
 /// when pg_bge is no longer installed. Each is checked again: still a plain table, with both
 /// columns.
-fn registrations(schema: &str) -> Option<Vec<Registration>> {
-    extension_schema()?;
+fn registrations() -> Option<Vec<Registration>> {
+    let schema = extension_schema()?;
     Spi::connect_mut(|client| {
         for table in ["bge_vectorized", "bge_vectorize_errors"] {
             client
@@ -292,11 +328,12 @@ fn registrations(schema: &str) -> Option<Vec<Registration>> {
         let rows = client
             .select(
                 &format!(
-                    "SELECT v.tbl::pg_catalog.oid, c.relowner, v.source::pg_catalog.text, v.target::pg_catalog.text, v.model, \
+                    "SELECT v.tbl::pg_catalog.oid, v.source::pg_catalog.text, v.target::pg_catalog.text, v.model, \
                             v.truncate, v.precision, v.rows_done, v.tokens_done, \
                             CASE WHEN c.relkind OPERATOR(pg_catalog.<>) 'r' THEN 'it is no longer a plain table' \
                                  WHEN s.attnum IS NULL THEN 'its source column is gone' \
-                                 WHEN t.attnum IS NULL THEN 'its target column is gone' END \
+                                 WHEN t.attnum IS NULL THEN 'its target column is gone' END, \
+                            c.relowner \
                      FROM {schema}.bge_vectorized v \
                      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) v.tbl::pg_catalog.oid \
                      LEFT JOIN pg_catalog.pg_attribute s ON s.attrelid OPERATOR(pg_catalog.=) c.oid \
@@ -313,24 +350,24 @@ fn registrations(schema: &str) -> Option<Vec<Registration>> {
         for row in rows {
             let get_oid = |i| row.get::<pg_sys::Oid>(i).ok().flatten().unwrap_or(pg_sys::InvalidOid);
             let get_text = |i| row.get::<String>(i).ok().flatten().unwrap_or_default();
-            let cpu = match get_text(7).as_str() {
+            let cpu = match get_text(6).as_str() {
                 "bf16" => BackendKind::CpuBf16,
                 "int8" => BackendKind::CpuInt8,
                 _ => BackendKind::Cpu,
             };
             found.push(Registration {
                 table: get_oid(1),
-                owner: get_oid(2),
-                source: get_text(3),
-                target: get_text(4),
+                source: get_text(2),
+                target: get_text(3),
                 embedding: Embedding {
-                    model: get_text(5),
-                    truncate: row.get::<bool>(6).ok().flatten().unwrap_or(true),
+                    model: get_text(4),
+                    truncate: row.get::<bool>(5).ok().flatten().unwrap_or(true),
                     target: Target { device: gucs::device(), cpu },
                 },
-                rows_done: row.get::<i64>(8).ok().flatten().unwrap_or(0),
-                tokens_done: row.get::<i64>(9).ok().flatten().unwrap_or(0),
-                problem: row.get::<String>(10).ok().flatten(),
+                rows_done: row.get::<i64>(7).ok().flatten().unwrap_or(0),
+                tokens_done: row.get::<i64>(8).ok().flatten().unwrap_or(0),
+                problem: row.get::<String>(9).ok().flatten(),
+                owner: row.get::<pg_sys::Oid>(10).ok().flatten().unwrap_or(pg_sys::InvalidOid),
             });
         }
         Some(found)
@@ -340,13 +377,13 @@ fn registrations(schema: &str) -> Option<Vec<Registration>> {
 /// One batch of one table in its own transaction. Returns whether the batch was full (more
 /// rows are likely waiting). Whatever fails — the table's code, a timeout, pg_bge's own
 /// bookkeeping — is recorded in the table's status row and backs the table off alone.
-fn run_batch(schema: &str, r: &Registration, state: &mut TableState) -> bool {
+fn run_batch(r: &Registration, state: &mut TableState) -> bool {
     let started = Instant::now();
     if let Some(problem) = &r.problem {
         // The registration no longer fits its table: nothing to run until bge_unvectorize.
         BackgroundWorker::transaction(|| {
             let message = format!("{} cannot be vectorized: {problem}", qualified_name_or_oid(r.table));
-            in_subtransaction(|| record_error(schema, r.table, &r.target, &message)).ok();
+            in_subtransaction(|| record_error(r.table, &r.target, &message)).ok();
         });
         back_off(state);
         return false;
@@ -363,9 +400,21 @@ fn run_batch(schema: &str, r: &Registration, state: &mut TableState) -> bool {
             pgrx::check_for_interrupts!();
             exit_if_terminated();
         };
+        // The table is locked before its owner is read, so the owner cannot change before the
+        // batch ends; a table someone holds locked is left for the next pass.
+        // SAFETY: a lock of this transaction, released at its end.
+        if !unsafe { pg_sys::ConditionalLockRelationOid(r.table, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) } {
+            return Ok(false);
+        }
         let done = in_subtransaction(|| {
-            let skip = skipped_rows(schema, r, &mut timer);
-            let batch = run_as(r.owner, || fill::fill_batch(r.table, &r.source, &r.target, &r.embedding, max_rows, None, &skip, &mut timer, &mut interrupt));
+            let schema = current_schema();
+            let schema = schema.as_str();
+            let owner = match owner::relation(r.table) {
+                Some(table) if table.kind == "r" => table.owner,
+                _ => panic!("the table is no longer a plain table"),
+            };
+            let skip = skipped_rows(schema, r, owner, &mut timer);
+            let batch = run_as(owner, || fill::fill_batch(r.table, &r.source, &r.target, &r.embedding, max_rows, None, &skip, &mut timer, &mut interrupt));
             record(schema, r, &batch, max_rows, state, started);
             batch.fetched == max_rows
         });
@@ -378,7 +427,7 @@ fn run_batch(schema: &str, r: &Registration, state: &mut TableState) -> bool {
                 _ => message,
             };
             pgrx::log!("pg_bge vectorizer: {}.{}: {message}", qualified_name_or_oid(r.table), r.target);
-            if let Err(e) = in_subtransaction(|| record_error(schema, r.table, &r.target, &message)) {
+            if let Err(e) = in_subtransaction(|| record_error(r.table, &r.target, &message)) {
                 pgrx::log!("pg_bge vectorizer: could not record that error: {e}");
             }
         })
@@ -410,7 +459,7 @@ fn qualified_name_or_oid(table: pg_sys::Oid) -> String {
 
 /// ctids of the rows that failed and have not changed since, checked as the table's owner;
 /// forgets the others (updated, deleted, or filled by someone else), so those are tried again.
-fn skipped_rows(schema: &str, r: &Registration, timer: &mut UserCodeTimer) -> Vec<String> {
+fn skipped_rows(schema: &str, r: &Registration, owner: pg_sys::Oid, timer: &mut UserCodeTimer) -> Vec<String> {
     let args = [r.table.into(), r.target.as_str().into()];
     let recorded: Vec<(String, String)> = Spi::connect(|client| {
         client
@@ -436,7 +485,7 @@ fn skipped_rows(schema: &str, r: &Registration, timer: &mut UserCodeTimer) -> Ve
         qualified_name(r.table),
         quote_identifier(&r.target)
     );
-    let still_failing: Vec<String> = run_as(r.owner, || {
+    let still_failing: Vec<String> = run_as(owner, || {
         timer.resume();
         let found = Spi::connect(|client| {
             client
@@ -523,7 +572,19 @@ fn record(schema: &str, r: &Registration, batch: &Batch, max_rows: usize, state:
     }
 }
 
-fn record_error(schema: &str, table: pg_sys::Oid, target: &str, message: &str) {
+/// The extension's schema in this transaction (an ERROR when pg_bge was dropped meanwhile).
+fn current_schema() -> String {
+    extension_schema().unwrap_or_else(|| panic!("pg_bge is no longer installed in this database"))
+}
+
+fn record_error(table: pg_sys::Oid, target: &str, message: &str) {
+    let schema = current_schema();
+    // The table's code chooses the text: keep it short.
+    let mut end = message.len().min(1000);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let message = &message[..end];
     Spi::run_with_args(
         &format!(
             "UPDATE {schema}.bge_vectorized SET last_error = $3, last_error_at = pg_catalog.now() \
