@@ -96,6 +96,8 @@ echo "== bge_backfill and bge_vectorize under concurrent writers, cancel and res
 tests/vectorize/stream.sh "$WORK/models" || status=1
 echo "== no Rust backtrace and no server path for ordinary roles, with RUST_BACKTRACE=full (tests/security/backtrace.sh)"
 tests/security/backtrace.sh "$WORK/models" || status=1
+echo "== pg_bge as hostile ordinary roles: vectorizer, backfill, registrations (tests/security/attacks.sh)"
+tests/security/attacks.sh "$WORK/models" || status=1
 for isa in "${ISAS[@]:1}"; do
     echo "== SQL goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
     BGE_CPU_ISA=$isa regress 15 "$isa" setup embed goldens m3 m3_goldens || status=1
