@@ -25,12 +25,15 @@
 #      array_to_string, ||, /, =, format, round and bge_backfill_batch there, plus an assignment cast
 #      into her target type: the rows are right, nothing planted runs as postgres, her trigger
 #      runs as alice, and the caller's search_path is unchanged after. bob (granted SELECT and
-#      UPDATE by alice) may not backfill her table (42501).
+#      UPDATE by alice) may not backfill her table (42501). Better-matching overloads of pg_bge's
+#      internal helpers (bge_backfill_batch, bge_backfill_begin, bge_vectorize_register,
+#      _unregister, _pending) run for nobody but alice through bge_vectorize, bge_vectorize_status
+#      (as postgres and bob) and bge_unvectorize (as postgres).
 #   5. alice cannot make the administrator's bge_unvectorize drop bob's index: direct UPDATE of
 #      pending_index fails (42501); her table named like bob's, and her pending index renamed to
 #      bob's index name, lose only their own index.
-#   6. A trigger that sleeps 30 s (and one that catches query_canceled and sleeps on) delays
-#      bob's fresh row by less than 15 s; alice's status row shows last_error.
+#   6. A trigger that sleeps 30 s (and, in another database, one that catches query_canceled and
+#      sleeps on) delays bob's fresh row by less than 15 s; alice's status row shows last_error.
 #   7. Counters: direct UPDATE of rows_done / tokens_done to the bigint maximum by alice fails
 #      (42501); the worker still serves bob (and alice) within 15 s.
 # After every section: no planted function ran as a superuser or as anyone but its planter (a
@@ -599,6 +602,51 @@ check_clean "4. superuser's backfill"
 as alice atk4 -c "UPDATE public.alice_t SET emb = NULL WHERE id <= 3"
 refused 42501 bob atk4 "bob's bge_backfill of alice's table (she granted him SELECT, UPDATE)" <<<"CALL bge_backfill('public.alice_t', 'body', 'emb')"
 check_clean "4. bob's backfill"
+# Better matches for the other internal helpers, and the calls that reach them: alice's
+# bge_vectorize, the administrator's and bob's bge_vectorize_status, the administrator's
+# bge_unvectorize.
+plant alice atk4 "public.bge_backfill_begin(regclass, name, name, text, integer, double precision)" <<'SQL'
+CREATE FUNCTION public.bge_backfill_begin(r regclass, s name, t name, m text, b integer, p double precision) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM public.atk_log('alice', 'attack 4: public.bge_backfill_begin(regclass, name, name, ...)');
+    PERFORM public.bge_backfill_begin(r::oid, s::text, t::text, m, b, p);
+END $$;
+SQL
+plant alice atk4 "public.bge_vectorize_register(regclass, name, name, text, boolean, text, regclass)" <<'SQL'
+CREATE FUNCTION public.bge_vectorize_register(r regclass, s name, t name, m text, tr boolean, p text, i regclass) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM public.atk_log('alice', 'attack 4: public.bge_vectorize_register(regclass, name, name, ...)');
+    PERFORM public.bge_vectorize_register(r::oid, s::text, t::text, m, tr, p, i::oid);
+END $$;
+SQL
+plant alice atk4 "public.bge_vectorize_unregister(regclass, name)" <<'SQL'
+CREATE FUNCTION public.bge_vectorize_unregister(r regclass, t name) RETURNS TABLE (target text, pending_index oid) LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM public.atk_log('alice', 'attack 4: public.bge_vectorize_unregister(regclass, name)');
+    RETURN QUERY SELECT u.target, u.pending_index FROM public.bge_vectorize_unregister(r::oid, t::text) u;
+END $$;
+SQL
+plant alice atk4 "public.bge_vectorize_pending(regclass, name, name)" <<'SQL'
+CREATE FUNCTION public.bge_vectorize_pending(r regclass, s name, t name) RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM public.atk_log('alice', 'attack 4: public.bge_vectorize_pending(regclass, name, name)');
+    RETURN public.bge_vectorize_pending(r::oid, s::text, t::text);
+END $$;
+SQL
+as alice atk4 >/dev/null <<'SQL'
+CREATE TABLE public.alice_t3 (id int PRIMARY KEY, body text, emb real[]);
+INSERT INTO public.alice_t3 SELECT g, 'vectorized next to planted helpers ' || g FROM generate_series(1, 3) g;
+GRANT SELECT ON public.alice_t3 TO bob;
+SELECT bge_vectorize('alice_t3', 'body', 'emb', :'model');
+SQL
+wait_filled atk4 public.alice_t3 20 || fail "attack 4: alice_t3 is not filled right"
+for who in postgres bob; do
+    got=$(try_as $who atk4 <<<"SELECT tbl, pending, last_error FROM bge_vectorize_status()")
+    [ "$got" = ok ] || fail "attack 4: bge_vectorize_status() as $who failed: $got"
+done
+got=$(try_as postgres atk4 <<<"SELECT bge_unvectorize('alice_t3')")
+[ "$got" = ok ] || fail "attack 4: the administrator's bge_unvectorize('alice_t3') failed: $got"
+check_clean "4. vectorize, status and unvectorize next to planted helpers"
 
 echo "== 5. bge_unvectorize by the administrator must not drop bob's index"
 BOB_PENDING=$(qs atk3 -c "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = 'bob_s.bob_t'::regclass AND NOT i.indisprimary LIMIT 1")
@@ -647,8 +695,9 @@ as alice atk6b >/dev/null <<'SQL'
 CREATE FUNCTION alice_s.slow() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE deadline timestamptz := pg_catalog.clock_timestamp() + interval '30 s';
 BEGIN
-    WHILE pg_catalog.clock_timestamp() < deadline AND (SELECT go FROM public.atk_ctl) LOOP
+    LOOP
         BEGIN
+            EXIT WHEN pg_catalog.clock_timestamp() >= deadline OR NOT (SELECT go FROM public.atk_ctl);
             PERFORM pg_catalog.pg_sleep(0.1);
         EXCEPTION WHEN query_canceled THEN
             PERFORM public.atk_log('alice', 'attack 6: cancel caught, sleeping on');
