@@ -5,6 +5,10 @@
 -- only on its arguments and the model's files; use it in generated columns and indexes. The
 -- forms without a model read bge.model, bge.truncate and bge.precision, so they are STABLE.
 
+-- pg_bge's internal functions (src/vectorize/mod.rs): callable by every role, writable by none.
+GRANT USAGE ON SCHEMA bge_internal TO PUBLIC;
+COMMENT ON SCHEMA bge_internal IS 'pg_bge''s internal functions; not for direct use.';
+
 -- Operators on real[] embeddings, sugar over named functions (as pgvector's on vector).
 CREATE OPERATOR <=> (
     LEFTARG = real[], RIGHTARG = real[], FUNCTION = bge_cosine_distance, COMMUTATOR = '<=>'
@@ -53,9 +57,9 @@ ALTER FUNCTION bge_server_status() ROWS 1;
 -- The planner support function of the embedding and tokenising functions: it answers no
 -- request, but calling it loads pg_bge while a query is planned, in time for the hook that
 -- lets small tables get parallel embedding scans (src/planner.rs).
-CREATE FUNCTION bge_planner_support(internal) RETURNS internal
+CREATE FUNCTION bge_internal.bge_planner_support(internal) RETURNS internal
     LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'bge_planner_support';
-COMMENT ON FUNCTION bge_planner_support(internal) IS
+COMMENT ON FUNCTION bge_internal.bge_planner_support(internal) IS
     'Planner support function of pg_bge''s embedding functions (loads the library during planning); not for direct use.';
 DO $$
 DECLARE
@@ -66,7 +70,7 @@ BEGIN
              WHERE p.proname OPERATOR(pg_catalog.=) ANY ('{bge_embed,bge_embed_query,bge_embed_sparse,bge_sparse_text,bge_embed_colbert,bge_token_count,bge_token_count_query,bge_tokenize}'::pg_catalog.name[])
                AND p.pronamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace
     LOOP
-        EXECUTE pg_catalog.format('ALTER FUNCTION %s SUPPORT @extschema@.bge_planner_support', f);
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SUPPORT bge_internal.bge_planner_support', f);
     END LOOP;
 END $$;
 
@@ -184,7 +188,7 @@ CREATE POLICY readers ON bge_vectorize_errors FOR SELECT USING (
 
 -- Checks that tbl.source can feed tbl.target and returns the model's name (bge.model when model
 -- is NULL). Shared by bge_backfill and bge_vectorize, so both refuse the same mistakes up front.
-CREATE FUNCTION bge_check_columns(tbl regclass, source name, target name, model text) RETURNS text
+CREATE FUNCTION bge_internal.bge_check_columns(tbl regclass, source name, target name, model text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     rel record;
@@ -242,13 +246,13 @@ CREATE PROCEDURE bge_backfill(tbl regclass, source name, target name, model text
 -- of their exact types; the work (as the table's owner) is in Rust: src/vectorize/mod.rs.
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM @extschema@.bge_backfill_check_transaction();
-    PERFORM @extschema@.bge_check_columns(tbl, source, target, model);
-    PERFORM @extschema@.bge_backfill_begin(tbl::pg_catalog.oid, source::pg_catalog.text, target::pg_catalog.text, model,
+    PERFORM bge_internal.bge_backfill_check_transaction();
+    PERFORM bge_internal.bge_check_columns(tbl, source, target, model);
+    PERFORM bge_internal.bge_backfill_begin(tbl::pg_catalog.oid, source::pg_catalog.text, target::pg_catalog.text, model,
                                            batch_tokens, pg_catalog.date_part('epoch'::pg_catalog.text, progress));
     -- Ends the caller's transaction: each batch commits on its own (CALL outside BEGIN ... END).
     COMMIT;
-    WHILE @extschema@.bge_backfill_step() LOOP
+    WHILE bge_internal.bge_backfill_step() LOOP
         COMMIT;
     END LOOP;
 END $$;
@@ -256,7 +260,7 @@ END $$;
 CREATE FUNCTION bge_vectorize(tbl regclass, source name, target name, model text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    model_name text := @extschema@.bge_check_columns(tbl, source, target, model);
+    model_name text := bge_internal.bge_check_columns(tbl, source, target, model);
     index_name text;
     pending regclass;
 BEGIN
@@ -268,7 +272,7 @@ BEGIN
             HINT = 'bge_unvectorize it first to change its source or model.';
     END IF;
     -- Writes of the source leave the target NULL until the worker fills it.
-    EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OF %I ON %s FOR EACH ROW EXECUTE FUNCTION @extschema@.bge_vectorize_trigger(%L, %L)',
+    EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OF %I ON %s FOR EACH ROW EXECUTE FUNCTION bge_internal.bge_vectorize_trigger(%L, %L)',
                    left('bge_vectorize_' || target, 63), source, tbl, source, target);
     -- Finds the pending rows without scanning the table: it holds only them, under one key.
     index_name := left(format('%s_%s_bge_pending', (SELECT relname FROM pg_class WHERE oid = tbl), target), 63);
@@ -279,11 +283,11 @@ BEGIN
     IF pending IS NULL THEN
         RAISE EXCEPTION 'bge_vectorize could not find the index it created on %', tbl USING ERRCODE = 'internal_error';
     END IF;
-    PERFORM @extschema@.bge_vectorize_register(tbl::oid, source::text, target::text, model_name,
+    PERFORM bge_internal.bge_vectorize_register(tbl::oid, source::text, target::text, model_name,
         model IS NOT NULL OR current_setting('bge.truncate')::boolean,
         CASE WHEN model IS NULL THEN current_setting('bge.precision') ELSE 'fp32' END,
         pending::oid);
-    PERFORM @extschema@.bge_vectorizer_start();
+    PERFORM bge_internal.bge_vectorizer_start();
 END $$;
 
 CREATE FUNCTION bge_unvectorize(tbl regclass, target name DEFAULT NULL) RETURNS integer
@@ -295,7 +299,7 @@ BEGIN
     IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = tbl), 'USAGE') THEN
         RAISE EXCEPTION 'must be owner of table %', tbl USING ERRCODE = 'insufficient_privilege';
     END IF;
-    FOR v IN SELECT * FROM @extschema@.bge_vectorize_unregister(tbl::oid, target::text) LOOP
+    FOR v IN SELECT * FROM bge_internal.bge_vectorize_unregister(tbl::oid, target::text) LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', left('bge_vectorize_' || v.target, 63), tbl);
         -- Only an index of this very table (an OID can be reused after the index was dropped).
         IF EXISTS (SELECT FROM pg_index i WHERE i.indexrelid = v.pending_index AND i.indrelid = tbl) THEN
@@ -319,20 +323,20 @@ DECLARE
     pid integer;
 BEGIN
     -- After a restart without shared_preload_libraries nobody else starts the worker.
-    pid := @extschema@.bge_vectorizer_start();
+    pid := bge_internal.bge_vectorizer_start();
     FOR v IN SELECT * FROM @extschema@.bge_vectorized r WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = r.tbl) ORDER BY r.tbl::text, r.target LOOP
         tbl := v.tbl; source := v.source; target := v.target; model := v.model;
         rows_per_s := v.rows_per_s; rows_done := v.rows_done; last_batch_at := v.last_batch_at;
         last_error := v.last_error; last_error_at := v.last_error_at; worker_pid := pid;
         -- Counted as the table's owner: the caller never runs the owner's code.
-        pending := @extschema@.bge_vectorize_pending(v.tbl::oid, v.source::text, v.target::text);
+        pending := bge_internal.bge_vectorize_pending(v.tbl::oid, v.source::text, v.target::text);
         SELECT count(*) INTO failed FROM @extschema@.bge_vectorize_errors e WHERE e.tbl = v.tbl AND e.target = v.target;
         lag := CASE WHEN pending > 0 THEN now() - coalesce(v.caught_up_at, v.registered_at) ELSE '0'::interval END;
         RETURN NEXT;
     END LOOP;
 END $$;
 
-CREATE FUNCTION bge_vectorize_trigger() RETURNS trigger
+CREATE FUNCTION bge_internal.bge_vectorize_trigger() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'bge_vectorize_trigger';
 
 COMMENT ON PROCEDURE bge_backfill(regclass, name, name, text, integer, interval) IS
@@ -343,23 +347,23 @@ COMMENT ON FUNCTION bge_unvectorize(regclass, name) IS
     'Stops bge_vectorize on tbl (on one target, or all): removes its trigger, index and error rows; the vectors stay. Returns how many were removed.';
 COMMENT ON FUNCTION bge_vectorize_status() IS
     'Per vectorized table and target: rows pending, rows failed (skipped; see bge_vectorize_errors), lag (how long the table has had pending rows since the worker last caught up), rows/s of the current or last run, rows done, the last error, and the pid of this database''s vectorizer worker (started if it was not running).';
-COMMENT ON FUNCTION bge_backfill_batch(oid, text, text, text, integer, text, text[]) IS
+COMMENT ON FUNCTION bge_internal.bge_backfill_batch(oid, text, text, text, integer, text, text[]) IS
     'One batch of release 0.1.0''s bge_backfill, as the table''s owner (the caller must own the table); internal.';
-COMMENT ON FUNCTION bge_backfill_begin(oid, text, text, text, integer, double precision) IS
+COMMENT ON FUNCTION bge_internal.bge_backfill_begin(oid, text, text, text, integer, double precision) IS
     'Starts bge_backfill in this backend (the caller must own the table); internal, called by bge_backfill.';
-COMMENT ON FUNCTION bge_backfill_step() IS
+COMMENT ON FUNCTION bge_internal.bge_backfill_step() IS
     'One batch of the bge_backfill in progress, as the table''s owner; false when it is over. Internal, called by bge_backfill.';
-COMMENT ON FUNCTION bge_vectorize_register(oid, text, text, text, boolean, text, oid) IS
+COMMENT ON FUNCTION bge_internal.bge_vectorize_register(oid, text, text, text, boolean, text, oid) IS
     'Records a registration of bge_vectorize for a table the caller owns; internal, called by bge_vectorize.';
-COMMENT ON FUNCTION bge_vectorize_unregister(oid, text) IS
+COMMENT ON FUNCTION bge_internal.bge_vectorize_unregister(oid, text) IS
     'Removes the registrations (one target, or all) of a table the caller owns and returns them; internal, called by bge_unvectorize.';
-COMMENT ON FUNCTION bge_vectorize_pending(oid, text, text) IS
+COMMENT ON FUNCTION bge_internal.bge_vectorize_pending(oid, text, text) IS
     'Rows of a vectorized table waiting for the worker, counted as the table''s owner (NULL for a table the caller cannot read); internal, called by bge_vectorize_status.';
-COMMENT ON FUNCTION bge_backfill_check_transaction() IS
+COMMENT ON FUNCTION bge_internal.bge_backfill_check_transaction() IS
     'Raises an error inside a transaction block, where bge_backfill could not commit; internal.';
-COMMENT ON FUNCTION bge_check_columns(regclass, name, name, text) IS
+COMMENT ON FUNCTION bge_internal.bge_check_columns(regclass, name, name, text) IS
     'Checks that tbl.source (text) can feed tbl.target (real[], vector or halfvec of the model''s width) and returns the model''s name; used by bge_backfill and bge_vectorize.';
-COMMENT ON FUNCTION bge_vectorize_trigger() IS
+COMMENT ON FUNCTION bge_internal.bge_vectorize_trigger() IS
     'The row trigger bge_vectorize adds: sets the target NULL on inserts and on updates that change the source.';
-COMMENT ON FUNCTION bge_vectorizer_start() IS
+COMMENT ON FUNCTION bge_internal.bge_vectorizer_start() IS
     'Starts this database''s vectorizer worker unless it runs, and returns its pid; bge_vectorize and bge_vectorize_status call it.';

@@ -20,10 +20,16 @@ use crate::functions::check_interrupts;
 use fill::{fill_batch, Embedding};
 use owner::{owned_table, run_as, SettingsScope, UserCodeTimer};
 
+/// pg_bge's internal functions live in this schema, which the extension creates (CREATE
+/// EXTENSION fails where one of that name exists already), so no role can plant a function
+/// beside them that pg_bge's own calls would reach. PUBLIC gets USAGE in sql/pg_bge.sql.
+#[pg_schema]
+pub mod bge_internal {}
+
 /// One batch of 0.1.0's bge_backfill procedure, kept for its SQL: rows past `after` in ctid
 /// order, skipping `skip`, as the table's owner (which the caller must be).
 #[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, schema = "bge_internal")]
 fn bge_backfill_batch(
     tbl: pg_sys::Oid,
     source: &str,
@@ -53,7 +59,7 @@ fn bge_backfill_batch(
 }
 
 /// bge_backfill commits after every batch: refuse, before any work, to run where it cannot.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, schema = "bge_internal")]
 fn bge_backfill_check_transaction() {
     // SAFETY: a plain read of this backend's transaction state.
     if unsafe { pg_sys::IsTransactionBlock() } {
@@ -98,7 +104,7 @@ const MAX_PASSES: u32 = 10;
 /// Starts a bge_backfill: the caller must own the table; the embedding is what bge_embed
 /// computes in this session (bge_embed(source, model) when a model is named). Columns are
 /// checked by bge_check_columns before.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, schema = "bge_internal")]
 fn bge_backfill_begin(tbl: pg_sys::Oid, source: &str, target: &str, model: Option<&str>, batch_tokens: Option<i32>, progress_s: Option<f64>) {
     // SAFETY: a plain read of shared state.
     if unsafe { pg_sys::RecoveryInProgress() } {
@@ -140,7 +146,7 @@ fn bge_backfill_begin(tbl: pg_sys::Oid, source: &str, target: &str, model: Optio
 
 /// One batch of the bge_backfill in progress, in the caller's transaction (the procedure
 /// commits after it). Returns false when the backfill is over, after its summary.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, schema = "bge_internal")]
 fn bge_backfill_step() -> bool {
     let Some(mut b) = BACKFILL.with(|b| b.borrow_mut().take()) else {
         raise_with(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "no bge_backfill is in progress".into(), "CALL bge_backfill(...) fills a column.");
@@ -239,14 +245,14 @@ fn pending_rows(table: pg_sys::Oid, source: &str, target: &str) -> i64 {
 
 /// Starts this database's vectorizer worker unless it runs; returns its pid (NULL when it
 /// could not start, with a WARNING saying why).
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, schema = "bge_internal")]
 fn bge_vectorizer_start() -> Option<i32> {
     worker::start_for_this_database()
 }
 
 /// Writes bge_vectorize's registration of a table the caller owns (bge_vectorized is not
 /// writable by PUBLIC: the row is written as the extension's owner after these checks).
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, schema = "bge_internal")]
 fn bge_vectorize_register(tbl: pg_sys::Oid, source: &str, target: &str, model: &str, truncate: bool, precision: &str, pending_index: pg_sys::Oid) {
     owned_table(tbl);
     if !["fp32", "bf16", "int8"].contains(&precision) {
@@ -277,7 +283,7 @@ fn bge_vectorize_register(tbl: pg_sys::Oid, source: &str, target: &str, model: &
 /// Removes bge_vectorize's registrations of a table the caller owns (one target, or all) and
 /// their error rows; returns each removed target with its pending index, for bge_unvectorize
 /// to drop.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, schema = "bge_internal")]
 fn bge_vectorize_unregister(
     tbl: pg_sys::Oid,
     target: Option<&str>,
@@ -323,7 +329,7 @@ fn bge_vectorize_unregister(
 /// counted as the table's owner, so that whoever asks never runs the owner's code. NULL for a
 /// table that is not vectorized so, the caller may not read (or, under row-level security, is
 /// not its owner), or that is no longer a plain table.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(volatile, parallel_unsafe, schema = "bge_internal")]
 fn bge_vectorize_pending(tbl: pg_sys::Oid, source: &str, target: &str) -> Option<i64> {
     let relation = owner::relation(tbl)?;
     // Under row-level security the count would include rows the caller may not see: only for
