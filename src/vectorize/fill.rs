@@ -14,6 +14,9 @@ use super::owner::UserCodeTimer;
 use crate::server::Target;
 use crate::{compute, gucs, registry};
 
+/// Most bytes of text one batch reads (at least one row's, whatever its size).
+const BATCH_BYTES: i64 = 64 << 20;
+
 /// What the column holds: bge_embed(source) as one session computes it.
 #[derive(Clone, Debug)]
 pub struct Embedding {
@@ -42,7 +45,7 @@ pub struct Batch {
     /// Rows locked and filled, and their tokens.
     pub rows: usize,
     pub tokens: usize,
-    /// Rows this batch locked (filled or failed).
+    /// Rows this batch locked (filled, failed, or left for the next batch by BATCH_BYTES).
     pub fetched: usize,
     /// The highest ctid fetched; None when no row was left to fetch.
     pub last_ctid: Option<String>,
@@ -82,18 +85,43 @@ pub fn fill_batch(
             None => "",
         };
         let query = format!(
-            "SELECT ctid::pg_catalog.text, xmin::pg_catalog.text, {key}, {src}::pg_catalog.text FROM {rel} \
+            "SELECT ctid::pg_catalog.text, xmin::pg_catalog.text, {key}, pg_catalog.octet_length({src})::pg_catalog.int8 FROM {rel} \
              WHERE {tgt} IS NULL AND {src} IS NOT NULL AND ctid OPERATOR(pg_catalog.<>) ALL($1::pg_catalog.tid[]) {position} \
              LIMIT {max_rows} FOR NO KEY UPDATE SKIP LOCKED"
         );
         timer.resume();
-        let table_rows = client.update(&query, None, &args).unwrap_or_else(|e| panic!("{e}"));
+        let locked: Vec<(String, String, String, i64)> = client
+            .update(&query, None, &args)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(|row| {
+                let text = |i: usize| row.get::<String>(i).ok().flatten().unwrap_or_default();
+                (text(1), text(2), text(3), row.get::<i64>(4).ok().flatten().unwrap_or(0))
+            })
+            .collect();
+        // The texts of as many locked rows as fit BATCH_BYTES (at least one): the rest stay
+        // NULL for the next batch, so a table of huge texts cannot make a batch huge.
+        let mut bytes = 0i64;
+        let kept = locked.iter().take_while(|r| {
+            let first = bytes == 0;
+            bytes = bytes.saturating_add(r.3.max(1));
+            first || bytes <= BATCH_BYTES
+        });
+        let ctids: Vec<String> = kept.map(|r| r.0.clone()).collect();
+        let mut texts: std::collections::HashMap<String, String> = client
+            .select(
+                &format!("SELECT ctid::pg_catalog.text, {src}::pg_catalog.text FROM {rel} WHERE ctid OPERATOR(pg_catalog.=) ANY($1::pg_catalog.tid[])"),
+                None,
+                &[ctids.clone().into()],
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(|row| Some((row.get::<String>(1).ok()??, row.get::<String>(2).ok()??)))
+            .collect();
         timer.pause();
-        let mut fetched = Vec::new();
-        for row in table_rows {
-            let text = |i: usize| row.get::<String>(i).ok().flatten().unwrap_or_default();
-            fetched.push((text(1), text(2), text(3), text(4)));
-        }
+        let fetched: Vec<(String, String, String, String)> = locked
+            .iter()
+            .take(ctids.len())
+            .map(|(ctid, xmin, key, _)| (ctid.clone(), xmin.clone(), key.clone(), texts.remove(ctid).unwrap_or_default()))
+            .collect();
         let frontend = registry::frontend_on(&embedding.model, embedding.target);
         let mut good: Vec<(String, Encoded)> = Vec::new();
         let mut failed = Vec::new();
@@ -121,7 +149,7 @@ pub fn fill_batch(
             }
             timer.pause();
         }
-        Batch { rows: good.len(), tokens, fetched: fetched.len(), last_ctid, failed }
+        Batch { rows: good.len(), tokens, fetched: locked.len(), last_ctid, failed }
     })
 }
 

@@ -765,6 +765,21 @@ wait_filled atk3 alice_s.a7 15 || fail "attack 7: alice's fresh rows are not fil
 [ "$FAILURES" != "$before" ] || echo "ok: the worker serves bob and alice"
 check_clean "7. counters"
 
+echo "== 8. huge texts: a batch reads at most 64 MB of them, and every row still comes out right"
+# Twelve rows of 8 MB (compressed to almost nothing on disk): the worker and bge_backfill read
+# them in several batches instead of holding 96 MB at once; bob is served meanwhile.
+as alice atk3 -c "CREATE TABLE alice_s.a8 (id int PRIMARY KEY, body text, emb real[])" \
+    -c "INSERT INTO alice_s.a8 SELECT g, g || repeat(' huge text', 800000) FROM generate_series(1, 12) g" \
+    -c "CREATE TABLE alice_s.a8b (LIKE alice_s.a8 INCLUDING ALL)" -c "INSERT INTO alice_s.a8b SELECT * FROM alice_s.a8"
+as alice atk3 -c "SELECT public.bge_vectorize('alice_s.a8', 'body', 'emb', '$M')" >/dev/null
+as alice atk3 -c "CALL public.bge_backfill('alice_s.a8b', 'body', 'emb', '$M')" 2>/dev/null
+as bob atk3 -c "INSERT INTO bob_s.bob_t VALUES (300, 'bob writes beside huge texts')"
+wait_filled atk3 bob_s.bob_t 15 || fail "8: bob's fresh row is not filled right within 15 s"
+wait_filled atk3 alice_s.a8 60 || fail "8: alice's huge rows are not all filled right by the worker"
+wait_filled atk3 alice_s.a8b 1 || fail "8: alice's huge rows are not all filled right by bge_backfill"
+echo "ok: huge texts filled right by the worker and by bge_backfill"
+check_clean "8. huge texts"
+
 if [ $FAILURES -ne 0 ]; then
     echo "FAIL: $FAILURES violations" >&2
     exit 1
