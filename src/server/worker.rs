@@ -63,6 +63,9 @@ struct Batch {
     key: JobKey,
     parts: Vec<Part>,
     encoded: Vec<Encoded>,
+    /// The part each sequence of `encoded` belongs to: a request's sequences need not be
+    /// contiguous (a later pass of next_batch may give it more).
+    part_of_seq: Vec<usize>,
     tokens: usize,
 }
 
@@ -388,7 +391,7 @@ impl Server {
         // that arrives meanwhile waits for less of the batch before it.
         let limit = (gucs::max_batch_tokens() / self.roles.len().min(4)).max(1);
         let mut budget = limit;
-        let mut batch = Batch { key, parts: Vec::new(), encoded: Vec::new(), tokens: 0 };
+        let mut batch = Batch { key, parts: Vec::new(), encoded: Vec::new(), part_of_seq: Vec::new(), tokens: 0 };
         let mut part_of: HashMap<usize, usize> = HashMap::new();
         loop {
             let wanting = |q: &RoleQueue, jobs: &HashMap<usize, Job>| -> Vec<usize> {
@@ -427,6 +430,7 @@ impl Server {
                             batch.parts.len() - 1
                         });
                         batch.parts[at].seqs += 1;
+                        batch.part_of_seq.push(at);
                         if given_role >= role_share {
                             continue 'roles;
                         }
@@ -446,7 +450,7 @@ impl Server {
     }
 
     fn run(&mut self, batch: Batch) {
-        let Batch { key, parts, encoded, tokens } = batch;
+        let Batch { key, parts, encoded, part_of_seq, tokens } = batch;
         let slot_indexes: Vec<usize> = parts.iter().map(|p| p.slot).collect();
         for &i in &slot_indexes {
             self.slot(i).computing.store(1, Ordering::Relaxed);
@@ -462,12 +466,14 @@ impl Server {
         h.tokens.fetch_add(tokens as u64, Ordering::Relaxed);
         match outcome {
             Ok(Ok(per_seq)) => {
-                let mut per_seq = per_seq.into_iter();
-                for part in parts {
-                    let results = per_seq.by_ref().take(part.seqs);
+                // Each part's results in its request's order (the batch's order within a part).
+                let mut per_part: Vec<Vec<Vec<u32>>> = parts.iter().map(|p| Vec::with_capacity(p.seqs)).collect();
+                for (values, &at) in per_seq.into_iter().zip(&part_of_seq) {
+                    per_part[at].push(values);
+                }
+                for (part, results) in parts.into_iter().zip(per_part) {
                     // A request abandoned (and its slot freed) while the batch ran is gone.
                     let Some(job) = self.jobs.get_mut(&part.slot).filter(|j| j.request_id == part.request_id) else {
-                        results.for_each(drop);
                         continue;
                     };
                     for values in results {

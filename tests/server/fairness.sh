@@ -101,6 +101,25 @@ for i in $(seq 1 6); do
     sleep 0.3
 done
 [ "$worst" -lt 2000 ] || fail "role B waited $worst ms behind role A's flood"
+# Role B's long array shares batches with the flood's requests and with role B's own short ones
+# (three more connections), so it is computed in pieces over several passes of a batch and over
+# several batches: every vector must still be its own text's, bitwise the in-process one.
+sql -c "CREATE TABLE fair_ref AS SELECT g, 'distinct passage ' || g || repeat(' words', g % 40) AS body FROM generate_series(1, 300) g" \
+    -c "SET bge.server = off" -c "ALTER TABLE fair_ref ADD COLUMN ref real[]" -c "UPDATE fair_ref SET ref = bge_embed(body, 'all-MiniLM-L6-v2')" \
+    -c "GRANT SELECT ON fair_ref TO bge_victim"
+for r in $(seq 1 200); do echo "SELECT bge_embed('short request $r', 'all-MiniLM-L6-v2') IS NOT NULL;"; done >"$WORK/short.sql"
+SHORT_PIDS=()
+for k in 1 2 3; do
+    as_role bge_victim -f "$WORK/short.sql" >/dev/null 2>&1 &
+    SHORT_PIDS+=($!)
+done
+for i in 1 2 3; do
+    wrong=$(as_role bge_victim -c "SELECT count(*) FROM (SELECT e, row_number() OVER () AS n FROM bge_embed(ARRAY(SELECT body FROM fair_ref ORDER BY g), 'all-MiniLM-L6-v2') e) r
+                                   JOIN fair_ref f ON f.g = r.n WHERE r.e IS DISTINCT FROM f.ref")
+    [ "$wrong" = 0 ] || fail "role B's array during the flood: $wrong of 300 vectors are not their text's"
+done
+for p in "${SHORT_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+echo "   role B's 300-text array during the flood and its own short requests: every vector its own text's, bitwise (3 times)"
 read -r q f <<<"$(sql -F ' ' -c "SELECT queue_depth, in_flight FROM bge_server_status()")"
 echo "   still flooding: queue_depth $q, in_flight $f"
 sql -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'bge_flood'" >/dev/null
