@@ -26,6 +26,9 @@ echo "== CPU kernel families here: ${ISAS[*]} (the first is the default)"
 echo "== CUDA tools: NVRTC from PyPI into .cuda-tools, so the kernel compile test runs without a GPU"
 scripts/setup_cuda_tools.sh >/dev/null
 
+echo "== lints (cargo clippy --workspace --all-targets -- -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
 echo "== engine tests (cargo test -p bge-engine)"
 cargo test -p bge-engine
 # Again with output shown, so a CI log says loudly which GPU tests were skipped for lack of a GPU.

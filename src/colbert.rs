@@ -7,7 +7,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use crate::errors::raise_with;
-use crate::functions::check_interrupts;
+use crate::compute::check_interrupts;
 use crate::operators::float4_array;
 
 /// A 2-D real[] ([rows, cols], lower bounds 1) returned to SQL; its SQL type is Vec<f32>'s

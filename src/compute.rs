@@ -6,9 +6,20 @@ use bge_engine::tokenize::Encoded;
 use bge_engine::TextRole;
 
 use crate::errors::OrRaise;
-use crate::functions::{check_interrupts, options};
-use crate::registry;
 use crate::server::{client, Output, Target};
+use crate::{gucs, registry};
+
+/// Called by the engine on this thread between layers, so cancel and statement_timeout stop
+/// a long call.
+pub(crate) fn check_interrupts() {
+    pgrx::check_for_interrupts!();
+}
+
+/// Settings for a call: naming the model gives the fixed (IMMUTABLE) semantics, leaving it
+/// to bge.model follows the session's bge.truncate and bge.precision (STABLE).
+pub(crate) fn options(model: Option<&str>) -> bge_engine::RunOptions {
+    gucs::run_options(model.is_some())
+}
 
 /// Dense embeddings of `texts` in `role`, in input order.
 pub fn dense(texts: &[&str], role: TextRole, model: Option<&str>) -> Vec<Vec<f32>> {
@@ -65,12 +76,12 @@ pub fn dense_encoded(encoded: &[Encoded], model: &str, target: Target, interrupt
     if !client::active() {
         return registry::model_on(model, target).embed_encoded(encoded, &options(Some(model)), interrupt).or_raise();
     }
-    client::compute(model, &crate::gucs::model_dir(), target, Output::Dense, encoded).into_iter().map(floats).collect()
+    client::compute(model, &gucs::model_dir(), target, Output::Dense, encoded).into_iter().map(floats).collect()
 }
 
 fn on_server(model: Option<&str>, output: Output, encoded: &[Encoded]) -> Vec<Vec<u32>> {
     let (name, target) = registry::target(model);
-    client::compute(&name, &crate::gucs::model_dir(), target, output, encoded)
+    client::compute(&name, &gucs::model_dir(), target, output, encoded)
 }
 
 fn floats(words: Vec<u32>) -> Vec<f32> {

@@ -83,6 +83,14 @@ impl<T> OrRaise<T> for bge_engine::Result<T> {
     }
 }
 
+/// An SPI call that failed without an ERROR of its own (the ERRORs of the SQL it runs propagate
+/// as they are, with their SQLSTATEs).
+impl<T> OrRaise<T> for Result<T, pgrx::spi::SpiError> {
+    fn or_raise(self) -> T {
+        self.unwrap_or_else(|e| raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("pg_bge: SPI failed: {e}"), "This is a bug in pg_bge; please report it."))
+    }
+}
+
 /// Replaces pgrx's panic hook (call from _PG_init: pgrx installs its own as the library loads,
 /// before _PG_init). pgrx's hook captures a Rust backtrace at every panic, and pgrx sends a
 /// captured one to the client as the ERROR's DETAIL: with RUST_BACKTRACE set in the server's

@@ -3,20 +3,10 @@ use bge_engine::config::ModelSpec;
 use bge_engine::TextRole;
 use pgrx::prelude::*;
 
+use crate::compute::{self, check_interrupts, options};
 use crate::errors::OrRaise;
-use crate::{compute, gucs, registry};
-
-/// Called by the engine on this thread between layers, so cancel and statement_timeout stop
-/// a long call.
-pub(crate) fn check_interrupts() {
-    pgrx::check_for_interrupts!();
-}
-
-/// Settings for a call: naming the model gives the fixed (IMMUTABLE) semantics, leaving it
-/// to bge.model follows the session's bge.truncate and bge.precision (STABLE).
-pub(crate) fn options(model: Option<&str>) -> bge_engine::RunOptions {
-    gucs::run_options(model.is_some())
-}
+use crate::registry;
+use crate::server::LoadedCopy;
 
 fn embed_texts(texts: &[&str], model: Option<&str>) -> Vec<Vec<f32>> {
     compute::dense(texts, TextRole::Passage, model)
@@ -141,7 +131,7 @@ fn bge_models() -> TableIterator<
                 // The copy bge_embed would use: the model server's, or this backend's.
                 let copy = match &server_models {
                     Some(copies) => registry::server_copy(copies, store.dir(), &name).cloned(),
-                    None => registry::loaded_copy(store, &name).map(|m| registry::LoadedCopy::of(&m)),
+                    None => registry::loaded_copy(store, &name).map(|m| LoadedCopy::of(&m)),
                 };
                 let spec = ModelSpec::load(&name, &store.dir().join(&name));
                 let device = copy.as_ref().map(|c| c.device.clone()).unwrap_or_else(|| registry::device_name().into());

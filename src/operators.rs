@@ -1,15 +1,17 @@
-//! Distance functions on real[] behind the operators <=>, <#> and <-> (sql/pg_bge.sql).
-//! Accumulated in f64; the result is double precision, as pgvector's. Embeddings are
+//! The operators <=>, <#> and <-> on real[] (sql/pg_bge.sql): argument checks and errors; the
+//! math is bge_engine::distance. The result is double precision, as pgvector's. Embeddings are
 //! one-dimensional arrays; anything else, NULL elements, different lengths, and the cosine
 //! distance of a zero vector (undefined) are errors.
 use std::ptr::NonNull;
+
+use bge_engine::distance;
 
 use pgrx::array::RawArray;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
+use crate::compute::check_interrupts;
 use crate::errors::raise_with;
-use crate::functions::check_interrupts;
 
 /// A float4[] argument's dimensions and, unless it holds NULL elements, its values in order.
 pub(crate) fn float4_array(array: Array<'_, f32>) -> (Vec<i32>, Option<&[f32]>) {
@@ -55,45 +57,26 @@ fn pair<'a>(a: Array<'a, f32>, b: Array<'a, f32>) -> (&'a [f32], &'a [f32]) {
     (x, y)
 }
 
-/// Σ f(x_i, y_i) in f64, checking for interrupts every 2^20 elements (arrays can hold 2^28).
-fn sum(x: &[f32], y: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
-    let mut total = 0.0;
-    for (cx, cy) in x.chunks(1 << 20).zip(y.chunks(1 << 20)) {
-        total += cx.iter().zip(cy).map(|(a, b)| f(*a as f64, *b as f64)).sum::<f64>();
-        if x.len() > 1 << 20 {
-            check_interrupts();
-        }
-    }
-    total
-}
-
-fn dot(x: &[f32], y: &[f32]) -> f64 {
-    sum(x, y, |a, b| a * b)
-}
-
 #[pg_extern(immutable, strict, parallel_safe)]
 fn bge_cosine_distance(a: Array<'_, f32>, b: Array<'_, f32>) -> f64 {
     let (x, y) = pair(a, b);
-    let norms = dot(x, x).sqrt() * dot(y, y).sqrt();
-    if norms == 0.0 {
+    distance::cosine_distance(x, y, &mut check_interrupts).unwrap_or_else(|| {
         raise_with(
             PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
             "cosine distance is undefined for a zero vector".into(),
             "Embeddings are never zero vectors; filter rows with a zero vector out, or rank them with <#> or <->.",
-        );
-    }
-    // Rounding can leave the cosine a hair outside [-1, 1].
-    (1.0 - dot(x, y) / norms).clamp(0.0, 2.0)
+        )
+    })
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
 fn bge_negative_inner_product(a: Array<'_, f32>, b: Array<'_, f32>) -> f64 {
     let (x, y) = pair(a, b);
-    0.0 - dot(x, y) // not -dot: a zero product is 0, not -0
+    distance::negative_inner_product(x, y, &mut check_interrupts)
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
 fn bge_l2_distance(a: Array<'_, f32>, b: Array<'_, f32>) -> f64 {
     let (x, y) = pair(a, b);
-    sum(x, y, |a, b| (a - b).powi(2)).sqrt()
+    distance::l2_distance(x, y, &mut check_interrupts)
 }

@@ -11,7 +11,7 @@ use bge_engine::{Frontend, Model, ModelStore};
 
 use crate::errors::OrRaise;
 use crate::gucs::{self, Device, Precision};
-use crate::server::Target;
+use crate::server::{LoadedCopy, Target};
 
 thread_local! {
     static STORES: RefCell<HashMap<PathBuf, ModelStore>> = RefCell::new(HashMap::new());
@@ -67,33 +67,6 @@ fn preferred_backends() -> Vec<BackendKind> {
         Device::Cpu => vec![cpu_kind()],
         Device::Cuda => vec![BackendKind::Cuda],
         Device::Auto => vec![BackendKind::Cuda, cpu_kind()],
-    }
-}
-
-/// A loaded copy of a model, as bge_models() and bge_server_status() show it.
-#[derive(Clone, Debug)]
-pub struct LoadedCopy {
-    pub dir: PathBuf,
-    pub name: String,
-    pub device: String,
-    pub isa: Option<String>,
-    pub precision: String,
-    pub load_ms: f64,
-    /// The process's memory growth while loading it (model server copies only).
-    pub resident_bytes: Option<u64>,
-}
-
-impl LoadedCopy {
-    pub fn of(m: &Model) -> LoadedCopy {
-        LoadedCopy {
-            dir: PathBuf::new(),
-            name: String::new(),
-            device: m.backend.name().into(),
-            isa: m.isa.map(str::to_string),
-            precision: m.precision.into(),
-            load_ms: m.load_time.as_secs_f64() * 1e3,
-            resident_bytes: None,
-        }
     }
 }
 

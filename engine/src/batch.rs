@@ -1,47 +1,6 @@
 //! A packed, padding-free batch: all sequences' tokens concatenated, delimited by cu_seqlens.
+use crate::config::PositionIds;
 use crate::tokenize::Encoded;
-
-/// How a sequence's tokens get their position ids: the one thing BERT and XLM-RoBERTa
-/// embeddings differ in, so the encoder stays one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PositionIds {
-    /// BERT: 0, 1, 2, … in token order.
-    #[default]
-    FromZero,
-    /// RoBERTa / XLM-RoBERTa: a token equal to `pad_token_id` gets position pad_token_id; any
-    /// other token gets pad_token_id + 1 + the number of non-pad tokens before it. An input
-    /// without pad tokens (ours are never padded) runs pad+1, pad+2, …, so the usable length
-    /// is max_position_embeddings - pad_token_id - 1 (8192 for BGE-M3's 8194 table).
-    AfterPadding { pad_token_id: u32 },
-}
-
-impl PositionIds {
-    /// Position ids of one sequence, appended to `out`.
-    pub fn extend(self, ids: &[u32], out: &mut Vec<u32>) {
-        match self {
-            PositionIds::FromZero => out.extend(0..ids.len() as u32),
-            PositionIds::AfterPadding { pad_token_id: pad } => {
-                let mut count = 0;
-                out.extend(ids.iter().map(|&id| {
-                    if id == pad {
-                        pad
-                    } else {
-                        count += 1;
-                        pad + count
-                    }
-                }));
-            }
-        }
-    }
-
-    /// Rows of the position table below the first position a sequence uses.
-    pub fn offset(self) -> usize {
-        match self {
-            PositionIds::FromZero => 0,
-            PositionIds::AfterPadding { pad_token_id } => pad_token_id as usize + 1,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct PackedBatch {

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use crate::batch::PositionIds;
 use crate::error::{invalid_file, Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,7 +301,7 @@ fn encoder_shape(cfg_path: &Path, model_type: &str, unsupported: &dyn Fn(String)
         "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
         other => return Err(unsupported(format!("hidden_act \"{other}\""))),
     };
-    if cfg.hidden_size == 0 || cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+    if cfg.hidden_size == 0 || cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
         return Err(invalid_file(cfg_path, "hidden_size must be a positive multiple of num_attention_heads"));
     }
     Ok(Shape {
@@ -365,7 +364,7 @@ fn decoder_shape(cfg_path: &Path, model_type: &str, unsupported: &dyn Fn(String)
     let gemma2 = model_type == "gemma2";
     let heads = cfg.num_attention_heads;
     let kv_heads = cfg.num_key_value_heads.unwrap_or(heads);
-    if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+    if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
         return Err(invalid_file(cfg_path, "num_attention_heads must be a positive multiple of num_key_value_heads"));
     }
     // transformers' defaults where a key is absent; a null head_dim means hidden / heads.
@@ -682,5 +681,47 @@ pub fn documented_query_prompt(name: &str) -> Option<&'static str> {
         Some("为这个句子生成表示以用于检索相关文章：")
     } else {
         None
+    }
+}
+
+/// How a sequence's tokens get their position ids: the one thing BERT and XLM-RoBERTa
+/// embeddings differ in, so the encoder stays one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PositionIds {
+    /// BERT: 0, 1, 2, … in token order.
+    #[default]
+    FromZero,
+    /// RoBERTa / XLM-RoBERTa: a token equal to `pad_token_id` gets position pad_token_id; any
+    /// other token gets pad_token_id + 1 + the number of non-pad tokens before it. An input
+    /// without pad tokens (ours are never padded) runs pad+1, pad+2, …, so the usable length
+    /// is max_position_embeddings - pad_token_id - 1 (8192 for BGE-M3's 8194 table).
+    AfterPadding { pad_token_id: u32 },
+}
+
+impl PositionIds {
+    /// Position ids of one sequence, appended to `out`.
+    pub fn extend(self, ids: &[u32], out: &mut Vec<u32>) {
+        match self {
+            PositionIds::FromZero => out.extend(0..ids.len() as u32),
+            PositionIds::AfterPadding { pad_token_id: pad } => {
+                let mut count = 0;
+                out.extend(ids.iter().map(|&id| {
+                    if id == pad {
+                        pad
+                    } else {
+                        count += 1;
+                        pad + count
+                    }
+                }));
+            }
+        }
+    }
+
+    /// Rows of the position table below the first position a sequence uses.
+    pub fn offset(self) -> usize {
+        match self {
+            PositionIds::FromZero => 0,
+            PositionIds::AfterPadding { pad_token_id } => pad_token_id as usize + 1,
+        }
     }
 }

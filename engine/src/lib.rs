@@ -9,6 +9,7 @@ pub mod backend;
 pub mod batch;
 pub mod colbert;
 pub mod config;
+pub mod distance;
 pub mod error;
 pub mod model;
 pub mod models;

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bge_engine::backend::BackendKind;
-use bge_engine::batch::{PackedBatch, PositionIds};
+use bge_engine::batch::PackedBatch;
+use bge_engine::config::PositionIds;
 use bge_engine::error::ErrorKind;
 use bge_engine::tokenize::Encoded;
 use bge_engine::{Error, Model, RunOptions, TextRole};

@@ -30,11 +30,11 @@ pub fn server_has_gpu() -> bool {
 }
 
 /// The models the server holds.
-pub fn loaded_models() -> Vec<crate::registry::LoadedCopy> {
+pub fn loaded_models() -> Vec<super::LoadedCopy> {
     let Some(h) = header() else { return Vec::new() };
     h.models()
         .iter()
-        .map(|e| crate::registry::LoadedCopy {
+        .map(|e| super::LoadedCopy {
             dir: get_str(&e.dir).into(),
             name: get_str(&e.name),
             device: get_str(&e.device),

@@ -63,6 +63,33 @@ pub struct Target {
     pub cpu: bge_engine::backend::BackendKind,
 }
 
+/// A loaded copy of a model, as bge_models() and bge_server_status() show it.
+#[derive(Clone, Debug)]
+pub struct LoadedCopy {
+    pub dir: std::path::PathBuf,
+    pub name: String,
+    pub device: String,
+    pub isa: Option<String>,
+    pub precision: String,
+    pub load_ms: f64,
+    /// The process's memory growth while loading it (model server copies only).
+    pub resident_bytes: Option<u64>,
+}
+
+impl LoadedCopy {
+    pub fn of(m: &bge_engine::Model) -> LoadedCopy {
+        LoadedCopy {
+            dir: std::path::PathBuf::new(),
+            name: String::new(),
+            device: m.backend.name().into(),
+            isa: m.isa.map(str::to_string),
+            precision: m.precision.into(),
+            load_ms: m.load_time.as_secs_f64() * 1e3,
+            resident_bytes: None,
+        }
+    }
+}
+
 pub const NAME_BYTES: usize = 256;
 pub const DIR_BYTES: usize = 1024;
 pub const MESSAGE_BYTES: usize = 1024;

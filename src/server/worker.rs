@@ -351,10 +351,12 @@ impl Server {
             d if d == Device::Cuda as u8 => Device::Cuda,
             d => return Err(format!("unknown model server device {d}")),
         };
+        // The CPU backend of the copy; an unknown value is refused, never read as fp32.
         let cpu = match slot.cpu {
+            c if c == BackendKind::Cpu as u8 => BackendKind::Cpu,
             c if c == BackendKind::CpuBf16 as u8 => BackendKind::CpuBf16,
             c if c == BackendKind::CpuInt8 as u8 => BackendKind::CpuInt8,
-            _ => BackendKind::Cpu,
+            c => return Err(format!("unknown model server precision {c}")),
         };
         let key = JobKey { dir: PathBuf::from(get_str(&slot.dir)), model: get_str(&slot.model), target: Target { device, cpu }, output };
         let role = slot.role.load(Ordering::Relaxed);

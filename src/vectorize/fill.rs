@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 
 use super::owner::UserCodeTimer;
+use crate::errors::OrRaise;
 use crate::server::Target;
 use crate::{compute, gucs, registry};
 
@@ -92,7 +93,7 @@ pub fn fill_batch(
         timer.resume();
         let locked: Vec<(String, String, String, i64)> = client
             .update(&query, None, &args)
-            .unwrap_or_else(|e| panic!("{e}"))
+            .or_raise()
             .map(|row| {
                 let text = |i: usize| row.get::<String>(i).ok().flatten().unwrap_or_default();
                 (text(1), text(2), text(3), row.get::<i64>(4).ok().flatten().unwrap_or(0))
@@ -113,7 +114,7 @@ pub fn fill_batch(
                 None,
                 &[ctids.clone().into()],
             )
-            .unwrap_or_else(|e| panic!("{e}"))
+            .or_raise()
             .filter_map(|row| Some((row.get::<String>(1).ok()??, row.get::<String>(2).ok()??)))
             .collect();
         timer.pause();
@@ -142,10 +143,10 @@ pub fn fill_batch(
                     &format!("UPDATE {rel} SET {tgt} = $1 WHERE ctid OPERATOR(pg_catalog.=) $2::pg_catalog.tid"),
                     &[pg_sys::FLOAT4ARRAYOID.into(), pg_sys::TEXTOID.into()],
                 )
-                .unwrap_or_else(|e| panic!("{e}"));
+                .or_raise();
             timer.resume();
             for ((ctid, _), vector) in good.iter().zip(vectors) {
-                client.update(&update, None, &[vector.into(), ctid.as_str().into()]).unwrap_or_else(|e| panic!("{e}"));
+                client.update(&update, None, &[vector.into(), ctid.as_str().into()]).or_raise();
             }
             timer.pause();
         }
@@ -155,7 +156,7 @@ pub fn fill_batch(
 
 /// The table's name as SQL text, schema-qualified when the search path would not find it.
 pub fn qualified_name(table: pg_sys::Oid) -> String {
-    Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regclass::pg_catalog.text", &[table.into()]).ok().flatten().expect("table name")
+    Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regclass::pg_catalog.text", &[table.into()]).or_raise().unwrap_or_else(|| u32::from(table).to_string())
 }
 
 /// SQL naming a row for people: its primary key ("id=42"), else its ctid.
@@ -168,7 +169,7 @@ fn key_expression(client: &pgrx::spi::SpiClient<'_>, table: pg_sys::Oid) -> Stri
             None,
             &[table.into()],
         )
-        .expect("catalog query")
+        .or_raise()
         .filter_map(|row| row.get::<String>(1).ok().flatten())
         .collect();
     if columns.is_empty() {

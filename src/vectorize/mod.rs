@@ -15,8 +15,8 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 
-use crate::errors::raise_with;
-use crate::functions::check_interrupts;
+use crate::compute::check_interrupts;
+use crate::errors::{raise_with, OrRaise};
 use fill::{fill_batch, Embedding};
 use owner::{owned_table, run_as, SettingsScope, UserCodeTimer};
 
@@ -240,7 +240,7 @@ fn pending_rows(table: pg_sys::Oid, source: &str, target: &str) -> i64 {
         pgrx::spi::quote_identifier(target),
         pgrx::spi::quote_identifier(source)
     );
-    Spi::get_one::<i64>(&query).unwrap_or_else(|e| panic!("{e}")).unwrap_or(0)
+    Spi::get_one::<i64>(&query).or_raise().unwrap_or(0)
 }
 
 /// Starts this database's vectorizer worker unless it runs; returns its pid (NULL when it
@@ -276,7 +276,7 @@ fn bge_vectorize_register(tbl: pg_sys::Oid, source: &str, target: &str, model: &
             ),
             &[tbl.into(), source.into(), target.into(), model.into(), truncate.into(), precision.into(), pending_index.into()],
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .or_raise();
     });
 }
 
@@ -304,7 +304,7 @@ fn bge_vectorize_unregister(
                     None,
                     &[table.oid.into(), target.into()],
                 )
-                .unwrap_or_else(|e| panic!("{e}"));
+                .or_raise();
             let removed: Vec<(String, Option<pg_sys::Oid>)> =
                 rows.map(|row| (row.get::<String>(1).ok().flatten().unwrap_or_default(), row.get::<pg_sys::Oid>(2).ok().flatten())).collect();
             for (t, _) in &removed {
@@ -317,7 +317,7 @@ fn bge_vectorize_unregister(
                         None,
                         &[table.oid.into(), t.as_str().into()],
                     )
-                    .unwrap_or_else(|e| panic!("{e}"));
+                    .or_raise();
             }
             removed
         })
@@ -361,7 +361,7 @@ fn bge_vectorize_pending(tbl: pg_sys::Oid, source: &str, target: &str) -> Option
         pgrx::spi::quote_identifier(source),
     );
     run_as(relation.owner, || {
-        worker::in_subtransaction(|| Spi::get_one_with_args::<i64>(&query, &[tbl.into(), target.into()]).unwrap_or_else(|e| panic!("{e}")))
+        worker::in_subtransaction(|| Spi::get_one_with_args::<i64>(&query, &[tbl.into(), target.into()]).or_raise())
     })
     .ok()
     .flatten()

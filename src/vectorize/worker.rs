@@ -21,9 +21,11 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTi
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
+use pgrx::PgSqlErrorCode;
 
 use super::fill::{self, qualified_name, Batch, Embedding};
 use super::owner::{self, extension_schema, run_as, UserCodeTimer};
+use crate::errors::{raise_with, OrRaise};
 use crate::gucs;
 use crate::server::Target;
 
@@ -132,7 +134,7 @@ fn launch(oid: pg_sys::Oid, name: &str, wait: bool) -> Result<Option<i32>, ()> {
         builder = builder.set_notify_pid(unsafe { pg_sys::MyProcPid });
     }
     let worker = builder.load_dynamic().map_err(|_| ())?;
-    Ok(if wait { worker.wait_for_startup().ok().map(|pid| pid as i32) } else { None })
+    Ok(if wait { worker.wait_for_startup().ok() } else { None })
 }
 
 /// This database's worker: its pid, starting it when none runs (see the module comment).
@@ -323,7 +325,7 @@ fn registrations() -> Option<Vec<Registration>> {
                     None,
                     &[],
                 )
-                .unwrap_or_else(|e| panic!("{e}"));
+                .or_raise();
         }
         let rows = client
             .select(
@@ -345,12 +347,14 @@ fn registrations() -> Option<Vec<Registration>> {
                 None,
                 &[],
             )
-            .unwrap_or_else(|e| panic!("{e}"));
+            .or_raise();
         let mut found = Vec::new();
         for row in rows {
             let get_oid = |i| row.get::<pg_sys::Oid>(i).ok().flatten().unwrap_or(pg_sys::InvalidOid);
             let get_text = |i| row.get::<String>(i).ok().flatten().unwrap_or_default();
-            let cpu = match get_text(6).as_str() {
+            // bge_vectorize_register writes only these; anything else is refused below.
+            let precision = get_text(6);
+            let cpu = match precision.as_str() {
                 "bf16" => BackendKind::CpuBf16,
                 "int8" => BackendKind::CpuInt8,
                 _ => BackendKind::Cpu,
@@ -366,7 +370,9 @@ fn registrations() -> Option<Vec<Registration>> {
                 },
                 rows_done: row.get::<i64>(7).ok().flatten().unwrap_or(0),
                 tokens_done: row.get::<i64>(8).ok().flatten().unwrap_or(0),
-                problem: row.get::<String>(9).ok().flatten(),
+                problem: row.get::<String>(9).ok().flatten().or_else(|| {
+                    (!["fp32", "bf16", "int8"].contains(&precision.as_str())).then(|| format!("its precision \"{precision}\" is unknown"))
+                }),
                 owner: row.get::<pg_sys::Oid>(10).ok().flatten().unwrap_or(pg_sys::InvalidOid),
             });
         }
@@ -411,7 +417,7 @@ fn run_batch(r: &Registration, state: &mut TableState) -> bool {
             let schema = schema.as_str();
             let owner = match owner::relation(r.table) {
                 Some(table) if table.kind == "r" => table.owner,
-                _ => panic!("the table is no longer a plain table"),
+                _ => raise_with(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, "the table is no longer a plain table".into(), "bge_unvectorize it."),
             };
             let skip = skipped_rows(schema, r, owner, &mut timer);
             let batch = run_as(owner, || fill::fill_batch(r.table, &r.source, &r.target, &r.embedding, max_rows, None, &skip, &mut timer, &mut interrupt));
@@ -471,7 +477,7 @@ fn skipped_rows(schema: &str, r: &Registration, owner: pg_sys::Oid, timer: &mut 
                 None,
                 &args,
             )
-            .unwrap_or_else(|e| panic!("{e}"))
+            .or_raise()
             .map(|row| (row.get::<String>(1).ok().flatten().unwrap_or_default(), row.get::<String>(2).ok().flatten().unwrap_or_default()))
             .collect()
     });
@@ -490,7 +496,7 @@ fn skipped_rows(schema: &str, r: &Registration, owner: pg_sys::Oid, timer: &mut 
         let found = Spi::connect(|client| {
             client
                 .select(&query, None, &[ctids.into(), xmins.into()])
-                .unwrap_or_else(|e| panic!("{e}"))
+                .or_raise()
                 .filter_map(|row| row.get::<String>(1).ok().flatten())
                 .collect()
         });
@@ -504,7 +510,7 @@ fn skipped_rows(schema: &str, r: &Registration, owner: pg_sys::Oid, timer: &mut 
         ),
         &[r.table.into(), r.target.as_str().into(), still_failing.clone().into()],
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .or_raise();
     still_failing
 }
 
@@ -530,7 +536,7 @@ fn record(schema: &str, r: &Registration, batch: &Batch, max_rows: usize, state:
                     None,
                     &[r.table.into(), r.target.as_str().into(), f.ctid.as_str().into(), f.xmin.as_str().into(), f.key.as_str().into(), f.error.as_str().into()],
                 )
-                .unwrap_or_else(|e| panic!("{e}"));
+                .or_raise();
         }
         if write {
             let saturating = |column: &str, arg: &str| {
@@ -562,7 +568,7 @@ fn record(schema: &str, r: &Registration, batch: &Batch, max_rows: usize, state:
                         last_error.into(),
                     ],
                 )
-                .unwrap_or_else(|e| panic!("{e}"));
+                .or_raise();
         }
     });
     if caught_up {
@@ -574,7 +580,7 @@ fn record(schema: &str, r: &Registration, batch: &Batch, max_rows: usize, state:
 
 /// The extension's schema in this transaction (an ERROR when pg_bge was dropped meanwhile).
 fn current_schema() -> String {
-    extension_schema().unwrap_or_else(|| panic!("pg_bge is no longer installed in this database"))
+    extension_schema().unwrap_or_else(|| raise_with(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "pg_bge is no longer installed in this database".into(), ""))
 }
 
 fn record_error(table: pg_sys::Oid, target: &str, message: &str) {
@@ -593,7 +599,7 @@ fn record_error(table: pg_sys::Oid, target: &str, message: &str) {
         // Readers of the table see it: no server paths.
         &[table.into(), target.into(), crate::errors::without_model_dir(message).into()],
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .or_raise();
 }
 
 /// Which table's batch the worker is in, in a file under the data directory while the batch

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# pg_bge against hostile ordinary roles (DESIGN.md, "Security"): the vectorizer worker, bge_backfill,
+# pg_bge against hostile ordinary roles (docs/security.md): the vectorizer worker, bge_backfill,
 # bge_vectorize_status, bge_unvectorize and the registration tables, on a fresh cluster with
 # shared_preload_libraries = 'pg_bge'. alice is the attacker, bob the bystander, dbo a database
 # owner, carol a monitoring role (pg_read_all_data); postgres plays the administrator.

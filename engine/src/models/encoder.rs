@@ -2,7 +2,7 @@
 //! embeddings (word + position + token type, LayerNorm), then per layer
 //! x = LN(x + Wo·attn(Wqkv·x)), x = LN(x + W2·gelu(W1·x)).
 //! XLM-RoBERTa (BGE-M3) is the same network; only its position ids differ, and those come with
-//! the batch ([`crate::batch::PositionIds`]).
+//! the batch ([`crate::config::PositionIds`]).
 use super::Forward;
 use crate::backend::Ops;
 use crate::batch::PackedBatch;
@@ -171,7 +171,8 @@ pub(crate) fn row_chunks(n: usize, flops_per_row: usize) -> impl Iterator<Item =
 }
 
 impl<O: Ops> Encoder<O> {
-    /// Matmul and attention FLOPs of a forward pass over `batch` (DESIGN.md's estimate).
+    /// Matmul and attention FLOPs of a forward pass over `batch`: 2 per weight of the linear
+    /// layers per token, plus 4·max_len·hidden per token for attention.
     fn forward_flops(&self, batch: &PackedBatch) -> usize {
         let (h, i) = (self.hidden, self.intermediate);
         let per_token = 2 * (4 * h * h + 2 * h * i) + 4 * batch.max_len * h;

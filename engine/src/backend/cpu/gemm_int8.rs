@@ -327,11 +327,6 @@ impl PackedInt8 {
         padded_bias[..n].copy_from_slice(bias);
         PackedInt8 { kernel, n, k, kp, panels, group_scales, compensation, bias: padded_bias }
     }
-
-    /// Bytes of packed weights and scales.
-    pub fn weight_bytes(&self) -> usize {
-        self.panels.bytes().len() + 4 * (self.group_scales.len() + self.compensation.len())
-    }
 }
 
 /// One kernel call: `tokens` (≤ its tokens_per_call) tokens whose quantized rows start at `a`
@@ -550,10 +545,10 @@ mod x86 {
                 }
                 let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bj.add(part * 32) as *const __m128i));
                 let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bj.add(part * 32 + 16) as *const __m128i));
-                for t in 0..T {
+                for (t, acc_t) in acc.iter_mut().enumerate() {
                     let v = _mm256_set1_epi64x((p.a.add(t * 2 * kp + 8 * j) as *const i64).read_unaligned());
-                    acc[t][0] = _mm256_add_epi32(acc[t][0], _mm256_madd_epi16(v, w0));
-                    acc[t][1] = _mm256_add_epi32(acc[t][1], _mm256_madd_epi16(v, w1));
+                    acc_t[0] = _mm256_add_epi32(acc_t[0], _mm256_madd_epi16(v, w0));
+                    acc_t[1] = _mm256_add_epi32(acc_t[1], _mm256_madd_epi16(v, w1));
                 }
             }
             let s = _mm256_loadu_ps(p.s.add(g * NR + 8 * part));

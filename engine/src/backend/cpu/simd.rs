@@ -13,9 +13,11 @@ pub trait F32s: Copy {
     const LANES: usize;
     fn zero() -> Self;
     fn splat(v: f32) -> Self;
-    /// # Safety: `p` points to LANES readable floats.
+    /// # Safety
+    /// `p` points to LANES readable floats.
     unsafe fn load(p: *const f32) -> Self;
-    /// # Safety: `p` points to LANES writable floats.
+    /// # Safety
+    /// `p` points to LANES writable floats.
     unsafe fn store(self, p: *mut f32);
     fn add(self, o: Self) -> Self;
     fn sub(self, o: Self) -> Self;
@@ -32,10 +34,12 @@ pub trait F32s: Copy {
     /// Writes each lane, an integer v in [-32896, 32639], as the two bytes of the u16
     /// v + 32896: the high byte to `hi`, the low byte to `lo`. Those are the offset digits
     /// of v (see gemm_int8): hi + 128 and lo + 128 for v = 256·hi + lo, hi = ⌊(v + 128)/256⌋.
-    /// # Safety: `hi` and `lo` point to LANES writable bytes each.
+    /// # Safety
+    /// `hi` and `lo` point to LANES writable bytes each.
     unsafe fn store_offset_digits(self, hi: *mut u8, lo: *mut u8);
     /// Writes each lane, an integer within ±2¹⁵, as an i16.
-    /// # Safety: `p` points to LANES writable i16.
+    /// # Safety
+    /// `p` points to LANES writable i16.
     unsafe fn store_i16(self, p: *mut i16);
 
     fn reduce_add(self) -> f32 {
@@ -62,7 +66,7 @@ pub trait F32s: Copy {
         p = p.fma(r, Self::splat(8.333_452e-3));
         p = p.fma(r, Self::splat(4.166_579_6e-2));
         p = p.fma(r, Self::splat(1.666_666_5e-1));
-        p = p.fma(r, Self::splat(5.000_000_1e-1));
+        p = p.fma(r, Self::splat(0.5));
         let y = p.mul(r.mul(r)).add(r).add(Self::splat(1.0));
         y.scale_pow2(n)
     }

@@ -488,7 +488,7 @@ impl Kernels {
         a: &CausalAttention,
         out: &mut CudaSlice<u16>,
     ) -> Launch {
-        if a.head_dim > CAUSAL_ATTENTION_MAX_HEAD_DIM || a.kv_heads == 0 || a.heads % a.kv_heads != 0 {
+        if a.head_dim > CAUSAL_ATTENTION_MAX_HEAD_DIM || a.kv_heads == 0 || !a.heads.is_multiple_of(a.kv_heads) {
             return Err(format!("causal attention cannot run {a:?}"));
         }
         need(qkv, tokens * a.qkv_width(), "qkv")?;
