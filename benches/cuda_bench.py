@@ -333,7 +333,7 @@ def main():
     ap.add_argument("--lengths", default="32,128,512")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--max-batch-tokens", type=int, default=16384, help="pg_bge's bge.max_batch_tokens (its default: 16384)")
+    ap.add_argument("--max-batch-tokens", type=int, default=16384, help="tokens per forward pass, as bge.max_batch_tokens sets them (pg_bge's default is 4096)")
     ap.add_argument("--device", default="cuda", help="engine device: cuda, or cpu to check the plumbing")
     ap.add_argument("--no-torch", action="store_true", help="time the engine only")
     ap.add_argument("--json", help="also write every number to this file")

@@ -71,7 +71,7 @@ pub fn init(preloading: bool) {
     GucRegistry::define_enum_guc(
         c"bge.precision",
         c"Arithmetic of the CPU backend's linear layers: fp32, bf16 or int8.",
-        c"fp32 matches sentence-transformers (cosine >= 0.99999); bf16 rounds weights and activations to bfloat16 for about twice the speed on CPUs with AVX512-BF16 (cosine about 0.999 or better), and is an error elsewhere; int8 quantizes weights per output channel and activations per token to 8 bits with exact integer sums (AVX512-VNNI, AVX2 or portable kernels, on every CPU; cosine about 0.999 or better).",
+        c"fp32 matches sentence-transformers (cosine >= 0.99999); bf16 rounds weights and activations to bfloat16 for about twice the speed on CPUs with AVX512-BF16 (cosine about 0.999 or better), and is an error elsewhere; int8 quantizes weights to 8 bits (per output channel, in groups of 64 inputs) and activations per token to 16 bits, with exact integer sums (AVX512-VNNI, AVX2 or portable kernels, on every CPU; cosine about 0.999 or better).",
         &PRECISION,
         GucContext::Userset,
         GucFlags::default(),
