@@ -10,7 +10,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 
-use super::owner::UserCodeTimer;
+use super::owner::{SettingsScope, UserCodeTimer};
 use crate::errors::OrRaise;
 use crate::server::Target;
 use crate::{compute, gucs, registry};
@@ -73,7 +73,8 @@ pub fn fill_batch(
     // A pass over the table must be a scan in ctid order (a TID range scan, or the vectorizer's
     // partial index, which keeps equal keys in heap order), never a sequential scan restarting
     // at the first block for every batch.
-    let _plan = NoSeqScan::set();
+    let plan = SettingsScope::enter();
+    plan.set(c"enable_seqscan", c"off");
     let rel = qualified_name(table);
     Spi::connect_mut(|client| {
         let key = key_expression(client, table);
@@ -185,39 +186,6 @@ fn parse_tid(tid: &str) -> (u64, u64) {
     let inner = tid.trim_start_matches('(').trim_end_matches(')');
     let mut parts = inner.split(',').map(|p| p.trim().parse::<u64>().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-}
-
-/// enable_seqscan = off until dropped (or until the transaction ends in an error).
-struct NoSeqScan(i32);
-
-impl NoSeqScan {
-    fn set() -> NoSeqScan {
-        // SAFETY: GUC calls on the main thread inside a transaction; the nest level is popped on
-        // drop, or by the transaction's abort.
-        unsafe {
-            let level = pg_sys::NewGUCNestLevel();
-            pg_sys::set_config_option(
-                c"enable_seqscan".as_ptr(),
-                c"off".as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-            NoSeqScan(level)
-        }
-    }
-}
-
-impl Drop for NoSeqScan {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            // SAFETY: pops exactly the level set() pushed.
-            unsafe { pg_sys::AtEOXact_GUC(true, self.0) };
-        }
-    }
 }
 
 #[cfg(test)]

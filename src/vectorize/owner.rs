@@ -4,6 +4,7 @@
 //! GUC nest level with search_path = pg_catalog, pg_temp, and every setting it changes is rolled
 //! back before pg_bge's code runs again. pg_bge's own SQL beside it runs in such a nest level
 //! too, and qualifies its operators, so no name resolves through a path a user controls.
+use std::ffi::CStr;
 use std::time::{Duration, Instant};
 
 use pgrx::pg_sys;
@@ -19,12 +20,16 @@ pub struct SettingsScope(i32);
 
 impl SettingsScope {
     pub fn enter() -> SettingsScope {
-        // SAFETY: GUC calls on the main thread inside a transaction.
-        unsafe {
-            let level = pg_sys::NewGUCNestLevel();
-            set_search_path();
-            SettingsScope(level)
-        }
+        // SAFETY: a GUC call on the main thread inside a transaction.
+        let scope = SettingsScope(unsafe { pg_sys::NewGUCNestLevel() });
+        // RestrictSearchPath on PostgreSQL 17+ does the same.
+        scope.set(c"search_path", c"pg_catalog, pg_temp");
+        scope
+    }
+
+    /// `name = value` until the scope ends.
+    pub fn set(&self, name: &CStr, value: &CStr) {
+        set_config(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
     }
 }
 
@@ -37,33 +42,22 @@ impl Drop for SettingsScope {
     }
 }
 
-/// search_path = pg_catalog, pg_temp for the current nest level (RestrictSearchPath on 17+).
-unsafe fn set_search_path() {
-    // SAFETY: the caller is on the main thread inside a transaction.
-    unsafe {
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-    }
-}
-
 /// search_path = pg_catalog, pg_temp for this whole session (the vectorizer worker's own).
 pub fn restrict_session_search_path() {
-    // SAFETY: main thread, inside a transaction (set_config_option checks the value).
+    set_config(c"search_path", c"pg_catalog, pg_temp", pg_sys::GucAction::GUC_ACTION_SET);
+}
+
+/// A setting as SET would change it (GUC_ACTION_SET), or for the current nest level only
+/// (GUC_ACTION_SAVE).
+fn set_config(name: &CStr, value: &CStr, action: pg_sys::GucAction::Type) {
+    // SAFETY: main thread, inside a transaction; set_config_option checks the value.
     unsafe {
         pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
+            name.as_ptr(),
+            value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SET,
+            action,
             true,
             0,
             false,
