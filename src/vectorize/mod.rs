@@ -258,7 +258,7 @@ fn bge_vectorize_register(tbl: pg_sys::Oid, source: &str, target: &str, model: &
     if !["fp32", "bf16", "int8"].contains(&precision) {
         raise_with(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("unknown precision \"{precision}\""), "fp32, bf16 or int8.");
     }
-    let schema = schema();
+    let schema = owner::installed_schema();
     let _scope = SettingsScope::enter();
     // Only the partial index bge_vectorize just made on this table is recorded.
     let index_of_table = Spi::get_one_with_args::<bool>(
@@ -291,7 +291,7 @@ fn bge_vectorize_unregister(
     // Not owned_table: a registration outlives a change of relkind only in theory, but a
     // table's owner must always be able to remove it.
     let table = owner::any_owned_relation(tbl);
-    let schema = schema();
+    let schema = owner::installed_schema();
     let removed = as_extension_owner(|| {
         Spi::connect_mut(|client| {
             let rows = client
@@ -337,7 +337,7 @@ fn bge_vectorize_pending(tbl: pg_sys::Oid, source: &str, target: &str) -> Option
     if relation.kind != "r" || !owner::can_read(tbl) || (relation.row_security && !owner::acts_as(relation.owner)) {
         return None;
     }
-    let schema = schema();
+    let schema = owner::installed_schema();
     let registered = {
         let _scope = SettingsScope::enter();
         Spi::get_one_with_args::<bool>(
@@ -365,11 +365,6 @@ fn bge_vectorize_pending(tbl: pg_sys::Oid, source: &str, target: &str) -> Option
     })
     .ok()
     .flatten()
-}
-
-fn schema() -> String {
-    owner::extension_schema()
-        .unwrap_or_else(|| raise_with(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "pg_bge is not installed in this database".into(), "CREATE EXTENSION pg_bge;"))
 }
 
 /// Runs `f` as the role that installed pg_bge, which owns its registration tables.

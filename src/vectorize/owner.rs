@@ -162,6 +162,12 @@ pub fn extension_owner() -> pg_sys::Oid {
         .unwrap_or_else(|| raise_with(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "pg_bge is not installed in this database".into(), "CREATE EXTENSION pg_bge;"))
 }
 
+/// The schema pg_bge is installed in, quoted for SQL (read in the caller's transaction: the
+/// extension may be moved); an ERROR when it is not installed.
+pub fn installed_schema() -> String {
+    extension_schema().unwrap_or_else(|| raise_with(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "pg_bge is not installed in this database".into(), "CREATE EXTENSION pg_bge;"))
+}
+
 /// The schema pg_bge is installed in, quoted for SQL; None when it is not installed.
 pub fn extension_schema() -> Option<String> {
     let _scope = SettingsScope::enter();

@@ -413,7 +413,7 @@ fn run_batch(r: &Registration, state: &mut TableState) -> bool {
             return Ok(false);
         }
         let done = in_subtransaction(|| {
-            let schema = current_schema();
+            let schema = owner::installed_schema();
             let schema = schema.as_str();
             let owner = match owner::relation(r.table) {
                 Some(table) if table.kind == "r" => table.owner,
@@ -578,13 +578,8 @@ fn record(schema: &str, r: &Registration, batch: &Batch, max_rows: usize, state:
     }
 }
 
-/// The extension's schema in this transaction (an ERROR when pg_bge was dropped meanwhile).
-fn current_schema() -> String {
-    extension_schema().unwrap_or_else(|| raise_with(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "pg_bge is no longer installed in this database".into(), ""))
-}
-
 fn record_error(table: pg_sys::Oid, target: &str, message: &str) {
-    let schema = current_schema();
+    let schema = owner::installed_schema();
     // The table's code chooses the text: keep it short.
     let mut end = message.len().min(1000);
     while !message.is_char_boundary(end) {
