@@ -11,11 +11,11 @@ ROWS=${1:-1000}
 ROUNDS=${2:-3}
 export PG_BGE_PG=${PG_BGE_PG:-15}
 MODELS=/tmp/pg_bge_bench_models
-python3 scripts/make_test_models.py "$("$(. scripts/pg_versions.sh; pg_config_of "$PG_BGE_PG")" --sharedir)/bge_models/all-MiniLM-L6-v2" "$MODELS" >/dev/null
+python3 scripts/models/make_test_models.py "$("$(. scripts/postgres/versions.sh; pg_config_of "$PG_BGE_PG")" --sharedir)/bge_models/all-MiniLM-L6-v2" "$MODELS" >/dev/null
 chmod -R a+rX "$MODELS"
-scripts/pg_cluster.sh start "bge.model_dir = '$MODELS'" >/dev/null
-trap 'scripts/pg_cluster.sh stop' EXIT
-sql() { scripts/pg_cluster.sh psql -d postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
+scripts/postgres/cluster.sh start "bge.model_dir = '$MODELS'" >/dev/null
+trap 'scripts/postgres/cluster.sh stop' EXIT
+sql() { scripts/postgres/cluster.sh psql -d postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
 sql -c "CREATE EXTENSION pg_bge"
 python3 - "$ROWS" >/tmp/pg_bge_backfill_bench.csv <<'EOF'
 import csv, sys

@@ -6,7 +6,7 @@
 #
 #   bash benches/parallel_bench.sh [REPEATS=3]
 # Needs the extension installed (scripts/demo.sh or scripts/test.sh did that). Uses the scratch
-# cluster of scripts/pg_cluster.sh (restarted) of the major PG_BGE_PG picks (default 15), with
+# cluster of scripts/postgres/cluster.sh (restarted) of the major PG_BGE_PG picks (default 15), with
 # default settings (bge.threads = 0: all cores for the serial scan, one per parallel process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,17 +15,17 @@ MODEL=all-MiniLM-L6-v2
 [ -f benches/corpus.txt ] || python3 benches/make_corpus.py benches/corpus.txt 1000
 cp benches/corpus.txt /tmp/pg_bge_bench_corpus.txt && chmod a+r /tmp/pg_bge_bench_corpus.txt
 
-scripts/pg_cluster.sh start >/dev/null
-trap 'scripts/pg_cluster.sh stop' EXIT
-scripts/pg_cluster.sh psql -q -v ON_ERROR_STOP=1 <<'SQL'
+scripts/postgres/cluster.sh start >/dev/null
+trap 'scripts/postgres/cluster.sh stop' EXIT
+scripts/postgres/cluster.sh psql -q -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION IF NOT EXISTS pg_bge;
 CREATE TABLE t (id serial PRIMARY KEY, body text);
 COPY t (body) FROM '/tmp/pg_bge_bench_corpus.txt' WITH (FORMAT text);
 ANALYZE t;
 SQL
-echo "table t: $(scripts/pg_cluster.sh psql -tA -c "SELECT count(*) || ' rows, ' || pg_size_pretty(pg_relation_size('t')) FROM t")"
+echo "table t: $(scripts/postgres/cluster.sh psql -tA -c "SELECT count(*) || ' rows, ' || pg_size_pretty(pg_relation_size('t')) FROM t")"
 echo "plan with default settings:"
-scripts/pg_cluster.sh psql -tA -c "EXPLAIN (COSTS OFF) SELECT bge_embed(body, '$MODEL') FROM t" | sed 's/^/    /'
+scripts/postgres/cluster.sh psql -tA -c "EXPLAIN (COSTS OFF) SELECT bge_embed(body, '$MODEL') FROM t" | sed 's/^/    /'
 
 serial="SET max_parallel_workers_per_gather = 0;"
 {
@@ -40,8 +40,8 @@ serial="SET max_parallel_workers_per_gather = 0;"
     echo "$serial"
     for i in $(seq "$REPEATS"); do echo "CREATE TABLE ctas_ser_$i AS SELECT id, bge_embed(body, '$MODEL') AS e FROM t;"; done
 } > /tmp/pg_bge_parallel_bench.sql
-times=$(scripts/pg_cluster.sh psql -q -o /dev/null -f /tmp/pg_bge_parallel_bench.sql | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
-same=$(scripts/pg_cluster.sh psql -tA -c "SELECT count(*) FILTER (WHERE p.e = s.e) || '/' || count(*) FROM ctas_par_1 p JOIN ctas_ser_1 s USING (id)")
+times=$(scripts/postgres/cluster.sh psql -q -o /dev/null -f /tmp/pg_bge_parallel_bench.sql | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+same=$(scripts/postgres/cluster.sh psql -tA -c "SELECT count(*) FILTER (WHERE p.e = s.e) || '/' || count(*) FROM ctas_par_1 p JOIN ctas_ser_1 s USING (id)")
 python3 - "$REPEATS" "$times" "$same" <<'PY'
 import statistics, sys
 r = int(sys.argv[1])

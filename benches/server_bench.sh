@@ -12,7 +12,7 @@
 #   benches/server_bench.sh [SECONDS]     (SECONDS per throughput and latency run, default 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/pg_versions.sh
+. scripts/postgres/versions.sh
 export PG_BGE_PG=15
 SECS=${1:-20}
 BIN=$(dirname "$(pg_config_of 15)")
@@ -22,11 +22,11 @@ MINILM="$("$(pg_config_of 15)" --sharedir)/bge_models/all-MiniLM-L6-v2"
 cp -r "$MINILM" "$WORK/models/"
 python3 benches/make_random_model.py "$MINILM" "$WORK/models/bge-large-random"
 chmod -R a+rX "$WORK"
-scripts/pg_cluster.sh start "bge.model_dir = '$WORK/models'" "shared_preload_libraries = 'pg_bge'" "max_connections = 50"
-trap 'scripts/pg_cluster.sh stop' EXIT
-sql() { scripts/pg_cluster.sh psql -d postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
+scripts/postgres/cluster.sh start "bge.model_dir = '$WORK/models'" "shared_preload_libraries = 'pg_bge'" "max_connections = 50"
+trap 'scripts/postgres/cluster.sh stop' EXIT
+sql() { scripts/postgres/cluster.sh psql -d postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
 sql -c "CREATE EXTENSION pg_bge"
-PORT=$(scripts/pg_cluster.sh port)
+PORT=$(scripts/postgres/cluster.sh port)
 
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
 

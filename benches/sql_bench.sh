@@ -6,10 +6,10 @@
 #   bash benches/sql_bench.sh [THREADS=2] [REPEATS=3]      (PRECISION=int8 etc.: bge.precision)
 # Needs the extension installed (scripts/demo.sh or scripts/test.sh did that) and a release
 # build of the engine example (built here if missing). Uses the scratch cluster of
-# scripts/pg_cluster.sh (restarted) of the major PG_BGE_PG picks (default 15).
+# scripts/postgres/cluster.sh (restarted) of the major PG_BGE_PG picks (default 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/pg_versions.sh
+. scripts/postgres/versions.sh
 THREADS=${1:-2}
 REPEATS=${2:-3}
 PRECISION=${PRECISION:-fp32}
@@ -19,9 +19,9 @@ cargo build --release -q -p bge-engine --example throughput
 chmod a+r benches/corpus.txt
 cp benches/corpus.txt /tmp/pg_bge_bench_corpus.txt && chmod a+r /tmp/pg_bge_bench_corpus.txt
 
-scripts/pg_cluster.sh start "bge.threads = $THREADS" "bge.precision = $PRECISION" >/dev/null
-trap 'scripts/pg_cluster.sh stop' EXIT
-scripts/pg_cluster.sh psql -q -v ON_ERROR_STOP=1 <<'SQL'
+scripts/postgres/cluster.sh start "bge.threads = $THREADS" "bge.precision = $PRECISION" >/dev/null
+trap 'scripts/postgres/cluster.sh stop' EXIT
+scripts/postgres/cluster.sh psql -q -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION IF NOT EXISTS pg_bge;
 CREATE TABLE t (id serial PRIMARY KEY, body text);
 COPY t (body) FROM '/tmp/pg_bge_bench_corpus.txt' WITH (FORMAT text);
@@ -37,7 +37,7 @@ SQL
         echo "SELECT e FROM bge_embed((SELECT array_agg(body ORDER BY id) FROM t)) AS e;"
     done
 } > /tmp/pg_bge_bench.sql
-times=$(scripts/pg_cluster.sh psql -q -o /dev/null -f /tmp/pg_bge_bench.sql | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+times=$(scripts/postgres/cluster.sh psql -q -o /dev/null -f /tmp/pg_bge_bench.sql | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
 engine=$(BGE_PRECISION=$PRECISION ./target/release/examples/throughput "$MODEL_DIR/all-MiniLM-L6-v2" benches/corpus.txt "$THREADS" "$REPEATS")
 echo "$engine"
 python3 - "$REPEATS" "$times" "$engine" <<'PY'

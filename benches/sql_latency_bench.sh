@@ -9,10 +9,10 @@
 # Needs the extension installed (scripts/demo.sh or scripts/test.sh), python3 with onnxruntime
 # and tokenizers, and an ONNX export of the model (benches/export_onnx.py; without ONNX given,
 # compare_peers.py exports it, which needs PyTorch). Uses the scratch cluster of
-# scripts/pg_cluster.sh (restarted) of the major PG_BGE_PG picks (default 15).
+# scripts/postgres/cluster.sh (restarted) of the major PG_BGE_PG picks (default 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/pg_versions.sh
+. scripts/postgres/versions.sh
 CALLS=${1:-200}
 ROUNDS=${2:-3}
 ONNX=${3:-}
@@ -20,10 +20,10 @@ QUERY=${BGE_QUERY:-"how do vector databases index embeddings"}
 MODEL_DIR="$("$(pg_config_of "$PG_BGE_PG")" --sharedir)/bge_models"
 cargo build --release -q -p bge-engine --example throughput
 
-scripts/pg_cluster.sh start >/dev/null
-trap 'scripts/pg_cluster.sh stop' EXIT
-scripts/pg_cluster.sh psql -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION IF NOT EXISTS pg_bge;"
-tokens=$(scripts/pg_cluster.sh psql -Atq -c "SELECT bge_token_count('${QUERY//\'/\'\'}')")
+scripts/postgres/cluster.sh start >/dev/null
+trap 'scripts/postgres/cluster.sh stop' EXIT
+scripts/postgres/cluster.sh psql -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION IF NOT EXISTS pg_bge;"
+tokens=$(scripts/postgres/cluster.sh psql -Atq -c "SELECT bge_token_count('${QUERY//\'/\'\'}')")
 
 # One connection per setting: the model loads in the warm-up call, then CALLS timed calls.
 sql_latency() {
@@ -34,7 +34,7 @@ sql_latency() {
         for _ in $(seq "$CALLS"); do echo "SELECT bge_embed('${QUERY//\'/\'\'}');"; done
     } > /tmp/pg_bge_latency.sql
     PGOPTIONS="-c bge.precision=$precision -c bge.threads=$threads" \
-        scripts/pg_cluster.sh psql -q -v ON_ERROR_STOP=1 -o /dev/null -f /tmp/pg_bge_latency.sql 2>/dev/null \
+        scripts/postgres/cluster.sh psql -q -v ON_ERROR_STOP=1 -o /dev/null -f /tmp/pg_bge_latency.sql 2>/dev/null \
         | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' \
         | python3 -c "import statistics, sys; print(statistics.median(float(l) for l in sys.stdin))"
 }

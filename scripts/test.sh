@@ -8,7 +8,7 @@
 # non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/pg_versions.sh
+. scripts/postgres/versions.sh
 
 scripts/setup.sh
 
@@ -24,7 +24,7 @@ ISAS=($(cpu_isas))
 echo "== CPU kernel families here: ${ISAS[*]} (the first is the default)"
 
 echo "== CUDA tools: NVRTC from PyPI into .cuda-tools, so the kernel compile test runs without a GPU"
-scripts/setup_cuda_tools.sh >/dev/null
+scripts/gpu/install_nvrtc.sh >/dev/null
 
 echo "== lints (cargo clippy --workspace --all-targets -- -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
@@ -52,9 +52,9 @@ install_for() {
 
 WORK=${PG_BGE_REGRESS_DIR:-/tmp/pg_bge_regress}
 rm -rf "$WORK" && mkdir -p "$WORK"
-python3 scripts/make_test_models.py "$("$(pg_config_of 15)" --sharedir)/bge_models/all-MiniLM-L6-v2" "$WORK/models"
+python3 scripts/models/make_test_models.py "$("$(pg_config_of 15)" --sharedir)/bge_models/all-MiniLM-L6-v2" "$WORK/models"
 chmod -R a+rX "$WORK"
-trap 'PG_BGE_PG=15 scripts/pg_cluster.sh stop; PG_BGE_PG=18 scripts/pg_cluster.sh stop' EXIT
+trap 'PG_BGE_PG=15 scripts/postgres/cluster.sh stop; PG_BGE_PG=18 scripts/postgres/cluster.sh stop' EXIT
 
 # regress MAJOR NAME TEST...: a fresh cluster of that major (with the caller's BGE_CPU_ISA and
 # CLUSTER_SETTINGS), then pg_regress. Every run compares against the same expected output.
@@ -67,11 +67,11 @@ regress() {
     shift 2
     pgc=$(pg_config_of "$major")
     mkdir -p "$out"
-    PG_BGE_PG=$major scripts/pg_cluster.sh start "bge.model_dir = '$WORK/models'" "${CLUSTER_SETTINGS[@]}"
+    PG_BGE_PG=$major scripts/postgres/cluster.sh start "bge.model_dir = '$WORK/models'" "${CLUSTER_SETTINGS[@]}"
     "$("$pgc" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
-        --bindir="$("$pgc" --bindir)" --host=/tmp --port="$(PG_BGE_PG=$major scripts/pg_cluster.sh port)" --user=postgres \
+        --bindir="$("$pgc" --bindir)" --host=/tmp --port="$(PG_BGE_PG=$major scripts/postgres/cluster.sh port)" --user=postgres \
         --inputdir=tests/pg_regress --outputdir="$out" --dbname=pg_bge_regress "$@" || status=$?
-    PG_BGE_PG=$major scripts/pg_cluster.sh stop
+    PG_BGE_PG=$major scripts/postgres/cluster.sh stop
     if [ $status -ne 0 ]; then
         head -300 "$out/regression.diffs" 2>/dev/null || true
         echo "SQL tests ($name, PostgreSQL $major) failed; full diff in $out/regression.diffs" >&2

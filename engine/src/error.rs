@@ -128,7 +128,7 @@ impl Error {
                     format!("installed models: {}", installed.join(", "))
                 };
                 Some(format!(
-                    "{list}. Fetch one into \"{}\" with scripts/fetch_model.sh, or point bge.model_dir at a directory of models.",
+                    "{list}. Fetch one into \"{}\" with scripts/models/fetch.sh, or point bge.model_dir at a directory of models.",
                     dir.display()
                 ))
             }
@@ -140,18 +140,18 @@ impl Error {
                 Some("Check bge.model_dir and that the server's operating-system user can read it.".into())
             }
             Error::MissingFile { .. } | Error::InvalidFile { .. } | Error::TensorShape { .. } | Error::MissingTensor { .. } => Some(
-                "The model directory must be a complete sentence-transformers export; fetch it again with scripts/fetch_model.sh.".into(),
+                "The model directory must be a complete sentence-transformers export; fetch it again with scripts/models/fetch.sh.".into(),
             ),
             Error::MissingHead { path, .. } => {
                 let pt = path.with_extension("pt");
                 let dir = path.parent().map(|d| d.display().to_string()).unwrap_or_default();
                 Some(if pt.exists() {
                     format!(
-                        "pg_bge reads safetensors only: convert {} with `python3 scripts/convert_m3_heads.py \"{dir}\"` (needs torch and safetensors).",
+                        "pg_bge reads safetensors only: convert {} with `python3 scripts/models/convert_m3_heads.py \"{dir}\"` (needs torch and safetensors).",
                         pt.file_name().unwrap_or_default().to_string_lossy()
                     )
                 } else {
-                    "Sparse and ColBERT output need BGE-M3's sparse_linear and colbert_linear heads; scripts/fetch_model.sh DIR bge-m3 fetches and converts them.".into()
+                    "Sparse and ColBERT output need BGE-M3's sparse_linear and colbert_linear heads; scripts/models/fetch.sh DIR bge-m3 fetches and converts them.".into()
                 })
             }
             Error::InputTooLong { .. } => {

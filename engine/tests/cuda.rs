@@ -3,7 +3,7 @@
 //! - Without a GPU: every file in kernels/ compiles with NVRTC for sm_80 and sm_90, defines
 //!   every function the launchers resolve, and documents itself; and asking for CUDA where
 //!   there is none is a clean `DeviceUnavailable` error, never a panic. These FAIL when NVRTC
-//!   cannot be found, so CI cannot pass them by accident: run scripts/setup_cuda_tools.sh
+//!   cannot be found, so CI cannot pass them by accident: run scripts/gpu/install_nvrtc.sh
 //!   first (it installs NVRTC into .cuda-tools, which this test finds; or set
 //!   BGE_CUDA_TOOLS to another such directory).
 //! - With a GPU: every kernel against backend/reference.rs (or pooling.rs) on random data of
@@ -75,7 +75,7 @@ fn load_nvrtc() {
             if let Err(e) = probe::nvrtc() {
                 panic!(
                     "NVRTC not found, so the CUDA kernels cannot be compile-checked: {e}.\n\
-                     Run scripts/setup_cuda_tools.sh (installs it from PyPI into {}), or set BGE_CUDA_TOOLS.",
+                     Run scripts/gpu/install_nvrtc.sh (installs it from PyPI into {}), or set BGE_CUDA_TOOLS.",
                     tools.display()
                 );
             }
@@ -224,7 +224,7 @@ fn without_a_gpu_cuda_is_a_clean_error() {
 fn stub_driver_without_gpu_is_a_clean_error() {
     // NVRTC for the child that should find one: the test's own copy, else the system's.
     let nvrtc_dir = tools_nvrtc_dir().or_else(system_nvrtc_dir).unwrap_or_else(|| {
-        panic!("NVRTC not found under {} nor the CUDA library directories: run scripts/setup_cuda_tools.sh", tools_dir().display())
+        panic!("NVRTC not found under {} nor the CUDA library directories: run scripts/gpu/install_nvrtc.sh", tools_dir().display())
     });
     let stubs = temp_dir("cuda-stub-driver");
     let build = |file: &str, soname: &str, code: &str| {

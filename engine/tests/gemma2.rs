@@ -1,5 +1,5 @@
 //! Decoder embedders against transformers (tests/goldens/tiny-*.json, made by
-//! scripts/make_decoder_goldens.py from tiny random-weight models committed in tests/models):
+//! scripts/goldens/make_decoder_goldens.py from tiny random-weight models committed in tests/models):
 //! token ids exactly, embeddings at cosine ≥ 0.99999 in f32, for passages of many lengths (longer
 //! than the sliding window, truncated at max_seq_length) embedded in mixed-length batches, and for
 //! queries with the default retrieval instruction and with another task.

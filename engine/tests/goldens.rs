@@ -1,5 +1,5 @@
 //! The whole model against sentence-transformers' own output (tests/goldens, made by
-//! scripts/make_goldens.py): token ids exactly, embeddings at cosine ≥ 0.99999, for the model as
+//! scripts/goldens/make_minilm_goldens.py): token ids exactly, embeddings at cosine ≥ 0.99999, for the model as
 //! published (mean pooling, 256 tokens) and a CLS-pooling 512-token variant of it.
 mod common;
 

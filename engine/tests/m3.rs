@@ -1,5 +1,5 @@
 //! XLM-RoBERTa and BGE-M3's outputs against independent implementations, on the tiny
-//! random-weight model that scripts/make_m3_goldens.py builds (tests/models/tiny-bge-m3):
+//! random-weight model that scripts/goldens/make_m3_goldens.py builds (tests/models/tiny-bge-m3):
 //! token ids exactly; dense and query embeddings (sentence-transformers) at cosine ≥ 0.99999;
 //! sparse weights (FlagEmbedding) within 1e-5 per weight, keyed by id and by token text;
 //! ColBERT vectors (FlagEmbedding) at cosine ≥ 0.99999 each.
@@ -351,7 +351,7 @@ fn missing_heads_are_clear_errors() {
     let model = load(&bare, BackendKind::Cpu);
     let e = model.embed_colbert(&["x"], &opts, &mut || {}).unwrap_err();
     assert!(e.to_string().contains("has no ColBERT head") && e.to_string().contains("colbert_linear.safetensors"), "{e}");
-    assert!(e.hint().unwrap().contains("fetch_model.sh"), "{:?}", e.hint());
+    assert!(e.hint().unwrap().contains("scripts/models/fetch.sh"), "{:?}", e.hint());
     // A head of the wrong width is a corrupt file, reported at load.
     let wrong = variant("wrong-head", |d| {
         std::fs::copy(tiny_m3().join("colbert_linear.safetensors"), d.join("sparse.tmp")).unwrap();

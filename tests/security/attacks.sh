@@ -40,7 +40,7 @@
 # log table and RAISE LOG lines in the server log, which survive rollbacks), alice, bob, dbo and
 # carol are not superusers, and bob's indexes and triggers are untouched.
 #
-#   tests/security/attacks.sh MODEL_DIR     (MODEL_DIR as scripts/make_test_models.py makes it)
+#   tests/security/attacks.sh MODEL_DIR     (MODEL_DIR as scripts/models/make_test_models.py makes it)
 #
 # Exits 1 on the first violation; ATTACKS_KEEP_GOING=1 reports every violation and exits 1 at
 # the end.
@@ -49,7 +49,7 @@ trap 'echo "attacks.sh: line $LINENO: failed: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/../.."
 MODELS=${1:?usage: tests/security/attacks.sh MODEL_DIR}
 export PG_BGE_PG=${PG_BGE_PG:-15}
-. scripts/pg_versions.sh
+. scripts/postgres/versions.sh
 BIN=$(dirname "$(pg_config_of "$PG_BGE_PG")")
 M=all-MiniLM-L6-v2
 START=$SECONDS
@@ -58,8 +58,8 @@ WORK=$(mktemp -d /tmp/pg_bge_attacks.XXXXXX)
 DBS=()
 BOB_OBJECTS=()
 
-scripts/pg_cluster.sh start "bge.model_dir = '$MODELS'" "shared_preload_libraries = 'pg_bge'" "max_worker_processes = 32"
-PORT=$(scripts/pg_cluster.sh port)
+scripts/postgres/cluster.sh start "bge.model_dir = '$MODELS'" "shared_preload_libraries = 'pg_bge'" "max_worker_processes = 32"
+PORT=$(scripts/postgres/cluster.sh port)
 PSQL=("$BIN/psql" -h /tmp -p "$PORT" -X -qAt -v ON_ERROR_STOP=1 -v model="$M")
 
 # as ROLE DB [psql args]: SQL from -c arguments, or from stdin without them.
@@ -122,7 +122,7 @@ on_exit() {
         echo "-- server log, pg_bge lines (last 40):" >&2
         qs postgres -c "SELECT pg_catalog.pg_read_file('server.log')" 2>/dev/null | grep -E "pg_bge|PANIC" | grep -v "pg_bge_attack" | tail -40 >&2 || true
     fi
-    scripts/pg_cluster.sh stop
+    scripts/postgres/cluster.sh stop
     rm -rf "$WORK"
 }
 trap on_exit EXIT

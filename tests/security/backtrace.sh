@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What an ordinary role sees of errors: never a Rust backtrace, never a server path, even with
-# RUST_BACKTRACE=full (and RUST_LIB_BACKTRACE=1) in the server's environment. scripts/pg_cluster.sh
+# RUST_BACKTRACE=full (and RUST_LIB_BACKTRACE=1) in the server's environment. scripts/postgres/cluster.sh
 # starts its clusters without those variables, so this script starts its own, twice: computing
 # in each backend, and through the model server (shared_preload_libraries). As an ordinary
 # role it triggers
@@ -14,13 +14,13 @@
 # and fails (exit 1) if the client's output holds "backtrace", ".rs:" (a Rust source location)
 # or the model directory.
 #
-#   tests/security/backtrace.sh MODEL_DIR     (MODEL_DIR as scripts/make_test_models.py makes it)
+#   tests/security/backtrace.sh MODEL_DIR     (MODEL_DIR as scripts/models/make_test_models.py makes it)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODELS=${1:?usage: tests/security/backtrace.sh MODEL_DIR}
 MODELS=${MODELS%/}
 export PG_BGE_PG=${PG_BGE_PG:-15}
-. scripts/pg_versions.sh
+. scripts/postgres/versions.sh
 BIN=$(dirname "$(pg_config_of "$PG_BGE_PG")")
 DATA=${PG_BGE_BT_CLUSTER:-/tmp/pg_bge_cluster_bt}
 PORT=${PG_BGE_BT_PORT:-5532}

@@ -12,7 +12,7 @@
 #      the least recently used one is dropped, and results stay right.
 # Fails (exit 1) on the first violation.
 #
-#   tests/server/fairness.sh MODEL_DIR     (MODEL_DIR as scripts/make_test_models.py makes it)
+#   tests/server/fairness.sh MODEL_DIR     (MODEL_DIR as scripts/models/make_test_models.py makes it)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODELS=${1:?usage: tests/server/fairness.sh MODEL_DIR}
@@ -20,17 +20,17 @@ export PG_BGE_PG=${PG_BGE_PG:-15}
 export PG_BGE_CLUSTER=${PG_BGE_FAIR_CLUSTER:-/tmp/pg_bge_cluster_fair} PG_BGE_PORT=${PG_BGE_FAIR_PORT:-5531}
 WORK=$(mktemp -d /tmp/pg_bge_fairness.XXXXXX)
 chmod 755 "$WORK"
-scripts/pg_cluster.sh start "bge.model_dir = '$MODELS'" "shared_preload_libraries = 'pg_bge'" "max_connections = 60" \
+scripts/postgres/cluster.sh start "bge.model_dir = '$MODELS'" "shared_preload_libraries = 'pg_bge'" "max_connections = 60" \
     "bge.server_slots = 16"
 FLOOD_PIDS=()
 cleanup() {
     for p in "${FLOOD_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    scripts/pg_cluster.sh stop
+    scripts/postgres/cluster.sh stop
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-sql() { scripts/pg_cluster.sh psql -d postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
+sql() { scripts/postgres/cluster.sh psql -d postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
 fail() {
     echo "FAIL: $*" >&2
     exit 1
@@ -50,7 +50,7 @@ sql -c "CREATE ROLE bge_flood LOGIN; CREATE ROLE bge_victim LOGIN"
 as_role() {
     local role=$1
     shift
-    scripts/pg_cluster.sh psql -d postgres -U "$role" -qAtX -v ON_ERROR_STOP=1 "$@"
+    scripts/postgres/cluster.sh psql -d postgres -U "$role" -qAtX -v ON_ERROR_STOP=1 "$@"
 }
 TEXT="some passage text of moderate length about databases, embeddings and sharing a server fairly"
 FLOOD="SELECT count(*) FROM bge_embed(array_fill('$TEXT'::text, ARRAY[300]), 'all-MiniLM-L6-v2');"

@@ -11,17 +11,17 @@
 #   5. The postmaster never restarts (pg_postmaster_start_time() unchanged throughout).
 # Fails (exit 1) on the first violation.
 #
-#   tests/server/faults.sh MODEL_DIR     (MODEL_DIR as scripts/make_test_models.py makes it)
+#   tests/server/faults.sh MODEL_DIR     (MODEL_DIR as scripts/models/make_test_models.py makes it)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODELS=${1:?usage: tests/server/faults.sh MODEL_DIR}
 export PG_BGE_PG=${PG_BGE_PG:-15}
 WORK=$(mktemp -d /tmp/pg_bge_faults.XXXXXX)
 chmod 755 "$WORK"
-scripts/pg_cluster.sh start "bge.model_dir = '$MODELS'" "shared_preload_libraries = 'pg_bge'" "max_connections = 60"
-trap 'scripts/pg_cluster.sh stop; rm -rf "$WORK"' EXIT
+scripts/postgres/cluster.sh start "bge.model_dir = '$MODELS'" "shared_preload_libraries = 'pg_bge'" "max_connections = 60"
+trap 'scripts/postgres/cluster.sh stop; rm -rf "$WORK"' EXIT
 
-sql() { scripts/pg_cluster.sh psql -d postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
+sql() { scripts/postgres/cluster.sh psql -d postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
 fail() {
     echo "FAIL: $*" >&2
     exit 1
@@ -105,7 +105,7 @@ sleep 1
 sql -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'victim2'" >/dev/null
 wait
 # The backend of a vanished client finishes its request (it notices only when it replies).
-scripts/pg_cluster.sh psql -d postgres -qAtX -c "SELECT count(*) FROM bge_embed(ARRAY(SELECT body FROM texts))" >/dev/null 2>&1 &
+scripts/postgres/cluster.sh psql -d postgres -qAtX -c "SELECT count(*) FROM bge_embed(ARRAY(SELECT body FROM texts))" >/dev/null 2>&1 &
 client=$!
 sleep 0.5
 kill -9 "$client" 2>/dev/null || true
@@ -121,7 +121,7 @@ for k in $(seq 0 15); do
             echo "SELECT bge_embed(body) IS NOT DISTINCT FROM ref FROM texts WHERE id = $(((k * 30 + r) % 480));"
         done
     } >"$WORK/load$k.sql"
-    scripts/pg_cluster.sh psql -d postgres -qAtX -f "$WORK/load$k.sql" >"$WORK/load$k.out" 2>&1 &
+    scripts/postgres/cluster.sh psql -d postgres -qAtX -f "$WORK/load$k.sql" >"$WORK/load$k.out" 2>&1 &
 done
 # One request (one slot's worth of texts) that takes seconds: in flight when the worker exits.
 (

@@ -9,20 +9,20 @@
 #      worker back, nothing stays pending, and every row's vector equals bge_embed(body).
 # Fails (exit 1) on the first violation.
 #
-#   tests/vectorize/stream.sh MODEL_DIR     (MODEL_DIR as scripts/make_test_models.py makes it)
+#   tests/vectorize/stream.sh MODEL_DIR     (MODEL_DIR as scripts/models/make_test_models.py makes it)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODELS=${1:?usage: tests/vectorize/stream.sh MODEL_DIR}
 export PG_BGE_PG=${PG_BGE_PG:-15}
-. scripts/pg_versions.sh
+. scripts/postgres/versions.sh
 BIN=$(dirname "$(pg_config_of "$PG_BGE_PG")")
 WORK=$(mktemp -d /tmp/pg_bge_stream.XXXXXX)
 chmod 755 "$WORK"
-scripts/pg_cluster.sh start "bge.model_dir = '$MODELS'" "shared_preload_libraries = 'pg_bge'"
-DATA=$(scripts/pg_cluster.sh psql -d postgres -qAtX -c "SHOW data_directory")
-trap 'jobs -p | xargs -r kill 2>/dev/null; scripts/pg_cluster.sh stop; rm -rf "$WORK"' EXIT
+scripts/postgres/cluster.sh start "bge.model_dir = '$MODELS'" "shared_preload_libraries = 'pg_bge'"
+DATA=$(scripts/postgres/cluster.sh psql -d postgres -qAtX -c "SHOW data_directory")
+trap 'jobs -p | xargs -r kill 2>/dev/null; scripts/postgres/cluster.sh stop; rm -rf "$WORK"' EXIT
 
-sql() { scripts/pg_cluster.sh psql -d postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
+sql() { scripts/postgres/cluster.sh psql -d postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
 fail() {
     echo "FAIL: $*" >&2
     exit 1
@@ -91,7 +91,7 @@ cat >"$WORK/delete.sql" <<'EOF'
 DELETE FROM vz WHERE id = :id;
 EOF
 stream() {
-    "$BIN/pgbench" -h /tmp -p "$(scripts/pg_cluster.sh port)" -U postgres -n -c 4 -R 150 -T "$1" \
+    "$BIN/pgbench" -h /tmp -p "$(scripts/postgres/cluster.sh port)" -U postgres -n -c 4 -R 150 -T "$1" \
         -f "$WORK/upsert.sql@5" -f "$WORK/update.sql@4" -f "$WORK/delete.sql@1" postgres >"$WORK/pgbench.log" 2>&1 ||
         fail "pgbench: $(tail -5 "$WORK/pgbench.log")"
     grep -E "^number of (transactions actually processed|failed)" "$WORK/pgbench.log" || true

@@ -9,14 +9,14 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use serde::Deserialize;
 
-/// The directory holding all-MiniLM-L6-v2 (scripts/fetch_model.sh models), or $BGE_TEST_MODEL_DIR.
+/// The directory holding all-MiniLM-L6-v2 (scripts/models/fetch.sh models), or $BGE_TEST_MODEL_DIR.
 pub fn model_root() -> PathBuf {
     let root = std::env::var_os("BGE_TEST_MODEL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"));
     assert!(
         root.join("all-MiniLM-L6-v2/config.json").is_file(),
-        "test model missing: run `scripts/fetch_model.sh models` in the repository root (or set BGE_TEST_MODEL_DIR)"
+        "test model missing: run `scripts/models/fetch.sh models` in the repository root (or set BGE_TEST_MODEL_DIR)"
     );
     root
 }
@@ -26,13 +26,13 @@ pub fn minilm() -> PathBuf {
 }
 
 /// The tiny random-weight BGE-M3-shaped model committed with the tests
-/// (scripts/make_m3_goldens.py); needs no download.
+/// (scripts/goldens/make_m3_goldens.py); needs no download.
 pub fn tiny_m3() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/tiny-bge-m3")
 }
 
 /// A copy of `src` with CLS pooling and max_seq_length 512, large files symlinked; the same
-/// edit scripts/golden_texts.py makes for the goldens.
+/// edit scripts/goldens/golden_texts.py makes for the goldens.
 pub fn cls512_variant(src: &Path, dest_root: &Path) -> PathBuf {
     let dest = dest_root.join("all-MiniLM-L6-v2-cls512");
     std::fs::create_dir_all(dest.join("1_Pooling")).unwrap();

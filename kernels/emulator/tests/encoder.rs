@@ -2,7 +2,7 @@
 //! unchanged (weight upload and narrowing, workspace sizing, cu_seqlens, every launch shape and
 //! argument list, the cuBLAS GEMM calls, pooling on the device), against the committed
 //! sentence-transformers goldens at the GPU's bar, cosine >= 0.9999. Needs the test model
-//! (scripts/fetch_model.sh models, or $BGE_TEST_MODEL_DIR), as the engine's goldens do.
+//! (scripts/models/fetch.sh models, or $BGE_TEST_MODEL_DIR), as the engine's goldens do.
 use std::path::{Path, PathBuf};
 
 use bge_engine::backend::BackendKind;
@@ -16,7 +16,7 @@ fn repo() -> PathBuf {
 fn minilm() -> PathBuf {
     let root = std::env::var_os("BGE_TEST_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("models"));
     let dir = root.join("all-MiniLM-L6-v2");
-    assert!(dir.join("config.json").is_file(), "test model missing: run `scripts/fetch_model.sh models` in the repository root (or set BGE_TEST_MODEL_DIR)");
+    assert!(dir.join("config.json").is_file(), "test model missing: run `scripts/models/fetch.sh models` in the repository root (or set BGE_TEST_MODEL_DIR)");
     dir
 }
 
@@ -46,7 +46,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// A copy of the model directory with CLS pooling and max_seq_length 512 (weights symlinked):
-/// the edit scripts/golden_texts.py makes for the cls512 goldens.
+/// the edit scripts/goldens/golden_texts.py makes for the cls512 goldens.
 fn cls512_variant(src: &Path) -> PathBuf {
     let dest = std::env::temp_dir().join(format!("bge-cuda-emulator-cls512-{}", std::process::id())).join("all-MiniLM-L6-v2");
     let _ = std::fs::remove_dir_all(&dest);

@@ -1,10 +1,10 @@
 -- Decoder embedders on the tiny random-weight models committed in engine/tests/models
--- (tiny-gemma2, tiny-mistral, tiny-qwen3; scripts/make_decoder_goldens.py): Gemma2 as
+-- (tiny-gemma2, tiny-mistral, tiny-qwen3; scripts/goldens/make_decoder_goldens.py): Gemma2 as
 -- bge-multilingual-gemma2 is published (sharded weights, last-token pooling, normalised), the
 -- default retrieval instruction for queries, another task through
 -- bge_embed_query(query, model, instruction), and the numbers against transformers (the
 -- vectors below are from engine/tests/goldens/tiny-gemma2.json). They live in a model directory
--- of their own (scripts/make_test_models.py), the "decoders" subdirectory of the usual one.
+-- of their own (scripts/models/make_test_models.py), the "decoders" subdirectory of the usual one.
 SELECT set_config('bge.model_dir', current_setting('bge.model_dir') || '/decoders', false) IS NOT NULL AS decoders_dir;
 
 SELECT name, architecture, dimensions, max_tokens, pooling, normalize, error

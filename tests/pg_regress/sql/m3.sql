@@ -1,5 +1,5 @@
 -- BGE-M3 on the tiny random-weight model (engine/tests/models/tiny-bge-m3, made by
--- scripts/make_m3_goldens.py): XLM-RoBERTa, the sparse and ColBERT heads, query prompts,
+-- scripts/goldens/make_m3_goldens.py): XLM-RoBERTa, the sparse and ColBERT heads, query prompts,
 -- inputs of thousands of tokens, and the errors. m3_goldens compares the numbers.
 
 -- Errors as SQLSTATE, message and hint, with the model directory's path left out.

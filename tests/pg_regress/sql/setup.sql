@@ -1,5 +1,5 @@
 -- pg_bge SQL tests run against a scratch cluster whose bge.model_dir holds the test models
--- (scripts/make_test_models.py); see scripts/test.sh.
+-- (scripts/models/make_test_models.py); see scripts/test.sh.
 CREATE EXTENSION pg_bge;
 
 -- Every function: volatility (i = immutable), strictness, parallel safety (s = safe), comment.

@@ -3,7 +3,7 @@
 to F16 (standard library only), halving it: all-MiniLM-L6-v2 becomes 45 MB, small enough to
 carry to a GPU machine for `cargo test -p bge-engine --test cuda` (docs/cuda.md).
 
-    scripts/make_fp16_model.py SOURCE_MODEL_DIR DEST_MODEL_DIR
+    scripts/models/make_fp16_model.py SOURCE_MODEL_DIR DEST_MODEL_DIR
 
 The GPU backend computes in f16 anyway; the CPU side of the test then reads the same f16
 weights (widened), so GPU-vs-CPU comparisons are unaffected. Goldens computed from the F32

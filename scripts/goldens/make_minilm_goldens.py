@@ -6,7 +6,7 @@ token ids for a set of awkward texts, for the model as published (mean pooling, 
 Needs: python3 -m pip install sentence-transformers  (it pulls torch and transformers; CPU is
 enough). The goldens are committed, so tests and CI never need PyTorch.
 
-    python3 scripts/make_goldens.py models/all-MiniLM-L6-v2 engine/tests/goldens/all-MiniLM-L6-v2.json
+    python3 scripts/goldens/make_minilm_goldens.py models/all-MiniLM-L6-v2 engine/tests/goldens/all-MiniLM-L6-v2.json
 """
 import json
 import sys

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Builds the model directory the SQL tests run against (stdlib only):
 
-    scripts/make_test_models.py SOURCE_MODEL_DIR DEST
+    scripts/models/make_test_models.py SOURCE_MODEL_DIR DEST
 
 DEST/all-MiniLM-L6-v2           the model (files symlinked)
 DEST/all-MiniLM-L6-v2-cls512    CLS pooling, max_seq_length 512 (same edit as the goldens)
@@ -18,7 +18,7 @@ DEST/tiny-bge-m3-unconverted    its heads only as .pt files (not converted to sa
 DEST/tiny-bge-m3-dense-only     no head files at all
 DEST/decoders/tiny-gemma2       the tiny random-weight Gemma2 decoder committed in
                                 engine/tests/models (sharded weights, last-token pooling;
-                                scripts/make_decoder_goldens.py), and its Mistral- and
+                                scripts/goldens/make_decoder_goldens.py), and its Mistral- and
                                 Qwen3-shaped siblings tiny-mistral and tiny-qwen3: a model
                                 directory of their own (gemma2.sql points bge.model_dir at it),
                                 so the other tests' listings of installed models stay as they are
@@ -30,9 +30,9 @@ import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TINY_M3 = os.path.join(os.path.dirname(HERE), "engine", "tests", "models", "tiny-bge-m3")
+TINY_M3 = os.path.join(os.path.dirname(os.path.dirname(HERE)), "engine", "tests", "models", "tiny-bge-m3")
 TINY_DECODERS = ["tiny-gemma2", "tiny-mistral", "tiny-qwen3"]
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "goldens"))
 from golden_texts import make_cls512_variant  # noqa: E402
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs on a GPU machine (no Rust needed), from the repository root, after scripts/gpu_prepare.sh
+# Runs on a GPU machine (no Rust needed), from the repository root, after scripts/gpu/prepare.sh
 # filled .gpu/ elsewhere: the CUDA test suite with nothing skipped, the benchmark against
 # PyTorch fp16 (benches/cuda_bench.py), and a per-kernel profile with Nsight Compute when `ncu`
 # is there. Logs go to $OUT (or /tmp/pg_bge_gpu_check).

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Builds the tiny random-weight BGE-M3-shaped test model and its goldens:
 
-    python3 scripts/make_m3_goldens.py [MODEL_DIR] [GOLDENS_JSON]
+    python3 scripts/goldens/make_m3_goldens.py [MODEL_DIR] [GOLDENS_JSON]
 
 MODEL_DIR (default engine/tests/models/tiny-bge-m3) receives a sentence-transformers directory
 laid out as the published bge-m3: an XLM-RoBERTa encoder (2 layers, hidden 32, 4 heads,
@@ -10,7 +10,7 @@ Unigram tokenizer.json trained here with the `tokenizers` library on a few hundr
 (XLM-R's special tokens <s> <pad> </s> <unk> ... <mask>, post-processor <s> A </s>), CLS
 pooling + Normalize, a `prompts` entry, and the two M3 heads as PyTorch pickles
 (sparse_linear.pt: Linear(32, 1), colbert_linear.pt: Linear(32, 32)) plus their safetensors
-conversions made by scripts/convert_m3_heads.py, exactly as scripts/fetch_model.sh does for
+conversions made by scripts/models/convert_m3_heads.py, exactly as scripts/models/fetch.sh does for
 the real model.
 
 GOLDENS_JSON (default engine/tests/goldens/tiny-bge-m3.json) holds, for golden_texts.TEXTS plus
@@ -32,7 +32,7 @@ installing them. The sparse and ColBERT numbers are FlagEmbedding's own code pat
 The model directory and goldens are committed; tests and CI never need PyTorch. After
 regenerating them, regenerate the SQL goldens too and review tests/pg_regress/expected/m3*.out:
 
-    python3 scripts/make_m3_golden_sql.py engine/tests/goldens/tiny-bge-m3.json tests/pg_regress/sql/m3_goldens.sql
+    python3 scripts/goldens/make_m3_sql.py engine/tests/goldens/tiny-bge-m3.json tests/pg_regress/sql/m3_goldens.sql
 """
 import importlib.machinery
 import json
@@ -45,8 +45,8 @@ import types
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "models")]
 from golden_texts import TEXTS  # noqa: E402
 
 MODEL_NAME = "tiny-bge-m3"

