@@ -53,7 +53,7 @@ unsafe impl BoxRet for RealMatrix {
 }
 
 fn colbert(input: &str, model: Option<&str>) -> RealMatrix {
-    RealMatrix::new(&crate::compute::colbert(&[input], model).remove(0))
+    RealMatrix::new(&crate::compute::Call::new(model).colbert(&[input]).remove(0))
 }
 
 #[pg_extern(stable, strict, parallel_safe, name = "bge_embed_colbert")]

@@ -1,12 +1,17 @@
 //! Where a call's embeddings are computed: by the model server when it runs (this backend
 //! tokenises and ships token ids), else in this backend. Both give bitwise the same results.
+//! A call's settings are read once, into a [`Call`].
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bge_engine::backend::Precision;
 use bge_engine::colbert::ColbertVectors;
 use bge_engine::sparse::SparseWeights;
 use bge_engine::tokenize::Encoded;
-use bge_engine::TextRole;
+use bge_engine::{Frontend, Model, RunOptions, TextRole};
 
-use crate::errors::OrRaise;
-use crate::server::{client, Output, Target};
+use crate::errors::{raise_with, OrRaise};
+use crate::server::{client, wire, Output, Target};
 use crate::{gucs, registry};
 
 /// Called by the engine on this thread between layers, so cancel and statement_timeout stop
@@ -15,75 +20,112 @@ pub(crate) fn check_interrupts() {
     pgrx::check_for_interrupts!();
 }
 
-/// Settings for a call: naming the model gives the fixed (IMMUTABLE) semantics, leaving it
-/// to bge.model follows the session's bge.truncate and bge.precision (STABLE).
-pub(crate) fn options(model: Option<&str>) -> bge_engine::RunOptions {
-    gucs::run_options(model.is_some())
+/// What the settings decide for one call, read once: the model, the copy of it, the model
+/// directory, how to run, and whether the model server computes.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub model: String,
+    pub target: Target,
+    pub dir: PathBuf,
+    pub opts: RunOptions,
+    pub on_server: bool,
 }
 
-/// Dense embeddings of `texts` in `role`, in input order.
-pub fn dense(texts: &[&str], role: TextRole, model: Option<&str>) -> Vec<Vec<f32>> {
-    let opts = options(model);
-    if !client::active() {
-        let m = registry::model(model);
-        return match role {
-            TextRole::Passage => m.embed(texts, &opts, &mut check_interrupts),
-            TextRole::Query => m.embed_queries(texts, &opts, &mut check_interrupts),
+impl Call {
+    /// Naming the model gives the fixed (IMMUTABLE) semantics: fp32 and truncation whatever
+    /// the session says. None means bge.model with the session's bge.precision and
+    /// bge.truncate (STABLE).
+    pub fn new(model: Option<&str>) -> Call {
+        let target = match model {
+            Some(_) => Target { device: gucs::device(), precision: Precision::Fp32 },
+            None => registry::session_target(),
+        };
+        Call {
+            model: model.map(str::to_string).unwrap_or_else(gucs::model),
+            target,
+            dir: gucs::model_dir(),
+            opts: gucs::run_options(model.is_some()),
+            on_server: client::active(),
         }
-        .or_raise();
     }
-    let encoded = registry::frontend(model).encode_all(texts, role, opts.truncate, &mut check_interrupts).or_raise();
-    on_server(model, Output::Dense, &encoded).into_iter().map(floats).collect()
-}
 
-/// Dense embeddings of search queries `texts` phrased for task instruction `task` (the model's
-/// query template filled in; engine: ModelSpec::prompt_for_task), in input order.
-pub fn dense_for_task(texts: &[&str], task: &str, model: Option<&str>) -> Vec<Vec<f32>> {
-    let opts = options(model);
-    if !client::active() {
-        return registry::model(model).embed_queries_for_task(texts, task, &opts, &mut check_interrupts).or_raise();
+    /// A vectorizer registration's call: its model, precision and truncation, on bge.device.
+    pub fn registered(model: String, precision: Precision, truncate: bool) -> Call {
+        Call {
+            model,
+            target: Target { device: gucs::device(), precision },
+            dir: gucs::model_dir(),
+            opts: RunOptions { truncate, ..gucs::run_options(true) },
+            on_server: client::active(),
+        }
     }
-    let front = registry::frontend(model);
-    let encoded = front.encode_all_prompted(texts, &front.spec.prompt_for_task(task), opts.truncate, &mut check_interrupts).or_raise();
-    on_server(model, Output::Dense, &encoded).into_iter().map(floats).collect()
-}
 
-/// BGE-M3 sparse weights of `texts`, in input order.
-pub fn sparse(texts: &[&str], model: Option<&str>) -> Vec<SparseWeights> {
-    let opts = options(model);
-    if !client::active() {
-        return registry::model(model).embed_sparse(texts, &opts, &mut check_interrupts).or_raise();
+    /// The model's spec and tokenizer (without its weights when the model server computes).
+    pub fn frontend(&self) -> Arc<Frontend> {
+        registry::frontend(self)
     }
-    let encoded = registry::frontend(model).encode_bare(texts, opts.truncate, &mut check_interrupts).or_raise();
-    let pairs = |w: Vec<u32>| SparseWeights { weights: w.chunks_exact(2).map(|p| (p[0], f32::from_bits(p[1]))).collect() };
-    on_server(model, Output::Sparse, &encoded).into_iter().map(pairs).collect()
-}
 
-/// BGE-M3 ColBERT vectors of `texts`, in input order.
-pub fn colbert(texts: &[&str], model: Option<&str>) -> Vec<ColbertVectors> {
-    let opts = options(model);
-    if !client::active() {
-        return registry::model(model).embed_colbert(texts, &opts, &mut check_interrupts).or_raise();
+    /// The model loaded in this backend.
+    fn model(&self) -> Arc<Model> {
+        registry::model(self)
     }
-    let encoded = registry::frontend(model).encode_bare(texts, opts.truncate, &mut check_interrupts).or_raise();
-    let vectors = |w: Vec<u32>| ColbertVectors { dim: w[0] as usize, data: floats(w[1..].to_vec()) };
-    on_server(model, Output::Colbert, &encoded).into_iter().map(vectors).collect()
-}
 
-/// Dense embeddings of texts tokenised already, computed with the copy of `model` for
-/// `target`, in input order.
-pub fn dense_encoded(encoded: &[Encoded], model: &str, target: Target, interrupt: &mut dyn FnMut()) -> Vec<Vec<f32>> {
-    if !client::active() {
-        return registry::model_on(model, target).embed_encoded(encoded, &options(Some(model)), interrupt).or_raise();
+    /// Dense embeddings of `texts` in `role`, in input order.
+    pub fn dense(&self, texts: &[&str], role: TextRole) -> Vec<Vec<f32>> {
+        if !self.on_server {
+            let m = self.model();
+            return match role {
+                TextRole::Passage => m.embed(texts, &self.opts, &mut check_interrupts),
+                TextRole::Query => m.embed_queries(texts, &self.opts, &mut check_interrupts),
+            }
+            .or_raise();
+        }
+        let encoded = self.frontend().encode_all(texts, role, self.opts.truncate, &mut check_interrupts).or_raise();
+        self.on_server(Output::Dense, &encoded).into_iter().map(wire::dense).collect()
     }
-    client::compute(model, &gucs::model_dir(), target, Output::Dense, encoded).into_iter().map(floats).collect()
+
+    /// Dense embeddings of search queries `texts` phrased for task instruction `task` (the
+    /// model's query template filled in; engine: ModelSpec::prompt_for_task), in input order.
+    pub fn dense_for_task(&self, texts: &[&str], task: &str) -> Vec<Vec<f32>> {
+        if !self.on_server {
+            return self.model().embed_queries_for_task(texts, task, &self.opts, &mut check_interrupts).or_raise();
+        }
+        let front = self.frontend();
+        let encoded = front.encode_all_prompted(texts, &front.spec.prompt_for_task(task), self.opts.truncate, &mut check_interrupts).or_raise();
+        self.on_server(Output::Dense, &encoded).into_iter().map(wire::dense).collect()
+    }
+
+    /// BGE-M3 sparse weights of `texts`, in input order.
+    pub fn sparse(&self, texts: &[&str]) -> Vec<SparseWeights> {
+        if !self.on_server {
+            return self.model().embed_sparse(texts, &self.opts, &mut check_interrupts).or_raise();
+        }
+        let encoded = self.frontend().encode_bare(texts, self.opts.truncate, &mut check_interrupts).or_raise();
+        self.on_server(Output::Sparse, &encoded).into_iter().map(|w| wire::sparse(w).unwrap_or_else(wire_bug)).collect()
+    }
+
+    /// BGE-M3 ColBERT vectors of `texts`, in input order.
+    pub fn colbert(&self, texts: &[&str]) -> Vec<ColbertVectors> {
+        if !self.on_server {
+            return self.model().embed_colbert(texts, &self.opts, &mut check_interrupts).or_raise();
+        }
+        let encoded = self.frontend().encode_bare(texts, self.opts.truncate, &mut check_interrupts).or_raise();
+        self.on_server(Output::Colbert, &encoded).into_iter().map(|w| wire::colbert(w).unwrap_or_else(wire_bug)).collect()
+    }
+
+    /// Dense embeddings of texts tokenised already (by [`Call::frontend`]), in input order.
+    pub fn dense_encoded(&self, encoded: &[Encoded], interrupt: &mut dyn FnMut()) -> Vec<Vec<f32>> {
+        if !self.on_server {
+            return self.model().embed_encoded(encoded, &self.opts, interrupt).or_raise();
+        }
+        self.on_server(Output::Dense, encoded).into_iter().map(wire::dense).collect()
+    }
+
+    fn on_server(&self, output: Output, encoded: &[Encoded]) -> Vec<Vec<u32>> {
+        client::compute(self, output, encoded)
+    }
 }
 
-fn on_server(model: Option<&str>, output: Output, encoded: &[Encoded]) -> Vec<Vec<u32>> {
-    let (name, target) = registry::target(model);
-    client::compute(&name, &gucs::model_dir(), target, output, encoded)
-}
-
-fn floats(words: Vec<u32>) -> Vec<f32> {
-    words.into_iter().map(f32::from_bits).collect()
+fn wire_bug<T>(message: String) -> T {
+    raise_with(pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, message, "This is a bug in pg_bge; please report it.")
 }

@@ -3,13 +3,13 @@ use bge_engine::config::ModelSpec;
 use bge_engine::TextRole;
 use pgrx::prelude::*;
 
-use crate::compute::{self, check_interrupts, options};
+use crate::compute::{check_interrupts, Call};
 use crate::errors::OrRaise;
-use crate::registry;
 use crate::server::LoadedCopy;
+use crate::{gucs, registry};
 
 fn embed_texts(texts: &[&str], model: Option<&str>) -> Vec<Vec<f32>> {
-    compute::dense(texts, TextRole::Passage, model)
+    Call::new(model).dense(texts, TextRole::Passage)
 }
 
 fn embed_one(input: &str, model: Option<&str>) -> Vec<f32> {
@@ -42,7 +42,7 @@ fn bge_embed_array(
 
 /// With the model's query prompt (engine: ModelSpec::query_prompt).
 fn embed_query(input: &str, model: Option<&str>) -> Vec<f32> {
-    compute::dense(&[input], TextRole::Query, model).remove(0)
+    Call::new(model).dense(&[input], TextRole::Query).remove(0)
 }
 
 #[pg_extern(stable, strict, parallel_safe, name = "bge_embed_query")]
@@ -59,12 +59,12 @@ fn bge_embed_query_model(input: &str, model: &str) -> Vec<f32> {
 /// `<instruct>{task}\n<query>`; for encoders the instruction is the prompt).
 #[pg_extern(immutable, strict, parallel_safe, name = "bge_embed_query")]
 fn bge_embed_query_task(input: &str, model: &str, instruction: &str) -> Vec<f32> {
-    compute::dense_for_task(&[input], instruction, Some(model)).remove(0)
+    Call::new(Some(model)).dense_for_task(&[input], instruction).remove(0)
 }
 
 fn token_count(input: &str, model: Option<&str>, role: TextRole) -> i32 {
-    let opts = options(model);
-    registry::frontend(model).count_tokens(input, role, opts.truncate, &mut check_interrupts).or_raise() as i32
+    let call = Call::new(model);
+    call.frontend().count_tokens(input, role, call.opts.truncate, &mut check_interrupts).or_raise() as i32
 }
 
 #[pg_extern(stable, strict, parallel_safe, name = "bge_token_count")]
@@ -88,8 +88,8 @@ fn bge_token_count_query_model(input: &str, model: &str) -> i32 {
 }
 
 fn token_ids(input: &str, model: Option<&str>) -> Vec<i32> {
-    let opts = options(model);
-    let enc = registry::frontend(model).encode(input, TextRole::Passage, opts.truncate, &mut check_interrupts).or_raise();
+    let call = Call::new(model);
+    let enc = call.frontend().encode(input, TextRole::Passage, call.opts.truncate, &mut check_interrupts).or_raise();
     enc.ids.into_iter().map(|id| id as i32).collect()
 }
 
@@ -123,7 +123,7 @@ fn bge_models() -> TableIterator<
     ),
 > {
     let server_models = crate::server::client::active().then(crate::server::client::loaded_models);
-    let rows = registry::with_store(|store| {
+    let rows = registry::with_store(&gucs::model_dir(), |store| {
         let names = store.installed().or_raise();
         names
             .into_iter()

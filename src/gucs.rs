@@ -2,6 +2,7 @@
 use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 
+use bge_engine::backend::Precision;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 use pgrx::pg_sys;
 
@@ -15,8 +16,9 @@ pub enum Device {
     Cuda,
 }
 
+/// bge.precision's values; [`precision`] gives the engine's type.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Precision {
+enum PrecisionSetting {
     #[name = c"fp32"]
     Fp32,
     #[name = c"bf16"]
@@ -28,7 +30,7 @@ pub enum Precision {
 static MODEL_DIR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"all-MiniLM-L6-v2"));
 static DEVICE: GucSetting<Device> = GucSetting::<Device>::new(Device::Auto);
-static PRECISION: GucSetting<Precision> = GucSetting::<Precision>::new(Precision::Fp32);
+static PRECISION: GucSetting<PrecisionSetting> = GucSetting::<PrecisionSetting>::new(PrecisionSetting::Fp32);
 static TRUNCATE: GucSetting<bool> = GucSetting::<bool>::new(true);
 static THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(4096);
@@ -215,7 +217,11 @@ pub fn device() -> Device {
 }
 
 pub fn precision() -> Precision {
-    PRECISION.get()
+    match PRECISION.get() {
+        PrecisionSetting::Fp32 => Precision::Fp32,
+        PrecisionSetting::Bf16 => Precision::Bf16,
+        PrecisionSetting::Int8 => Precision::Int8,
+    }
 }
 
 /// Settings for one call. `immutable` calls (the forms that name their model) ignore the

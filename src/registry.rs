@@ -3,31 +3,37 @@
 //! changing the directory never serves a model from the old one.
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bge_engine::backend::{cuda, BackendKind};
+use bge_engine::backend::{cuda, BackendKind, Precision};
 use bge_engine::{Frontend, Model, ModelStore};
 
+use crate::compute::Call;
 use crate::errors::OrRaise;
-use crate::gucs::{self, Device, Precision};
+use crate::gucs::{self, Device};
 use crate::server::{LoadedCopy, Target};
 
 thread_local! {
     static STORES: RefCell<HashMap<PathBuf, ModelStore>> = RefCell::new(HashMap::new());
 }
 
-/// The device a model not loaded yet would run on: bge.device, with `auto` resolved by the GPU
-/// probe (run on first use in this backend, then remembered).
+/// The device a model not loaded yet would run on under the session's settings: bge.device,
+/// with `auto` resolved by the GPU probe (run on first use in this backend, then remembered).
 pub fn device_name() -> &'static str {
-    match gucs::device() {
-        Device::Cpu => cpu_kind().name(),
-        Device::Cuda => BackendKind::Cuda.name(),
+    let target = session_target();
+    let gpu_here = || {
         // Backends never probe CUDA while the model server runs: it says what it found.
-        Device::Auto if crate::server::client::active() && crate::server::client::server_has_gpu() => BackendKind::Cuda.name(),
-        Device::Auto if crate::server::client::active() => cpu_kind().name(),
-        Device::Auto if cuda::available() => BackendKind::Cuda.name(),
-        Device::Auto => cpu_kind().name(),
+        if crate::server::client::active() {
+            crate::server::client::server_has_gpu()
+        } else {
+            cuda::available()
+        }
+    };
+    match backends(target).as_slice() {
+        [BackendKind::Cuda, cpu] if !gpu_here() => cpu.name(),
+        [first, ..] => first.name(),
+        [] => unreachable!("every target has a backend"),
     }
 }
 
@@ -35,104 +41,86 @@ pub fn device_name() -> &'static str {
 /// (None for the kernel family on a GPU, or where BGE_CPU_ISA names one this CPU lacks).
 pub fn planned_compute() -> (Option<&'static str>, &'static str) {
     if device_name() == BackendKind::Cuda.name() {
-        return (None, "fp16");
+        return (None, bge_engine::backend::cuda::PRECISION);
     }
-    let precision = match gucs::precision() {
-        Precision::Fp32 => "fp32",
-        Precision::Bf16 => "bf16",
-        Precision::Int8 => "int8",
-    };
-    (bge_engine::backend::cpu::Isa::selected().ok().map(|i| i.name()), precision)
+    (bge_engine::backend::cpu::Isa::selected().ok().map(|i| i.name()), gucs::precision().name())
 }
 
 /// The loaded copy of `name` in this backend that bge_embed(text) would use under the current
 /// settings, else any loaded copy.
 pub fn loaded_copy(store: &ModelStore, name: &str) -> Option<Arc<Model>> {
-    preferred_backends().into_iter().find_map(|b| store.loaded_on(name, b)).or_else(|| store.loaded(name)).cloned()
+    backends(session_target()).into_iter().find_map(|b| store.loaded_on(name, b)).or_else(|| store.loaded(name)).cloned()
 }
 
 /// Of the model server's copies of a model, the one bge_embed(text) would use under the
 /// current settings, else any.
-pub fn server_copy<'a>(copies: &'a [LoadedCopy], dir: &std::path::Path, name: &str) -> Option<&'a LoadedCopy> {
+pub fn server_copy<'a>(copies: &'a [LoadedCopy], dir: &Path, name: &str) -> Option<&'a LoadedCopy> {
     let mut of_model = copies.iter().filter(|c| c.dir == dir && c.name == name);
-    preferred_backends()
+    backends(session_target())
         .into_iter()
         .find_map(|b| of_model.clone().find(|c| c.device == b.name()))
         .or_else(|| of_model.next())
 }
 
-/// The backends bge.device and bge.precision would use, best first.
-fn preferred_backends() -> Vec<BackendKind> {
-    match gucs::device() {
-        Device::Cpu => vec![cpu_kind()],
+/// The copy bge_embed(text) asks for: bge.device with bge.precision.
+pub fn session_target() -> Target {
+    Target { device: gucs::device(), precision: gucs::precision() }
+}
+
+/// The backends a copy for `target` may run on, best first. The GPU computes in fp16
+/// (cuda::PRECISION): under `auto` it serves fp32 requests and bf16 or int8 run on the CPU as
+/// asked; `cuda` with bf16 or int8 is refused by [`resolve`].
+pub fn backends(target: Target) -> Vec<BackendKind> {
+    let cpu = BackendKind::cpu(target.precision);
+    match target.device {
+        Device::Cpu => vec![cpu],
         Device::Cuda => vec![BackendKind::Cuda],
-        Device::Auto => vec![BackendKind::Cuda, cpu_kind()],
+        Device::Auto if target.precision == Precision::Fp32 => vec![BackendKind::Cuda, cpu],
+        Device::Auto => vec![cpu],
     }
 }
 
-/// The CPU backend bge.precision selects.
-fn cpu_kind() -> BackendKind {
-    match gucs::precision() {
-        Precision::Fp32 => BackendKind::Cpu,
-        Precision::Bf16 => BackendKind::CpuBf16,
-        Precision::Int8 => BackendKind::CpuInt8,
-    }
+/// Runs `f` on the store of model directory `dir` in this process.
+pub fn with_store<T>(dir: &Path, f: impl FnOnce(&mut ModelStore) -> T) -> T {
+    STORES.with(|s| f(s.borrow_mut().entry(dir.to_path_buf()).or_insert_with(|| ModelStore::new(dir.to_path_buf()))))
 }
 
-/// Runs `f` on the store of the current bge.model_dir.
-pub fn with_store<T>(f: impl FnOnce(&mut ModelStore) -> T) -> T {
-    let dir = gucs::model_dir();
-    STORES.with(|s| f(s.borrow_mut().entry(dir.clone()).or_insert_with(|| ModelStore::new(dir))))
-}
-
-/// The model a call computes with and the copy it wants: a named model runs in fp32 whatever
-/// bge.precision says (its SQL forms are IMMUTABLE); None means bge.model with bge.precision.
-pub fn target(name: Option<&str>) -> (String, Target) {
-    let cpu = if name.is_some() { BackendKind::Cpu } else { cpu_kind() };
-    (name.map(str::to_string).unwrap_or_else(gucs::model), Target { device: gucs::device(), cpu })
-}
-
-/// The model `name`, loaded on first use on the device bge.device picks: `auto` falls back to
-/// the CPU quietly, `cuda` fails when there is no usable GPU. Used in this backend and in the
-/// model server alike.
-pub fn resolve(store: &mut ModelStore, name: &str, device: Device, cpu: BackendKind) -> bge_engine::Result<Arc<Model>> {
-    match device {
-        Device::Auto => store.get_auto(name, cpu),
-        Device::Cpu => store.get(name, cpu),
-        Device::Cuda => {
+/// The copy of model `name` for `target`, loaded on first use: `auto` falls back to the CPU
+/// quietly, `cuda` fails when there is no usable GPU or the precision is not the GPU's. Used in
+/// this backend and in the model server alike.
+pub fn resolve(store: &mut ModelStore, name: &str, target: Target) -> bge_engine::Result<Arc<Model>> {
+    match backends(target).as_slice() {
+        [BackendKind::Cuda, cpu] => store.get_auto(name, *cpu),
+        [BackendKind::Cuda] => {
+            if target.precision != Precision::Fp32 {
+                return Err(bge_engine::Error::UnsupportedSetting {
+                    reason: format!("bge.precision = {} runs on the CPU only; the GPU computes in {}", target.precision.name(), cuda::PRECISION),
+                    hint: "Set bge.device = auto or cpu for this precision, or bge.precision = fp32 on the GPU.".into(),
+                });
+            }
             // Say there is no GPU before (not after) reading the model's files.
             cuda::device()?;
             store.get(name, BackendKind::Cuda)
         }
+        [cpu] => store.get(name, *cpu),
+        _ => unreachable!("backends() gives one CPU backend at most, after the GPU"),
     }
 }
 
-/// The model `name` (None: bge.model) loaded in this backend (see [`resolve`]).
-pub fn model(name: Option<&str>) -> Arc<Model> {
-    let (name, target) = target(name);
-    model_on(&name, target)
-}
-
-/// The copy of model `name` for `target`, loaded in this backend.
-pub fn model_on(name: &str, target: Target) -> Arc<Model> {
+/// The copy of `call`'s model it computes with, loaded in this backend.
+pub fn model(call: &Call) -> Arc<Model> {
     require_utf8();
-    with_store(|store| resolve(store, name, target.device, target.cpu)).or_raise()
+    with_store(&call.dir, |store| resolve(store, &call.model, call.target)).or_raise()
 }
 
-/// The spec and tokenizer of `name` (None: bge.model): without loading its weights when the
-/// model server computes, else from the model this backend loads.
-pub fn frontend(name: Option<&str>) -> Arc<Frontend> {
-    let (name, target) = target(name);
-    frontend_on(&name, target)
-}
-
-/// The spec and tokenizer of the copy of `name` for `target` (see [`frontend`]).
-pub fn frontend_on(name: &str, target: Target) -> Arc<Frontend> {
-    if !crate::server::client::active() {
-        return model_on(name, target).front.clone();
+/// The spec and tokenizer of `call`'s model: without loading its weights when the model
+/// server computes, else from the model this backend loads.
+pub fn frontend(call: &Call) -> Arc<Frontend> {
+    if !call.on_server {
+        return model(call).front.clone();
     }
     require_utf8();
-    with_store(|store| store.frontend(name)).or_raise()
+    with_store(&call.dir, |store| store.frontend(&call.model)).or_raise()
 }
 
 /// Tokenizers work on UTF-8; text from a database in another encoding would be misread.

@@ -4,13 +4,14 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 use crate::errors::OrRaise;
-use crate::{compute, registry};
+use crate::compute::Call;
 
 /// {token text: weight}. Token texts are what the tokenizer decodes each id to, as
 /// FlagEmbedding's convert_id_to_token gives them; ids that decode alike share one key.
 fn weights_by_token(input: &str, model: Option<&str>) -> JsonB {
-    let weights = compute::sparse(&[input], model).remove(0);
-    let front = registry::frontend(model);
+    let call = Call::new(model);
+    let weights = call.sparse(&[input]).remove(0);
+    let front = call.frontend();
     let by_token = weights.by_token_text(|id| front.tokenizer.token_text(id)).or_raise();
     let map: serde_json::Map<String, serde_json::Value> = by_token
         .into_iter()
@@ -31,8 +32,9 @@ fn bge_embed_sparse_model(input: &str, model: &str) -> JsonB {
 }
 
 fn sparsevec_text(input: &str, model: Option<&str>) -> String {
-    let weights = compute::sparse(&[input], model).remove(0);
-    weights.sparsevec_literal(registry::frontend(model).spec.vocab_size)
+    let call = Call::new(model);
+    let weights = call.sparse(&[input]).remove(0);
+    weights.sparsevec_literal(call.frontend().spec.vocab_size)
 }
 
 #[pg_extern(stable, strict, parallel_safe, name = "bge_sparse_text")]

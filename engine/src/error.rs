@@ -33,6 +33,10 @@ pub enum Error {
     #[error("model \"{model}\" is not supported: {reason}")]
     Unsupported { model: String, reason: String },
 
+    /// A combination of settings this build cannot honour (e.g. a precision the GPU lacks).
+    #[error("{reason}")]
+    UnsupportedSetting { reason: String, hint: String },
+
     /// The CPU (or the kernel family forced by BGE_CPU_ISA) lacks an instruction set.
     #[error("{reason}")]
     CpuFeatureMissing { reason: String, hint: String },
@@ -111,7 +115,7 @@ impl Error {
                 ErrorKind::ModelFileCorrupt
             }
             Error::OutOfMemory { .. } => ErrorKind::OutOfMemory,
-            Error::Unsupported { .. } | Error::CpuFeatureMissing { .. } => ErrorKind::FeatureNotSupported,
+            Error::Unsupported { .. } | Error::UnsupportedSetting { .. } | Error::CpuFeatureMissing { .. } => ErrorKind::FeatureNotSupported,
             Error::InputTooLong { .. } => ErrorKind::InputTooLong,
             Error::DeviceUnavailable(_) => ErrorKind::DeviceUnavailable,
             Error::Tokenizer(_) | Error::Internal(_) => ErrorKind::Internal,
@@ -160,7 +164,7 @@ impl Error {
             Error::Unsupported { .. } => {
                 Some("pg_bge runs BERT and XLM-RoBERTa encoders (BertModel, XLMRobertaModel) and Gemma2, Mistral and Qwen3 decoder embedders (Gemma2Model, MistralModel, Qwen3Model) exported for sentence-transformers.".into())
             }
-            Error::CpuFeatureMissing { hint, .. } => Some(hint.clone()),
+            Error::CpuFeatureMissing { hint, .. } | Error::UnsupportedSetting { hint, .. } => Some(hint.clone()),
             Error::OutOfMemory { .. } => Some(
                 "Embed fewer or shorter texts per call, or lower bge.max_batch_tokens; check the server's memory limits.".into(),
             ),

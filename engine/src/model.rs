@@ -199,7 +199,7 @@ impl Model {
             BackendKind::Cuda => {
                 let network: Box<dyn Forward> =
                     if spec.decoder.is_some() { Box::new(CudaDecoder::load(spec, &weights)?) } else { Box::new(CudaEncoder::load(spec, &weights)?) };
-                (network, M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?, None, "fp16")
+                (network, M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?, None, crate::backend::cuda::PRECISION)
             }
         };
         let resident_bytes = resident_set_bytes().saturating_sub(resident_before);

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bge_engine::backend::cuda::nvrtc::{self, Target, KERNEL_FILES};
-use bge_engine::backend::cuda::{self, probe, CudaEncoder, Device, Kernels, Precision};
+use bge_engine::backend::cuda::{self, probe, CudaEncoder, Device, Kernels, Half};
 use bge_engine::backend::{reference, BackendKind};
 use bge_engine::batch::PackedBatch;
 use bge_engine::config::{Activation, Pooling};
@@ -129,7 +129,7 @@ fn every_launched_function_is_defined() {
     load_nvrtc();
     // PTX names every entry point; compile each file once and look the launchers' names up.
     let mut ptx_of = std::collections::HashMap::new();
-    for precision in [Precision::F16, Precision::Bf16] {
+    for precision in [Half::F16, Half::Bf16] {
         for (file, name) in Kernels::function_names(precision) {
             let ptx = ptx_of.entry(file.name).or_insert_with(|| {
                 let image = nvrtc::compile(&file, Target::Ptx(80)).unwrap_or_else(|e| panic!("{e}"));
@@ -316,34 +316,34 @@ fn gpu(test: &str) -> Option<Arc<Device>> {
 }
 
 /// 16-bit NaN of each precision, to poison outputs.
-fn nan16(p: Precision) -> u16 {
+fn nan16(p: Half) -> u16 {
     match p {
-        Precision::F16 => 0x7e00,
-        Precision::Bf16 => 0x7fc0,
+        Half::F16 => 0x7e00,
+        Half::Bf16 => 0x7fc0,
     }
 }
 
-fn widen(p: Precision, bits: &[u16]) -> Vec<f32> {
+fn widen(p: Half, bits: &[u16]) -> Vec<f32> {
     bits.iter()
         .map(|&b| match p {
-            Precision::F16 => half::f16::from_bits(b).to_f32(),
-            Precision::Bf16 => half::bf16::from_bits(b).to_f32(),
+            Half::F16 => half::f16::from_bits(b).to_f32(),
+            Half::Bf16 => half::bf16::from_bits(b).to_f32(),
         })
         .collect()
 }
 
-fn narrow(p: Precision, v: f32) -> u16 {
+fn narrow(p: Half, v: f32) -> u16 {
     match p {
-        Precision::F16 => half::f16::from_f32(v).to_bits(),
-        Precision::Bf16 => half::bf16::from_f32(v).to_bits(),
+        Half::F16 => half::f16::from_f32(v).to_bits(),
+        Half::Bf16 => half::bf16::from_f32(v).to_bits(),
     }
 }
 
 /// Relative size of one rounding step of the 16-bit type.
-fn ulp16(p: Precision) -> f32 {
+fn ulp16(p: Half) -> f32 {
     match p {
-        Precision::F16 => 1.0 / 1024.0,
-        Precision::Bf16 => 1.0 / 128.0,
+        Half::F16 => 1.0 / 1024.0,
+        Half::Bf16 => 1.0 / 128.0,
     }
 }
 
@@ -361,7 +361,7 @@ impl Gpu {
     fn poisoned_f32(&self, n: usize) -> CudaSlice<f32> {
         self.up(&vec![f32::NAN; n])
     }
-    fn poisoned_16(&self, p: Precision, n: usize) -> CudaSlice<u16> {
+    fn poisoned_16(&self, p: Half, n: usize) -> CudaSlice<u16> {
         self.up(&vec![nan16(p); n])
     }
 }
@@ -370,7 +370,7 @@ fn cu_seqlens(batch: &PackedBatch) -> Vec<i32> {
     batch.cu_seqlens.iter().map(|&c| c as i32).collect()
 }
 
-const PRECISIONS: [Precision; 2] = [Precision::F16, Precision::Bf16];
+const PRECISIONS: [Half; 2] = [Half::F16, Half::Bf16];
 
 #[test]
 fn gpu_casts_round_like_the_half_crate() {
@@ -552,7 +552,7 @@ fn gpu_attention_keeps_sequences_apart() {
     let Some(dev) = gpu("gpu_attention_keeps_sequences_apart") else { return };
     let g = Gpu { dev: dev.clone() };
     let _exec = dev.exec();
-    let k = Kernels::load(&dev, Precision::F16).unwrap();
+    let k = Kernels::load(&dev, Half::F16).unwrap();
     let mut rng = StdRng::seed_from_u64(7);
     let (heads, d) = (4, 32);
     let batch = batch_of(&[5, 90, 3]);
@@ -561,7 +561,7 @@ fn gpu_attention_keeps_sequences_apart() {
     let mut qkv = random(&mut rng, t * 3 * hd, 1.0);
     let bias = random(&mut rng, 3 * hd, 0.5);
     let run = |qkv: &[f32]| {
-        let mut out = g.poisoned_16(Precision::F16, t * hd);
+        let mut out = g.poisoned_16(Half::F16, t * hd);
         k.attention(&dev.stream, &g.up(qkv), &g.up(&bias), &g.up(&cu_seqlens(&batch)), 3, batch.max_len, t, heads, d, &mut out).unwrap();
         g.down(&out)
     };
@@ -579,7 +579,7 @@ fn gpu_pooling_matches_reference() {
     let Some(dev) = gpu("gpu_pooling_matches_reference") else { return };
     let g = Gpu { dev: dev.clone() };
     let _exec = dev.exec();
-    let k = Kernels::load(&dev, Precision::F16).unwrap();
+    let k = Kernels::load(&dev, Half::F16).unwrap();
     let mut rng = StdRng::seed_from_u64(8);
     for &h in &[1usize, 33, 384, 1000] {
         for lens in [vec![1], vec![7, 1, 300], vec![2, 513]] {
@@ -655,7 +655,7 @@ fn gpu_bf16_model_is_close_to_cpu() {
     let cpu = Model::load("all-MiniLM-L6-v2", &minilm(), BackendKind::Cpu).unwrap();
     let spec = &cpu.spec;
     let weights = bge_engine::weights::WeightFile::open(&minilm().join("model.safetensors")).unwrap();
-    let enc = CudaEncoder::load_with(spec, &weights, Precision::Bf16).unwrap();
+    let enc = CudaEncoder::load_with(spec, &weights, Half::Bf16).unwrap();
     let encoded: Vec<Encoded> = refs.iter().map(|t| cpu.tokenizer.encode(t, true).unwrap()).collect();
     let batch = PackedBatch::new(&encoded.iter().collect::<Vec<_>>());
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();

@@ -5,7 +5,8 @@
 mod common;
 
 use bge_engine::backend::cpu::gemm_int8::{self, Int8Kernel, PackedInt8};
-use bge_engine::backend::cpu::{activation, Cpu, Isa, LinearPrecision};
+use bge_engine::backend::cpu::{activation, Cpu, Isa};
+use bge_engine::backend::Precision;
 use bge_engine::backend::{reference, BackendKind};
 use bge_engine::config::Activation;
 use bge_engine::{Model, RunOptions};
@@ -26,7 +27,7 @@ fn int8_kernels_are_available_as_the_cpu_says() {
     assert_eq!(kernels.contains(&Int8Kernel::Amx), gemm_int8::amx_available());
     // The backend's choice follows the f32 kernel family (BGE_CPU_ISA=avx2 forces AVX2 here).
     let cpu = Cpu::int8().unwrap();
-    assert_eq!(cpu.precision, LinearPrecision::Int8);
+    assert_eq!(cpu.precision, Precision::Int8);
     assert_eq!(cpu.describe().1, "int8");
     let want = match cpu.isa {
         Isa::Avx512 if gemm_int8::amx_available() => Int8Kernel::Amx,

@@ -221,7 +221,7 @@ fn bf16_backend_needs_avx512_bf16_and_says_what_to_use_instead() {
     use bge_engine::backend::cpu::{gemm_bf16, Cpu};
     let avx512_selected = Isa::selected().ok() == Some(Isa::Avx512);
     match Cpu::bf16() {
-        Ok(cpu) => assert!(gemm_bf16::available() && avx512_selected && cpu.precision == bge_engine::backend::cpu::LinearPrecision::Bf16 && cpu.describe() == ("avx512", "bf16")),
+        Ok(cpu) => assert!(gemm_bf16::available() && avx512_selected && cpu.precision == bge_engine::backend::Precision::Bf16 && cpu.describe() == ("avx512", "bf16")),
         Err(e) => {
             assert!(!(gemm_bf16::available() && avx512_selected), "bf16 refused on a CPU that runs it: {e}");
             assert_eq!(e.kind(), bge_engine::error::ErrorKind::FeatureNotSupported);

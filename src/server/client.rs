@@ -1,6 +1,5 @@
 //! The backend side: submits token ids to the model server and waits for the results, with
 //! cancel, statement_timeout and a vanished worker all ending the wait promptly.
-use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -8,8 +7,9 @@ use bge_engine::tokenize::Encoded;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use super::{get_str, header, put_str, swap_state, Header, Output, Slot, Target};
+use super::{get_str, header, put_str, swap_state, wire, Header, Output, Slot};
 use super::{ABANDONED, FETCH, FILLING, FREE, RESULT, RUNNING, SEND_MORE, SUBMITTED};
+use crate::compute::Call;
 use crate::errors::raise_with;
 use crate::gucs;
 
@@ -49,8 +49,8 @@ pub fn loaded_models() -> Vec<super::LoadedCopy> {
 /// The slot this backend holds, for the exit callback (-1: none).
 static HELD_SLOT: AtomicI64 = AtomicI64::new(-1);
 
-/// Per sequence of `encoded`, the result as 32-bit words (see `Server::compute` in worker.rs).
-pub fn compute(model: &str, dir: &Path, target: Target, output: Output, encoded: &[Encoded]) -> Vec<Vec<u32>> {
+/// Per sequence of `encoded`, its result's words (wire.rs decodes them by output).
+pub fn compute(call: &Call, output: Output, encoded: &[Encoded]) -> Vec<Vec<u32>> {
     let h = header().expect("model server region");
     let capacity = h.buffer_words();
     let mut results = Vec::with_capacity(encoded.len());
@@ -59,11 +59,11 @@ pub fn compute(model: &str, dir: &Path, target: Target, output: Output, encoded:
         // As many sequences as fit one slot's buffer (at least one: a longer one goes in pieces).
         let mut end = start;
         let mut words = 0;
-        while end < encoded.len() && (end == start || words + 1 + 2 * encoded[end].ids.len() <= capacity) {
-            words += 1 + 2 * encoded[end].ids.len();
+        while end < encoded.len() && (end == start || words + wire::request_words(&encoded[end]) <= capacity) {
+            words += wire::request_words(&encoded[end]);
             end += 1;
         }
-        results.extend(round_trip(h, model, dir, target, output, &encoded[start..end]));
+        results.extend(round_trip(h, call, output, &encoded[start..end]));
         start = end;
     }
     results
@@ -173,26 +173,20 @@ fn may_claim(h: &Header, role: u32) -> bool {
     free > reserve || (free > 0 && mine < n / (roles.len() + 1))
 }
 
-fn round_trip(h: &Header, model: &str, dir: &Path, target: Target, output: Output, encoded: &[Encoded]) -> Vec<Vec<u32>> {
+fn round_trip(h: &Header, call: &Call, output: Output, encoded: &[Encoded]) -> Vec<Vec<u32>> {
     let held = claim(h);
     let index = held.index;
     // SAFETY: FILLING: this backend owns the slot's fields and buffer until SUBMITTED.
     let slot: &mut Slot = unsafe { &mut *h.slot(index) };
-    let n_tokens: usize = encoded.iter().map(|e| e.ids.len()).sum();
-    // Lengths, then ids, then type ids.
-    let mut request: Vec<u32> = Vec::with_capacity(encoded.len() + 2 * n_tokens);
-    request.extend(encoded.iter().map(|e| e.ids.len() as u32));
-    request.extend(encoded.iter().flat_map(|e| e.ids.iter().copied()));
-    request.extend(encoded.iter().flat_map(|e| e.type_ids.iter().copied()));
+    let request = wire::encode_request(encoded);
     slot.request_id = h.next_request_id.fetch_add(1, Ordering::Relaxed);
     slot.epoch.store(0, Ordering::Relaxed);
-    slot.output = output as u8;
-    slot.device = target.device as u8;
-    slot.cpu = target.cpu as u8;
+    slot.output = output.to_byte();
+    (slot.device, slot.precision) = call.target.to_bytes();
     slot.n_seqs = encoded.len() as u32;
-    slot.n_tokens = n_tokens as u32;
-    put_str(&mut slot.model, model);
-    put_str(&mut slot.dir, &dir.to_string_lossy());
+    slot.n_tokens = encoded.iter().map(|e| e.ids.len()).sum::<usize>() as u32;
+    put_str(&mut slot.model, &call.model);
+    put_str(&mut slot.dir, &call.dir.to_string_lossy());
     // SAFETY: this process's pid and latch.
     unsafe {
         slot.owner_pid.store(pg_sys::MyProcPid, Ordering::Relaxed);
@@ -226,7 +220,9 @@ fn round_trip(h: &Header, model: &str, dir: &Path, target: Target, output: Outpu
                     continue;
                 }
                 drop(held);
-                return split(&words, encoded.len());
+                return wire::split_results(&words, encoded.len()).unwrap_or_else(|e| {
+                    raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e, "This is a bug in pg_bge; please report it.")
+                });
             }
             SUBMITTED if h.worker_pid.load(Ordering::Acquire) == 0 && submitted.elapsed() > WORKER_START_WAIT => {
                 drop(held);
@@ -267,17 +263,4 @@ fn send_piece(h: &Header, index: usize, slot: &mut Slot, request: &[u32], sent: 
 /// Whether a request taken by the worker of `epoch` can no longer complete.
 fn lost(epoch: u64, h: &Header) -> bool {
     h.worker_pid.load(Ordering::Acquire) == 0 || (epoch != 0 && epoch != h.epoch.load(Ordering::Acquire))
-}
-
-/// Splits the worker's words into one result per sequence: `[count, count words]` each.
-fn split(words: &[u32], n: usize) -> Vec<Vec<u32>> {
-    let mut out = Vec::with_capacity(n);
-    let mut at = 0;
-    for _ in 0..n {
-        let count = words[at] as usize;
-        out.push(words[at + 1..at + 1 + count].to_vec());
-        at += 1 + count;
-    }
-    assert_eq!(at, words.len(), "model server result has trailing words");
-    out
 }

@@ -13,9 +13,11 @@
 //! backend leaving early: SUBMITTED|SEND_MORE|RESULT -> FREE, RUNNING|FETCH -> ABANDONED
 //! ```
 //!
-//! Requests and results larger than a slot's buffer travel in pieces; the backend splits big
-//! arrays into several requests so that one text's request rarely needs more than one piece. Latches wake either side; every wait also times out so a vanished worker is
-//! noticed (its exit callback normally fails the slots it held, waking their owners).
+//! What a request and a result hold, as words, is wire.rs. Requests and results larger than a
+//! slot's buffer travel in pieces; the backend splits big arrays into several requests so that
+//! one text's request rarely needs more than one piece. Latches wake either side; every wait
+//! also times out so a vanished worker is noticed (its exit callback normally fails the slots it
+//! held, waking their owners).
 //!
 //! Fairness between roles (one role's flood must not stall another's short request): a role
 //! holding more than its share of slots may not take the last free ones (client.rs `claim`);
@@ -25,6 +27,7 @@
 //! on how texts are batched, so this changes no result.
 pub mod client;
 mod status;
+pub mod wire;
 pub mod worker;
 
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
@@ -34,6 +37,7 @@ use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
 
 use crate::gucs;
+pub use wire::{Output, Target};
 
 pub const FREE: u32 = 0;
 pub const FILLING: u32 = 1;
@@ -43,25 +47,6 @@ pub const RESULT: u32 = 4;
 pub const FETCH: u32 = 5;
 pub const ABANDONED: u32 = 6;
 pub const SEND_MORE: u32 = 7;
-
-/// What a request asks for.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-#[repr(u8)]
-pub enum Output {
-    /// Pooled (normalised) vectors.
-    Dense = 0,
-    /// BGE-M3 sparse weights: (id, weight) pairs.
-    Sparse = 1,
-    /// BGE-M3 ColBERT vectors, row-major.
-    Colbert = 2,
-}
-
-/// Which copy of the model: bge.device and the CPU backend (fp32, bf16 or int8).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Target {
-    pub device: gucs::Device,
-    pub cpu: bge_engine::backend::BackendKind,
-}
 
 /// A loaded copy of a model, as bge_models() and bge_server_status() show it.
 #[derive(Clone, Debug)]
@@ -115,9 +100,10 @@ pub struct Slot {
     /// taken and waiting for its turn): bge_server_status() counts it in flight, not queued.
     pub computing: AtomicU32,
     // Request, written by the backend while FILLING.
+    /// [`Output`] and [`Target`] as wire.rs codes them.
     pub output: u8,
     pub device: u8,
-    pub cpu: u8,
+    pub precision: u8,
     pub n_seqs: u32,
     pub n_tokens: u32,
     /// The request's words (lengths, ids, type ids) and the piece in the buffer now.

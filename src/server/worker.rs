@@ -19,16 +19,16 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bge_engine::backend::BackendKind;
+use bge_engine::backend::{BackendKind, Precision};
 use bge_engine::tokenize::Encoded;
 use bge_engine::{Model, ModelStore, RunOptions};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use super::{get_str, header, put_str, set_latch, swap_state, Header, ModelEntry, Output, Slot, Target};
+use super::{get_str, header, put_str, set_latch, swap_state, wire, Header, ModelEntry, Output, Slot, Target};
 use super::{ABANDONED, FETCH, FREE, MAX_MODELS, RESULT, RUNNING, SEND_MORE, SUBMITTED};
-use crate::gucs::{self, Device};
+use crate::gucs;
 use crate::registry;
 
 /// One backend's request, taken from its slot; computed over one batch or several.
@@ -326,39 +326,13 @@ impl Server {
 
     fn read_job(&self, i: usize, words: &[u32]) -> Result<Job, String> {
         let slot = self.slot(i);
-        let (n, tokens) = (slot.n_seqs as usize, slot.n_tokens as usize);
-        let (lens, rest) = words.split_at(n);
-        let (ids, type_ids) = rest.split_at(tokens);
-        if lens.iter().map(|&l| l as usize).sum::<usize>() != tokens {
-            return Err("model server request lengths do not add up".into());
-        }
-        let mut encoded = Vec::with_capacity(n);
-        let mut at = 0;
-        for &len in lens {
-            let r = at..at + len as usize;
-            encoded.push(Encoded { ids: ids[r.clone()].to_vec(), type_ids: type_ids[r].to_vec() });
-            at += len as usize;
-        }
-        let output = match slot.output {
-            0 => Output::Dense,
-            1 => Output::Sparse,
-            2 => Output::Colbert,
-            o => return Err(format!("unknown model server output {o}")),
+        let encoded = wire::decode_request(words, slot.n_seqs as usize)?;
+        let key = JobKey {
+            dir: PathBuf::from(get_str(&slot.dir)),
+            model: get_str(&slot.model),
+            target: Target::from_bytes(slot.device, slot.precision)?,
+            output: Output::from_byte(slot.output)?,
         };
-        let device = match slot.device {
-            d if d == Device::Auto as u8 => Device::Auto,
-            d if d == Device::Cpu as u8 => Device::Cpu,
-            d if d == Device::Cuda as u8 => Device::Cuda,
-            d => return Err(format!("unknown model server device {d}")),
-        };
-        // The CPU backend of the copy; an unknown value is refused, never read as fp32.
-        let cpu = match slot.cpu {
-            c if c == BackendKind::Cpu as u8 => BackendKind::Cpu,
-            c if c == BackendKind::CpuBf16 as u8 => BackendKind::CpuBf16,
-            c if c == BackendKind::CpuInt8 as u8 => BackendKind::CpuInt8,
-            c => return Err(format!("unknown model server precision {c}")),
-        };
-        let key = JobKey { dir: PathBuf::from(get_str(&slot.dir)), model: get_str(&slot.model), target: Target { device, cpu }, output };
         let role = slot.role.load(Ordering::Relaxed);
         Ok(Job { slot: i, request_id: slot.request_id, role, key, encoded, next: 0, words: Vec::new(), done: 0 })
     }
@@ -479,8 +453,7 @@ impl Server {
                         continue;
                     };
                     for values in results {
-                        job.words.push(values.len() as u32);
-                        job.words.extend(values);
+                        wire::append_result(&mut job.words, &values);
                     }
                     job.done += part.seqs;
                     if job.done == job.encoded.len() {
@@ -546,8 +519,7 @@ impl Server {
         finish(slot);
     }
 
-    /// Per sequence, the result as 32-bit words: dense and ColBERT f32 bits (ColBERT's width
-    /// first), sparse (id, weight bits) pairs.
+    /// Per sequence, its result's words (wire.rs).
     fn compute(&mut self, key: &JobKey, encoded: &[Encoded], slots: &[usize]) -> bge_engine::Result<Vec<Vec<u32>>> {
         let model = self.model(key)?;
         for e in encoded {
@@ -565,19 +537,10 @@ impl Server {
                 std::panic::resume_unwind(Box::new(AllAbandoned));
             }
         };
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
         Ok(match key.output {
-            Output::Dense => model.embed_encoded(encoded, &opts, &mut interrupt)?.iter().map(|v| bits(v)).collect(),
-            Output::Sparse => model
-                .sparse_encoded(encoded, &opts, &mut interrupt)?
-                .iter()
-                .map(|s| s.weights.iter().flat_map(|&(id, w)| [id, w.to_bits()]).collect())
-                .collect(),
-            Output::Colbert => model
-                .colbert_encoded(encoded, &opts, &mut interrupt)?
-                .iter()
-                .map(|c| std::iter::once(c.dim as u32).chain(c.data.iter().map(|x| x.to_bits())).collect())
-                .collect(),
+            Output::Dense => model.embed_encoded(encoded, &opts, &mut interrupt)?.iter().map(|v| wire::dense_words(v)).collect(),
+            Output::Sparse => model.sparse_encoded(encoded, &opts, &mut interrupt)?.iter().map(wire::sparse_words).collect(),
+            Output::Colbert => model.colbert_encoded(encoded, &opts, &mut interrupt)?.iter().map(wire::colbert_words).collect(),
         })
     }
 
@@ -603,7 +566,7 @@ impl Server {
             ModelStore::trim_heap();
         }
         let store = self.stores.get_mut(&key.dir).expect("store");
-        let resolved = registry::resolve(store, &key.model, key.target.device, key.target.cpu);
+        let resolved = registry::resolve(store, &key.model, key.target);
         let model = match resolved {
             Ok(model) => model,
             Err(e) => {
@@ -680,12 +643,7 @@ impl Server {
 /// Whether the store already holds the copy `key` asks for (as registry::resolve would pick
 /// it; a copy whose weight file changed counts, though it is loaded again).
 fn loaded_for(store: &ModelStore, key: &JobKey) -> bool {
-    let on = |b| store.loaded_on(&key.model, b).is_some();
-    match key.target.device {
-        Device::Cpu => on(key.target.cpu),
-        Device::Cuda => on(BackendKind::Cuda),
-        Device::Auto => on(BackendKind::Cuda) || on(key.target.cpu),
-    }
+    registry::backends(key.target).into_iter().any(|b| store.loaded_on(&key.model, b).is_some())
 }
 
 /// What loading the copy for `target` of the model in `dir` may take before it is measured:
@@ -702,11 +660,15 @@ fn estimate_bytes(dir: &std::path::Path, target: Target) -> u64 {
                 .sum()
         })
         .unwrap_or(0);
-    let gpu = target.device == Device::Cuda || (target.device == Device::Auto && bge_engine::backend::cuda::available());
-    match target.cpu {
+    let gpu = match registry::backends(target).as_slice() {
+        [BackendKind::Cuda] => true,
+        [BackendKind::Cuda, _] => bge_engine::backend::cuda::available(),
+        _ => false,
+    };
+    match target.precision {
         _ if gpu => files / 2,
-        BackendKind::CpuBf16 => files / 2,
-        BackendKind::CpuInt8 => files / 4,
-        _ => files,
+        Precision::Bf16 => files / 2,
+        Precision::Int8 => files / 4,
+        Precision::Fp32 => files,
     }
 }

@@ -11,28 +11,11 @@ use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 
 use super::owner::{SettingsScope, UserCodeTimer};
+use crate::compute::Call;
 use crate::errors::OrRaise;
-use crate::server::Target;
-use crate::{compute, gucs, registry};
 
 /// Most bytes of text one batch reads (at least one row's, whatever its size).
 const BATCH_BYTES: i64 = 64 << 20;
-
-/// What the column holds: bge_embed(source) as one session computes it.
-#[derive(Clone, Debug)]
-pub struct Embedding {
-    pub model: String,
-    pub truncate: bool,
-    pub target: Target,
-}
-
-impl Embedding {
-    /// bge_embed(source) in this session, or bge_embed(source, model) when `model` is named.
-    pub fn of_session(model: Option<&str>) -> Embedding {
-        let (name, target) = registry::target(model);
-        Embedding { model: name, truncate: gucs::run_options(model.is_some()).truncate, target }
-    }
-}
 
 /// A row whose text failed alone.
 pub struct FailedRow {
@@ -62,7 +45,7 @@ pub fn fill_batch(
     table: pg_sys::Oid,
     source: &str,
     target: &str,
-    embedding: &Embedding,
+    embedding: &Call,
     max_rows: usize,
     after: Option<&str>,
     skip: &[String],
@@ -124,11 +107,11 @@ pub fn fill_batch(
             .take(ctids.len())
             .map(|(ctid, xmin, key, _)| (ctid.clone(), xmin.clone(), key.clone(), texts.remove(ctid).unwrap_or_default()))
             .collect();
-        let frontend = registry::frontend_on(&embedding.model, embedding.target);
+        let frontend = embedding.frontend();
         let mut good: Vec<(String, Encoded)> = Vec::new();
         let mut failed = Vec::new();
         for (ctid, xmin, key, text) in &fetched {
-            match frontend.encode(text, TextRole::Passage, embedding.truncate, interrupt) {
+            match frontend.encode(text, TextRole::Passage, embedding.opts.truncate, interrupt) {
                 Ok(encoded) => good.push((ctid.clone(), encoded)),
                 // Stored where the table's readers see it: no server paths.
                 Err(e) => failed.push(FailedRow { ctid: ctid.clone(), xmin: xmin.clone(), key: key.clone(), error: crate::errors::without_model_dir(&e.to_string()) }),
@@ -137,7 +120,7 @@ pub fn fill_batch(
         let last_ctid = fetched.iter().map(|r| r.0.as_str()).max_by_key(|c| parse_tid(c)).map(str::to_string);
         let encoded: Vec<Encoded> = good.iter().map(|(_, e)| e.clone()).collect();
         let tokens = encoded.iter().map(|e| e.ids.len()).sum();
-        let vectors = if encoded.is_empty() { Vec::new() } else { compute::dense_encoded(&encoded, &embedding.model, embedding.target, interrupt) };
+        let vectors = if encoded.is_empty() { Vec::new() } else { embedding.dense_encoded(&encoded, interrupt) };
         if !vectors.is_empty() {
             let update = client
                 .prepare_mut(

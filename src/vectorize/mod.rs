@@ -15,9 +15,9 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 
-use crate::compute::check_interrupts;
+use crate::compute::{check_interrupts, Call};
 use crate::errors::{raise_with, OrRaise};
-use fill::{fill_batch, Embedding};
+use fill::fill_batch;
 use owner::{owned_table, run_as, SettingsScope, UserCodeTimer};
 
 /// pg_bge's internal functions live in this schema, which the extension creates (CREATE
@@ -49,7 +49,7 @@ fn bge_backfill_batch(
     ),
 > {
     let table = owned_table(tbl);
-    let embedding = Embedding::of_session(model);
+    let embedding = Call::new(model);
     let batch = run_as(table.owner, || {
         fill_batch(tbl, source, target, &embedding, max_rows.max(1) as usize, Some(after), &skip, &mut UserCodeTimer::new(None), &mut check_interrupts)
     });
@@ -76,7 +76,7 @@ struct Backfill {
     table: pg_sys::Oid,
     source: String,
     target: String,
-    embedding: Embedding,
+    embedding: Call,
     batch_tokens: i64,
     progress: Duration,
     total: i64,
@@ -119,7 +119,7 @@ fn bge_backfill_begin(tbl: pg_sys::Oid, source: &str, target: &str, model: Optio
         raise_with(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "batch_tokens must be at least 1".into(), "About 16384 keeps batches efficient.");
     }
     let table = owned_table(tbl);
-    let embedding = Embedding::of_session(model);
+    let embedding = Call::new(model);
     let total = run_as(table.owner, || pending_rows(tbl, source, target));
     let now = Instant::now();
     let state = Backfill {

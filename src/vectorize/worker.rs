@@ -16,18 +16,18 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use bge_engine::backend::BackendKind;
+use bge_engine::backend::Precision;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::PgSqlErrorCode;
 
-use super::fill::{self, qualified_name, Batch, Embedding};
+use super::fill::{self, qualified_name, Batch};
 use super::owner::{self, extension_schema, run_as, UserCodeTimer};
 use crate::errors::{raise_with, OrRaise};
 use crate::gucs;
-use crate::server::Target;
+use crate::compute::Call;
 
 const WORKER_TYPE: &str = "pg_bge vectorizer";
 /// How often an idle worker looks for pending rows.
@@ -190,7 +190,7 @@ struct Registration {
     owner: pg_sys::Oid,
     source: String,
     target: String,
-    embedding: Embedding,
+    embedding: Call,
     rows_done: i64,
     tokens_done: i64,
     /// Why the registration no longer fits its table (checked before every batch).
@@ -354,24 +354,16 @@ fn registrations() -> Option<Vec<Registration>> {
             let get_text = |i| row.get::<String>(i).ok().flatten().unwrap_or_default();
             // bge_vectorize_register writes only these; anything else is refused below.
             let precision = get_text(6);
-            let cpu = match precision.as_str() {
-                "bf16" => BackendKind::CpuBf16,
-                "int8" => BackendKind::CpuInt8,
-                _ => BackendKind::Cpu,
-            };
+            let parsed = Precision::parse(&precision);
             found.push(Registration {
                 table: get_oid(1),
                 source: get_text(2),
                 target: get_text(3),
-                embedding: Embedding {
-                    model: get_text(4),
-                    truncate: row.get::<bool>(5).ok().flatten().unwrap_or(true),
-                    target: Target { device: gucs::device(), cpu },
-                },
+                embedding: Call::registered(get_text(4), parsed.unwrap_or(Precision::Fp32), row.get::<bool>(5).ok().flatten().unwrap_or(true)),
                 rows_done: row.get::<i64>(7).ok().flatten().unwrap_or(0),
                 tokens_done: row.get::<i64>(8).ok().flatten().unwrap_or(0),
                 problem: row.get::<String>(9).ok().flatten().or_else(|| {
-                    (!["fp32", "bf16", "int8"].contains(&precision.as_str())).then(|| format!("its precision \"{precision}\" is unknown"))
+                    parsed.is_none().then(|| format!("its precision \"{precision}\" is unknown"))
                 }),
                 owner: row.get::<pg_sys::Oid>(10).ok().flatten().unwrap_or(pg_sys::InvalidOid),
             });

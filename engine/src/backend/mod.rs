@@ -23,7 +23,45 @@ pub enum BackendKind {
     Cuda,
 }
 
+/// The precision of the linear layers a caller asks for: the one type from bge.precision (and a
+/// registration's precision) to the CPU backend that runs it. The GPU computes in fp16 whatever
+/// is asked; callers decide whether a GPU may serve a request (registry.rs in the extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precision {
+    Fp32,
+    /// bfloat16 inputs, f32 sums (AVX512-BF16).
+    Bf16,
+    /// Weights per output channel and activations per token in int8, exact i32 sums.
+    Int8,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 3] = [Precision::Fp32, Precision::Bf16, Precision::Int8];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    /// The precision named `name` (as [`Precision::name`] writes it); None for anything else.
+    pub fn parse(name: &str) -> Option<Precision> {
+        Precision::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
 impl BackendKind {
+    /// The CPU backend that runs linear layers in `precision`.
+    pub fn cpu(precision: Precision) -> BackendKind {
+        match precision {
+            Precision::Fp32 => BackendKind::Cpu,
+            Precision::Bf16 => BackendKind::CpuBf16,
+            Precision::Int8 => BackendKind::CpuInt8,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Reference => "reference",

@@ -5,14 +5,14 @@
 mod common;
 
 use bge_cuda_emulator::{set_schedule, Schedule, SCHEDULES};
-use bge_engine::backend::cuda::Precision;
+use bge_engine::backend::cuda::Half;
 use bge_engine::backend::reference;
 use bge_engine::config::Activation;
 use common::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-fn check(emu: &Emu, rows: usize, cols: usize, seed: u64, acts: &[Activation], precisions: &[Precision], schedules: &[Schedule]) {
+fn check(emu: &Emu, rows: usize, cols: usize, seed: u64, acts: &[Activation], precisions: &[Half], schedules: &[Schedule]) {
     let mut rng = StdRng::seed_from_u64(seed);
     let y = random(&mut rng, rows * cols, 6.0);
     let bias = random(&mut rng, cols, 1.0);
@@ -51,5 +51,5 @@ fn bias_gelu_grid_stride_loop_covers_everything() {
     let cols = 4096;
     let rows = 65_535 * 256 / cols + 1;
     assert!(rows * cols > 65_535 * 256);
-    check(&emu, rows, cols, 99, &[Activation::Gelu], &[Precision::Bf16], &[Schedule::Ascending]);
+    check(&emu, rows, cols, 99, &[Activation::Gelu], &[Half::Bf16], &[Schedule::Ascending]);
 }

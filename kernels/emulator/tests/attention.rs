@@ -6,7 +6,7 @@
 mod common;
 
 use bge_engine::backend::cuda::kernels::ATTENTION_HEAD_DIMS;
-use bge_engine::backend::cuda::Precision;
+use bge_engine::backend::cuda::Half;
 use bge_engine::backend::reference;
 use common::*;
 use rand::rngs::StdRng;
@@ -62,9 +62,9 @@ fn attention_keeps_sequences_apart() {
     let hd = heads * d;
     let mut qkv = random(&mut rng, t * 3 * hd, 1.0);
     let bias = random(&mut rng, 3 * hd, 0.5);
-    let k = emu.kernels(Precision::F16);
+    let k = emu.kernels(Half::F16);
     let run = |qkv: &[f32]| {
-        let mut out = emu.poisoned_16(Precision::F16, t * hd);
+        let mut out = emu.poisoned_16(Half::F16, t * hd);
         k.attention(&emu.dev.stream, &emu.up(qkv), &emu.up(&bias), &emu.up(&cu_seqlens(&batch)), 3, batch.max_len, t, heads, d, &mut out).unwrap();
         emu.down(&out)
     };
@@ -93,7 +93,7 @@ fn attention_covers_more_sequences_than_grid_z_allows() {
     let with_bias: Vec<f32> = qkv.iter().enumerate().map(|(i, v)| v + bias[i % (3 * heads * d)]).collect();
     let mut want = vec![0.0; t * heads * d];
     reference::attention(&with_bias, &batch, heads, d, &mut want, 0..t);
-    let p = Precision::F16;
+    let p = Half::F16;
     let mut out = emu.poisoned_16(p, t * heads * d);
     emu.kernels(p)
         .attention(&emu.dev.stream, &emu.up(&qkv), &emu.up(&bias), &emu.up(&cu_seqlens(&batch)), batch.num_seqs(), batch.max_len, t, heads, d, &mut out)

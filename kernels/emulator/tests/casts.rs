@@ -5,12 +5,12 @@
 //! overflow, infinities, NaN) and random floats of every magnitude.
 mod common;
 
-use bge_engine::backend::cuda::Precision;
+use bge_engine::backend::cuda::Half;
 use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-fn to_f32(p: Precision, bits: u16) -> f32 {
+fn to_f32(p: Half, bits: u16) -> f32 {
     widen(p, &[bits])[0]
 }
 

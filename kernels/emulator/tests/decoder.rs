@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use bge_engine::backend::cuda::{CudaDecoder, Precision};
+use bge_engine::backend::cuda::{CudaDecoder, Half};
 use bge_engine::backend::{reference, BackendKind, CausalAttention};
 use bge_engine::config::Activation;
 use bge_engine::models::Forward;
@@ -55,7 +55,7 @@ fn rms_norm_matches_reference() {
 #[test]
 fn rope_matches_reference() {
     let emu = Emu::new();
-    let k = emu.kernels(Precision::F16);
+    let k = emu.kernels(Half::F16);
     let mut rng = StdRng::seed_from_u64(32);
     for (heads, kv, d) in [(4usize, 2usize, 24usize), (2, 1, 80), (1, 1, 256)] {
         let tokens = 9;
@@ -127,7 +127,7 @@ fn gated_activation_and_scaled_embedding_match_reference() {
     let table = random(&mut rng, vocab * h, 1.0);
     let ids: Vec<u32> = vec![3, 0, 10, 3];
     let mut out = emu.poisoned_f32(ids.len() * h);
-    let k = emu.kernels(Precision::F16);
+    let k = emu.kernels(Half::F16);
     k.embed_scaled(&emu.dev.stream, ids.len(), h, &emu.up(&ids), &emu.up(&table), 5.75, &mut out).unwrap();
     let want: Vec<f32> = ids.iter().flat_map(|&i| table[i as usize * h..(i as usize + 1) * h].iter().map(|v| v * 5.75)).collect();
     assert_eq!(emu.down(&out), want);
@@ -171,7 +171,7 @@ fn cuda_decoder_matches_goldens() {
 
         let spec = &model.spec;
         let weights = bge_engine::weights::WeightFile::open_anchored(&weights_path(&dir), bge_engine::models::decoder::ANCHOR).unwrap();
-        let bf16 = CudaDecoder::load_with(spec, &weights, Precision::Bf16).unwrap();
+        let bf16 = CudaDecoder::load_with(spec, &weights, Half::Bf16).unwrap();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         let encoded = model.encode_all(&texts, bge_engine::TextRole::Passage, true, &mut || {}).unwrap();
         let seqs: Vec<&bge_engine::tokenize::Encoded> = encoded.iter().collect();

@@ -4,7 +4,7 @@
 //! packed batches of 1 to 513 tokens per sequence, under both schedules.
 mod common;
 
-use bge_engine::backend::cuda::Precision;
+use bge_engine::backend::cuda::Half;
 use bge_engine::config::Pooling;
 use common::*;
 use rand::rngs::StdRng;
@@ -13,7 +13,7 @@ use rand::SeedableRng;
 #[test]
 fn pooling_matches_reference() {
     let emu = Emu::new();
-    let k = emu.kernels(Precision::F16);
+    let k = emu.kernels(Half::F16);
     let mut rng = StdRng::seed_from_u64(8);
     for h in [1usize, 33, 256, 384, 1000] {
         for lens in [vec![1], vec![31, 33], vec![257, 1, 513, 2]] {

@@ -49,6 +49,10 @@ RESET bge.truncate;
 -- that are not devices.
 SET bge.device = cuda;
 SELECT bge_embed('x');
+-- The GPU computes in fp16: bf16 and int8 are refused there before any GPU is looked for.
+SET bge.precision = int8;
+SELECT bge_embed('x');
+RESET bge.precision;
 RESET bge.device;
 SET bge.device = tpu;
 

@@ -1,5 +1,5 @@
 //! The CPU backend: SIMD kernels (one file per op family) run on an explicit rayon pool.
-use super::{CausalAttention, Ops, RopeTable};
+use super::{CausalAttention, Ops, Precision, RopeTable};
 use crate::batch::PackedBatch;
 use crate::config::Activation;
 use crate::error::{Error, Result};
@@ -68,43 +68,24 @@ pub(crate) fn run_tasks(pool: &rayon::ThreadPool, tasks: usize, task: impl Fn(us
     }
 }
 
-/// Arithmetic of the CPU backend's linear layers (bge.precision); everything else stays f32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinearPrecision {
-    Fp32,
-    /// bfloat16 inputs, f32 sums (AVX512-BF16).
-    Bf16,
-    /// Weights per output channel and activations per token in int8, exact i32 sums.
-    Int8,
-}
-
-impl LinearPrecision {
-    pub fn name(self) -> &'static str {
-        match self {
-            LinearPrecision::Fp32 => "fp32",
-            LinearPrecision::Bf16 => "bf16",
-            LinearPrecision::Int8 => "int8",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct Cpu {
     pub isa: Isa,
-    pub precision: LinearPrecision,
+    /// Of the linear layers; everything else stays f32.
+    pub precision: Precision,
 }
 
 impl Cpu {
     /// The f32 backend on the kernel family [`Isa::selected`] picks.
     pub fn new() -> Result<Cpu> {
-        Ok(Cpu { isa: Isa::selected()?, precision: LinearPrecision::Fp32 })
+        Ok(Cpu { isa: Isa::selected()?, precision: Precision::Fp32 })
     }
 
     /// The reduced-precision variant: needs AVX512-BF16 and the AVX-512 kernels selected.
     pub fn bf16() -> Result<Cpu> {
         let isa = Isa::selected()?;
         if isa == Isa::Avx512 && gemm_bf16::available() {
-            return Ok(Cpu { isa, precision: LinearPrecision::Bf16 });
+            return Ok(Cpu { isa, precision: Precision::Bf16 });
         }
         let why = if gemm_bf16::available() {
             format!("this server runs the {} kernels ({}={})", isa.name(), Isa::ENV, std::env::var(Isa::ENV).unwrap_or_default())
@@ -119,7 +100,7 @@ impl Cpu {
 
     /// The 8-bit variant: runs on every CPU (VNNI, AVX2 or portable integer kernels).
     pub fn int8() -> Result<Cpu> {
-        Ok(Cpu { isa: Isa::selected()?, precision: LinearPrecision::Int8 })
+        Ok(Cpu { isa: Isa::selected()?, precision: Precision::Int8 })
     }
 
     /// The int8 kernel family this backend's linear layers run on (when its precision is int8).
@@ -145,9 +126,9 @@ impl Ops for Cpu {
 
     fn prepare_linear(&self, weight: Vec<f32>, bias: Vec<f32>, out_features: usize, in_features: usize) -> CpuLinear {
         match self.precision {
-            LinearPrecision::Fp32 => CpuLinear::F32(PackedLinear::pack(self.isa, &weight, &bias, out_features, in_features)),
-            LinearPrecision::Bf16 => CpuLinear::Bf16(gemm_bf16::PackedBf16::pack(&weight, &bias, out_features, in_features)),
-            LinearPrecision::Int8 => CpuLinear::Int8(gemm_int8::PackedInt8::pack(self.int8_kernel(), &weight, &bias, out_features, in_features)),
+            Precision::Fp32 => CpuLinear::F32(PackedLinear::pack(self.isa, &weight, &bias, out_features, in_features)),
+            Precision::Bf16 => CpuLinear::Bf16(gemm_bf16::PackedBf16::pack(&weight, &bias, out_features, in_features)),
+            Precision::Int8 => CpuLinear::Int8(gemm_int8::PackedInt8::pack(self.int8_kernel(), &weight, &bias, out_features, in_features)),
         }
     }
 
@@ -188,6 +169,6 @@ impl Ops for Cpu {
     /// intermediate) ran the corpus 6.7% faster than passes of 4,096 (10 of 12 paired rounds);
     /// fp32 measured the same either way.
     fn pass_output_bytes(&self) -> Option<usize> {
-        (self.precision == LinearPrecision::Int8).then_some(6 << 20)
+        (self.precision == Precision::Int8).then_some(6 << 20)
     }
 }

@@ -24,7 +24,7 @@ use cudarc::driver::{CudaSlice, CudaStream};
 
 use super::gemm::Blas;
 use super::kernels::CAUSAL_ATTENTION_MAX_HEAD_DIM;
-use super::{Device, Kernels, Precision};
+use super::{Device, Kernels, Half};
 use crate::backend::{reference, CausalAttention};
 use crate::batch::PackedBatch;
 use crate::config::{Activation, DecoderSpec, ModelSpec, Pooling};
@@ -98,16 +98,13 @@ fn internal(reason: impl std::fmt::Display) -> Error {
 }
 
 impl CudaDecoder {
-    /// The GEMM precision decoders run in on the GPU.
-    pub const PRECISION: Precision = Precision::F16;
-
     pub fn load(spec: &ModelSpec, weights: &WeightFile) -> Result<CudaDecoder> {
-        Self::load_with(spec, weights, Self::PRECISION)
+        Self::load_with(spec, weights, super::MODEL_HALF)
     }
 
     /// Err(DeviceUnavailable) when there is no usable GPU or the model needs something the
     /// kernels lack; model-file errors are the same as on the CPU.
-    pub fn load_with(spec: &ModelSpec, weights: &WeightFile, precision: Precision) -> Result<CudaDecoder> {
+    pub fn load_with(spec: &ModelSpec, weights: &WeightFile, precision: Half) -> Result<CudaDecoder> {
         let device = super::device()?;
         let d = decoder_spec(spec)?;
         if d.head_dim > CAUSAL_ATTENTION_MAX_HEAD_DIM {
@@ -122,7 +119,7 @@ impl CudaDecoder {
         }
     }
 
-    fn upload(device: Arc<Device>, spec: &ModelSpec, w: &WeightFile, precision: Precision) -> Result<CudaDecoder> {
+    fn upload(device: Arc<Device>, spec: &ModelSpec, w: &WeightFile, precision: Half) -> Result<CudaDecoder> {
         let kernels = Kernels::load(&device, precision).map_err(unavailable)?;
         let _exec = device.exec();
         let stream = &device.stream;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use cudarc::driver::{CudaSlice, CudaStream};
 
 use super::gemm::Blas;
-use super::{Device, Kernels, Precision};
+use super::{Device, Kernels, Half};
 use crate::batch::PackedBatch;
 use crate::config::{Activation, ModelSpec, Pooling};
 use crate::error::{Error, Result};
@@ -101,13 +101,13 @@ fn internal(reason: impl std::fmt::Display) -> Error {
 impl CudaEncoder {
     /// Loads the model onto the GPU in f16 (the precision PyTorch's fp16 inference uses).
     pub fn load(spec: &ModelSpec, weights: &WeightFile) -> Result<CudaEncoder> {
-        Self::load_with(spec, weights, Precision::F16)
+        Self::load_with(spec, weights, super::MODEL_HALF)
     }
 
     /// Loads the model onto the GPU with GEMM inputs in `precision`. Err(DeviceUnavailable)
     /// when there is no usable GPU or the model needs something the kernels lack; model-file
     /// errors are the same as on the CPU.
-    pub fn load_with(spec: &ModelSpec, weights: &WeightFile, precision: Precision) -> Result<CudaEncoder> {
+    pub fn load_with(spec: &ModelSpec, weights: &WeightFile, precision: Half) -> Result<CudaEncoder> {
         let device = super::device()?;
         let head_dim = spec.head_dim();
         if !Kernels::supports_head_dim(head_dim) {
@@ -123,7 +123,7 @@ impl CudaEncoder {
         }
     }
 
-    fn upload(device: Arc<Device>, spec: &ModelSpec, w: &WeightFile, precision: Precision) -> Result<CudaEncoder> {
+    fn upload(device: Arc<Device>, spec: &ModelSpec, w: &WeightFile, precision: Half) -> Result<CudaEncoder> {
         let kernels = Kernels::load(&device, precision).map_err(unavailable)?;
         let _exec = device.exec();
         let stream = &device.stream;

@@ -10,7 +10,7 @@ use std::ffi::c_void;
 use cudarc::cublas::{result, sys};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
-use super::Precision;
+use super::Half;
 
 /// A cuBLAS handle bound to the device's stream. Only used under `Device::exec`.
 pub struct Blas {
@@ -35,7 +35,7 @@ impl Blas {
     pub fn linear(
         &mut self,
         stream: &CudaStream,
-        precision: Precision,
+        precision: Half,
         x: &CudaSlice<u16>,
         rows: usize,
         w: &CudaSlice<u16>,
@@ -50,8 +50,8 @@ impl Blas {
             return Ok(());
         }
         let dtype = match precision {
-            Precision::F16 => sys::cudaDataType::CUDA_R_16F,
-            Precision::Bf16 => sys::cudaDataType::CUDA_R_16BF,
+            Half::F16 => sys::cudaDataType::CUDA_R_16F,
+            Half::Bf16 => sys::cudaDataType::CUDA_R_16BF,
         };
         let (alpha, beta) = (1.0f32, 0.0f32);
         let (x_ptr, _x) = x.device_ptr(stream);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 
 use super::nvrtc::{self, KernelFile};
-use super::{Device, Precision};
+use super::{Device, Half};
 use crate::backend::CausalAttention;
 use crate::config::{Activation, Pooling};
 
@@ -22,7 +22,7 @@ const MAX_GRID_Z: usize = 65_535;
 
 /// The kernels of one precision, resolved once.
 pub struct Kernels {
-    pub precision: Precision,
+    pub precision: Half,
     embed_layer_norm: CudaFunction,
     bias_residual_layer_norm: CudaFunction,
     bias_gelu_erf: CudaFunction,
@@ -86,7 +86,7 @@ fn launched(r: std::result::Result<Option<(cudarc::driver::CudaEvent, cudarc::dr
 impl Kernels {
     /// Every (file, function) the launchers use for `precision`. The compile test checks that
     /// each is defined; [`Kernels::load`] resolves exactly these.
-    pub fn function_names(precision: Precision) -> Vec<(KernelFile, String)> {
+    pub fn function_names(precision: Half) -> Vec<(KernelFile, String)> {
         let s = precision.suffix();
         let mut names = vec![
             (nvrtc::EMBEDDING, format!("embed_layer_norm_{s}")),
@@ -113,7 +113,7 @@ impl Kernels {
 
     /// Compiles (or finds in the cache) every kernel file and resolves the functions for
     /// `precision`.
-    pub fn load(device: &Device, precision: Precision) -> std::result::Result<Kernels, String> {
+    pub fn load(device: &Device, precision: Half) -> std::result::Result<Kernels, String> {
         let mut functions = HashMap::new();
         for (file, name) in Self::function_names(precision) {
             let f = device.module(&file)?.load_function(&name).map_err(|e| format!("{name} missing from {} ({e:?})", file.name))?;

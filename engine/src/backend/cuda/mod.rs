@@ -26,22 +26,29 @@ pub use decoder::CudaDecoder;
 pub use encoder::CudaEncoder;
 pub use kernels::Kernels;
 
+/// What bge_models() reports for a GPU copy: models load with GEMM inputs in [`MODEL_HALF`].
+/// The kernels also build for bf16 (tested), which no setting selects yet.
+pub const PRECISION: &str = "fp16";
+
+/// The 16-bit type models load with on the GPU.
+pub const MODEL_HALF: Half = Half::F16;
+
 /// The 16-bit type of GEMM inputs (weights and activations). Accumulation is always f32, and
 /// the residual stream, LayerNorm, softmax and pooling stay f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
+pub enum Half {
     /// IEEE half: 10 mantissa bits, what PyTorch's fp16 inference uses. The default.
     F16,
     /// bfloat16: 7 mantissa bits but f32's range, for models whose activations overflow f16.
     Bf16,
 }
 
-impl Precision {
+impl Half {
     /// Suffix of the kernels instantiated for this type.
     pub fn suffix(self) -> &'static str {
         match self {
-            Precision::F16 => "f16",
-            Precision::Bf16 => "bf16",
+            Half::F16 => "f16",
+            Half::Bf16 => "bf16",
         }
     }
 }

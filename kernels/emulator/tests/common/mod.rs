@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use bge_cuda_emulator::{set_schedule, Schedule, SCHEDULES};
-use bge_engine::backend::cuda::{Device, Kernels, Precision};
+use bge_engine::backend::cuda::{Device, Kernels, Half};
 use bge_engine::batch::PackedBatch;
 use bge_engine::tokenize::Encoded;
 use cudarc::driver::{CudaSlice, DeviceRepr};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-pub const PRECISIONS: [Precision; 2] = [Precision::F16, Precision::Bf16];
+pub const PRECISIONS: [Half; 2] = [Half::F16, Half::Bf16];
 
 /// The emulated device and both precisions' kernels, loaded through the engine.
 pub struct Emu {
@@ -25,7 +25,7 @@ impl Emu {
         let kernels = PRECISIONS.iter().map(|&p| Kernels::load(&dev, p).unwrap_or_else(|e| panic!("{p:?} kernels: {e}"))).collect();
         Emu { dev, kernels }
     }
-    pub fn kernels(&self, p: Precision) -> &Kernels {
+    pub fn kernels(&self, p: Half) -> &Kernels {
         self.kernels.iter().find(|k| k.precision == p).unwrap()
     }
     pub fn up<T: DeviceRepr>(&self, v: &[T]) -> CudaSlice<T> {
@@ -38,7 +38,7 @@ impl Emu {
     pub fn poisoned_f32(&self, n: usize) -> CudaSlice<f32> {
         self.up(&vec![f32::NAN; n])
     }
-    pub fn poisoned_16(&self, p: Precision, n: usize) -> CudaSlice<u16> {
+    pub fn poisoned_16(&self, p: Half, n: usize) -> CudaSlice<u16> {
         self.up(&vec![nan16(p); n])
     }
 }
@@ -68,34 +68,34 @@ pub fn rel_err(got: &[f32], want: &[f32]) -> f32 {
 }
 
 /// 16-bit NaN of each precision, to poison outputs.
-pub fn nan16(p: Precision) -> u16 {
+pub fn nan16(p: Half) -> u16 {
     match p {
-        Precision::F16 => 0x7e00,
-        Precision::Bf16 => 0x7fc0,
+        Half::F16 => 0x7e00,
+        Half::Bf16 => 0x7fc0,
     }
 }
 
-pub fn widen(p: Precision, bits: &[u16]) -> Vec<f32> {
+pub fn widen(p: Half, bits: &[u16]) -> Vec<f32> {
     bits.iter()
         .map(|&b| match p {
-            Precision::F16 => half::f16::from_bits(b).to_f32(),
-            Precision::Bf16 => half::bf16::from_bits(b).to_f32(),
+            Half::F16 => half::f16::from_bits(b).to_f32(),
+            Half::Bf16 => half::bf16::from_bits(b).to_f32(),
         })
         .collect()
 }
 
-pub fn narrow(p: Precision, v: f32) -> u16 {
+pub fn narrow(p: Half, v: f32) -> u16 {
     match p {
-        Precision::F16 => half::f16::from_f32(v).to_bits(),
-        Precision::Bf16 => half::bf16::from_f32(v).to_bits(),
+        Half::F16 => half::f16::from_f32(v).to_bits(),
+        Half::Bf16 => half::bf16::from_f32(v).to_bits(),
     }
 }
 
 /// Relative size of one rounding step of the 16-bit type.
-pub fn ulp16(p: Precision) -> f32 {
+pub fn ulp16(p: Half) -> f32 {
     match p {
-        Precision::F16 => 1.0 / 1024.0,
-        Precision::Bf16 => 1.0 / 128.0,
+        Half::F16 => 1.0 / 1024.0,
+        Half::Bf16 => 1.0 / 128.0,
     }
 }
 
