@@ -7,6 +7,7 @@
 //! [`colbert`] vectors.
 pub mod backend;
 pub mod batch;
+pub mod chunk;
 pub mod colbert;
 pub mod config;
 pub mod distance;

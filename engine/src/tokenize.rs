@@ -16,12 +16,12 @@ use crate::config::ModelSpec;
 use crate::error::{invalid_file, Error, Result};
 
 pub struct TextTokenizer {
-    model: String,
+    pub(crate) model: String,
     /// The model's tokenizer with its own truncation and padding switched off: truncation is
     /// ours ([`TextTokenizer::encode`]).
-    full: Tokenizer,
+    pub(crate) full: Tokenizer,
     /// Special tokens its post-processor adds to one sequence ([CLS] … [SEP]: 2).
-    added_tokens: usize,
+    pub(crate) added_tokens: usize,
     max_seq_length: usize,
     do_lower_case: bool,
     /// Ids of the cls, eos, pad and unk tokens: the ones BGE-M3's sparse output leaves out.
