@@ -23,11 +23,13 @@ pub struct Chunk {
 /// Where a chunk may end, worst to best.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Boundary {
+    /// Between two tokens inside a word longer than a chunk.
+    Token,
     /// After a whitespace-separated word.
     Space,
     /// After . ! ? followed by whitespace, or after 。！？.
     Sentence,
-    /// Before a blank line, or the end of the text.
+    /// Before a blank line, or at the end of the text.
     Paragraph,
 }
 
@@ -166,22 +168,27 @@ impl Chunker<'_> {
         let fixed = self.max_tokens - self.budget;
         let mut budget = self.budget;
         let (mut floor, mut cap) = (min_end.max(pos), text.len() + 1);
-        let (mut factor, mut grown) = (1, false);
+        let (mut factor, mut grown) = (1, 0);
+        let mut at_least = Boundary::Token;
         let mut best = None;
         self.ensure_window(pos, budget + 1, check)?;
-        while let Some(end) = self.choose(pos, floor, budget, cap)? {
+        while let Some((end, kind)) = self.choose(pos, floor, budget, cap, at_least)? {
             let tokens = self.count(&text[pos..end])?;
             if tokens <= self.max_tokens {
                 best = Some((end, tokens));
                 let estimate = self.tokens_between(pos, end) + fixed;
-                if grown || tokens == self.max_tokens || estimate <= tokens {
+                if grown == 4 || tokens == self.max_tokens || estimate <= tokens {
                     break;
                 }
                 // The piece tokenises shorter alone than in the window (Unigram finds longer
-                // pieces): try once for as many more tokens.
-                grown = true;
+                // pieces): look further with the budget corrected by the difference, at as good
+                // a boundary unless this chunk is under half full.
+                grown += 1;
                 budget += estimate - tokens;
                 floor = end;
+                if (tokens - fixed) * 2 >= self.budget {
+                    at_least = kind;
+                }
                 self.ensure_window(pos, budget + 1, check)?;
                 continue;
             }
@@ -216,31 +223,38 @@ impl Chunker<'_> {
     /// estimate: at the best boundary that still gives at least half the budget, else at the
     /// last space unless the word after it is longer than a chunk, else at a token boundary.
     /// Only ends before `cap` count (a longer piece was re-tokenised and did not fit).
-    fn choose(&self, pos: usize, min_end: usize, budget: usize, cap: usize) -> Result<Option<usize>> {
+    /// Only boundaries of kind `at_least` or better count.
+    fn choose(&self, pos: usize, min_end: usize, budget: usize, cap: usize, at_least: Boundary) -> Result<Option<(usize, Boundary)>> {
         let text = self.text;
         let limit = floor_char_boundary(text, self.fit_end(pos, budget).min(cap.saturating_sub(1)));
-        let boundaries = boundaries(text, pos, limit);
         if limit >= text.len() && text[pos..].trim_end().len() + pos > min_end {
-            return Ok(Some(pos + text[pos..].trim_end().len()));
+            return Ok(Some((pos + text[pos..].trim_end().len(), Boundary::Paragraph)));
         }
-        let usable = |at_least: Boundary| boundaries.iter().rev().find(|&&(b, k)| k >= at_least && b > min_end && b <= limit).map(|&(b, _)| b);
-        for kind in [Boundary::Paragraph, Boundary::Sentence, Boundary::Space] {
-            if let Some(b) = usable(kind) {
+        let boundaries = boundaries(text, pos, limit);
+        let usable = |kind: Boundary| boundaries.iter().rev().find(|&&(b, k)| k >= kind && b > min_end && b <= limit).copied();
+        for kind in [Boundary::Paragraph, Boundary::Sentence, Boundary::Space].into_iter().filter(|&k| k >= at_least) {
+            if let Some((b, k)) = usable(kind) {
                 if self.tokens_between(pos, b) * 2 >= budget {
-                    return Ok(Some(b));
+                    return Ok(Some((b, k)));
                 }
             }
         }
+        if at_least > Boundary::Space {
+            return Ok(None);
+        }
         // The last space even inside the overlap: if the word after it fits in a chunk, the
         // chunk ends there, or (when that gives no progress) starts without the overlap.
-        if let Some(&(b, _)) = boundaries.iter().rev().find(|&&(b, _)| b > pos && b <= limit && text[b..].starts_with(char::is_whitespace)) {
+        if let Some(&(b, k)) = boundaries.iter().rev().find(|&&(b, _)| b > pos && b <= limit && text[b..].starts_with(char::is_whitespace)) {
             if self.word_fits(skip_space(text, b))? {
-                return Ok((b > min_end).then_some(b));
+                return Ok((b > min_end).then_some((b, k)));
             }
+        }
+        if at_least > Boundary::Token {
+            return Ok(None);
         }
         // Inside a word longer than a chunk (or a text without spaces): a token boundary.
         let end = pos + text[pos..limit].trim_end().len();
-        Ok((end > min_end).then_some(end))
+        Ok((end > min_end).then_some((end, Boundary::Token)))
     }
 
     /// Whether the word at `word` (up to the next whitespace) fits in a chunk on its own.
@@ -298,8 +312,9 @@ impl Chunker<'_> {
             return Ok(());
         }
         let mut bytes = need.max(self.max_tokens) * WINDOW_CHUNKS * self.bytes_per_token;
-        // Memory stays within what a windowed count takes.
-        let cap = self.tok.window_bytes().max(2 * bytes);
+        // Memory stays near what a windowed count takes; sparse text (long whitespace runs)
+        // still gets a chunk's worth of tokens.
+        let cap = self.tok.window_bytes().max(64 << 10).max(2 * bytes);
         loop {
             check()?;
             self.load_window(pos, bytes.min(cap))?;

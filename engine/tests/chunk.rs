@@ -186,10 +186,11 @@ fn check_contract(name: &str, fe: &Frontend, text: &str, max_tokens: usize, over
                 assert!(chars[c.start_char - 1].is_whitespace(), "overlap {shared:?} starts inside a word: {}", what());
             }
         }
-        // Greedy: a chunk under half full only where the next word would not have fitted.
+        // Greedy: a chunk under 40% full only where the next word would not have fitted (the
+        // chunker aims at half full, by the estimate of a window's tokens).
         if i + 1 < chunks.len() {
             fill.chunks += 1;
-            if (c.tokens - added) * 2 + 4 < budget {
+            if (c.tokens - added) * 5 + 4 < budget * 2 {
                 fill.small += 1;
                 // The next word, or the next character where the chunk ended inside a run.
                 let from = c.end_char + chars[c.end_char..].iter().take_while(|ch| ch.is_whitespace()).count();
@@ -329,7 +330,8 @@ fn a_huge_word_is_read_in_bounded_windows() {
     let mut next = 0;
     for c in &chunks {
         let s: String = chars[c.start_char..c.end_char].iter().collect();
-        assert!(c.start_char <= next && c.tokens <= 100 && c.tokens == sql_count(&fe, &s), "{c:?} after {next}: {}", sql_count(&fe, &s));
+        assert!(chars[next.min(c.start_char)..c.start_char].iter().all(|ch| ch.is_whitespace()), "{c:?} after {next}");
+        assert!(c.tokens <= 100 && c.tokens == sql_count(&fe, &s), "{c:?}: {}", sql_count(&fe, &s));
         next = c.end_char;
     }
     assert_eq!(next, chars.len());
@@ -345,6 +347,70 @@ fn empty_and_whitespace_texts_give_no_chunks() {
         let c = chunk(&fe, "\n\n  x \n\n", fe.tokenizer.min_chunk_tokens() + 8, 0).unwrap();
         assert_eq!(c, vec![Chunk { start_char: 4, end_char: 5, tokens: full_count(&fe, "x") }]);
     }
+}
+
+#[test]
+fn whitespace_heavy_texts() {
+    // Words between runs of blank lines, spaces and tabs up to thousands long.
+    let mut rng = Rng(99);
+    for (name, fe) in frontends() {
+        let mut fill = Fill::default();
+        for _ in 0..6 {
+            let mut text = " \n".repeat(rng.below(500));
+            for _ in 0..rng.range(50, 300) {
+                text.push_str(rng.pick(WORDS));
+                let run = rng.pick(&["\n", " ", "\t", "\r\n", " \n \n"]);
+                let longest = if rng.below(4) == 0 { 3000 } else { 3 };
+                text.push_str(&run.repeat(rng.range(1, longest)));
+            }
+            let max_tokens = rng.range(16, 64.min(fe.tokenizer.max_seq_length()));
+            let overlap = rng.below(max_tokens / 2);
+            let chunks = chunk(&fe, &text, max_tokens, overlap).unwrap();
+            check_contract(name, &fe, &text, max_tokens, overlap, &chunks, &mut fill);
+        }
+        eprintln!("{name}: {fill:?}");
+    }
+}
+
+#[test]
+fn overlap_repeats_the_end_of_the_previous_chunk() {
+    let corpus = corpus();
+    let text = corpus_piece(&mut Rng(5), &corpus, 30_000);
+    for (name, fe) in frontends() {
+        let max_tokens = 80.min(fe.tokenizer.max_seq_length());
+        let overlap = 20;
+        let chunks = chunk(&fe, &text, max_tokens, overlap).unwrap();
+        check_contract(name, &fe, &text, max_tokens, overlap, &chunks, &mut Fill::default());
+        // Prose has a word start within the last 20 tokens of nearly every chunk, and the
+        // overlap takes as many words as fit.
+        let chars: Vec<char> = text.chars().collect();
+        let pairs: Vec<_> = chunks.windows(2).filter(|w| w[1].start_char < w[0].end_char).collect();
+        assert!(pairs.len() * 10 >= (chunks.len() - 1) * 9, "{name}: {} of {} chunks overlap", pairs.len(), chunks.len());
+        let added = fe.tokenizer.min_chunk_tokens() - 1;
+        let mean = pairs.iter().map(|w| full_count(&fe, &chars[w[1].start_char..w[0].end_char].iter().collect::<String>()) - added).sum::<usize>() as f64 / pairs.len() as f64;
+        assert!(mean > 0.6 * overlap as f64, "{name}: mean overlap {mean} tokens");
+        // Without overlap the same text gives chunks that share nothing.
+        let plain = chunk(&fe, &text, max_tokens, 0).unwrap();
+        assert!(plain.windows(2).all(|w| w[1].start_char >= w[0].end_char));
+        assert!(plain.len() < chunks.len());
+    }
+}
+
+#[test]
+fn prompted_chunks_count_the_prompt() {
+    let fe = Frontend::load("all-MiniLM-L6-v2", &minilm()).unwrap();
+    let text = corpus_piece(&mut Rng(8), &corpus(), 10_000);
+    let prompt = "Represent this passage for retrieval: ";
+    let prompt_tokens = fe.tokenizer.count(prompt, false).unwrap() - 2;
+    let chunks = fe.tokenizer.chunk_prompted(prompt, &text, 64, 8, &mut || Ok(())).unwrap();
+    let chars: Vec<char> = text.chars().collect();
+    for c in &chunks {
+        let s: String = chars[c.start_char..c.end_char].iter().collect();
+        assert_eq!(c.tokens, fe.tokenizer.count_prompted(prompt, &s, false, &mut || {}).unwrap());
+        assert!(c.tokens <= 64);
+    }
+    let e = fe.tokenizer.chunk_prompted(prompt, &text, prompt_tokens + 2, 0, &mut || Ok(())).unwrap_err();
+    assert!(e.to_string().starts_with(&format!("max_tokens must be between {} and 256", prompt_tokens + 3)), "{e}");
 }
 
 #[test]
