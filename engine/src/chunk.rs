@@ -331,12 +331,12 @@ impl Chunker<'_> {
         // The windowed count's own cut: just before whitespace after a word where there is one.
         let piece = windows(&text[pos..], bytes).next().unwrap_or("");
         let end = pos + piece.len();
-        let enc = self.tok.full.encode(piece, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let offsets = self.tok.token_offsets(piece)?;
         let w = &mut self.window;
         w.starts.clear();
         w.ends.clear();
         let (mut s_max, mut e_max) = (pos, pos);
-        for &(s, e) in enc.get_offsets() {
+        for &(s, e) in &offsets {
             s_max = s_max.max(pos + s);
             e_max = e_max.max(pos + e);
             w.starts.push(s_max);

@@ -19,7 +19,7 @@ pub struct TextTokenizer {
     pub(crate) model: String,
     /// The model's tokenizer with its own truncation and padding switched off: truncation is
     /// ours ([`TextTokenizer::encode`]).
-    pub(crate) full: Tokenizer,
+    full: Tokenizer,
     /// Special tokens its post-processor adds to one sequence ([CLS] … [SEP]: 2).
     pub(crate) added_tokens: usize,
     max_seq_length: usize,
@@ -259,6 +259,19 @@ impl TextTokenizer {
         self.count_prompted("", text, truncate, &mut || {})
     }
 
+    /// Byte offsets in `text` of its tokens (no special tokens), as the `tokenizers` crate's
+    /// `encode(text, false)` gives them, through the ASCII fast path where it covers `text`:
+    /// where the chunker ([`crate::chunk`]) reads how many tokens lie before a place.
+    pub fn token_offsets(&self, text: &str) -> Result<Vec<(usize, usize)>> {
+        // Control characters join the words around them (the normalizer deletes them).
+        let joins = |b: u8| matches!(b, 0..=0x08 | 0x0b | 0x0c | 0x0e..=0x1f | 0x7f);
+        if let Some(ascii) = self.ascii_for("", text).filter(|_| !text.bytes().any(joins)) {
+            return Ok(ascii.offsets(text));
+        }
+        let enc = self.full.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_offsets().to_vec())
+    }
+
     /// The fast path, when this tokenizer has one and `prompt` + `text` are inputs it covers.
     fn ascii_for(&self, prompt: &str, text: &str) -> Option<&AsciiWordPiece> {
         self.ascii.as_ref().filter(|_| AsciiWordPiece::covers(prompt) && AsciiWordPiece::covers(text))
@@ -279,6 +292,8 @@ impl TextTokenizer {
 /// tests/tokenize_ascii.rs checks it against the crate on random and real text.
 struct AsciiWordPiece {
     vocab: HashMap<String, u32>,
+    /// Bytes of text each id stands for (a continuation piece without its prefix).
+    piece_len: Vec<usize>,
     unk: u32,
     prefix: String,
     max_chars: usize,
@@ -307,7 +322,11 @@ impl AsciiWordPiece {
         }
         let (cls, sep) = (ids[0], ids[ids.len() - 1]);
         let lowercase = norm.lowercase || do_lower_case;
-        Some(AsciiWordPiece { vocab, unk, prefix: wp.continuing_subword_prefix.clone(), max_chars: wp.max_input_chars_per_word, lowercase, cls, sep })
+        let mut piece_len = vec![0; vocab.values().max().map_or(0, |&m| m as usize + 1)];
+        for (piece, &id) in &vocab {
+            piece_len[id as usize] = piece.strip_prefix(wp.continuing_subword_prefix.as_str()).unwrap_or(piece).len();
+        }
+        Some(AsciiWordPiece { vocab, piece_len, unk, prefix: wp.continuing_subword_prefix.clone(), max_chars: wp.max_input_chars_per_word, lowercase, cls, sep })
     }
 
     fn covers(text: &str) -> bool {
@@ -357,6 +376,50 @@ impl AsciiWordPiece {
             }
         }
         self.push_word(word, ids, candidate);
+    }
+
+    /// Token offsets of ASCII `text` without control characters other than tab, newline and
+    /// return: words split as [`AsciiWordPiece::push_ids`] splits them, each piece as long as
+    /// its vocabulary entry, an unknown word one token over all of it.
+    fn offsets(&self, text: &str) -> Vec<(usize, usize)> {
+        let (mut offsets, mut ids, mut word, mut candidate) = (Vec::new(), Vec::new(), String::new(), String::new());
+        let mut start = 0;
+        let mut flush = |word: &mut String, start: usize, offsets: &mut Vec<(usize, usize)>| {
+            if word.is_empty() {
+                return;
+            }
+            let len = word.len();
+            ids.clear();
+            self.push_word(word, &mut ids, &mut candidate);
+            if ids[..] == [self.unk] {
+                offsets.push((start, start + len));
+            } else {
+                let mut at = start;
+                for &id in &ids {
+                    let end = at + self.piece_len[id as usize];
+                    offsets.push((at, end));
+                    at = end;
+                }
+            }
+        };
+        for (i, &b) in text.as_bytes().iter().enumerate() {
+            match b {
+                b' ' | b'\t' | b'\n' | b'\r' => flush(&mut word, start, &mut offsets),
+                _ if b.is_ascii_punctuation() => {
+                    flush(&mut word, start, &mut offsets);
+                    word.push(b as char);
+                    flush(&mut word, i, &mut offsets);
+                }
+                _ => {
+                    if word.is_empty() {
+                        start = i;
+                    }
+                    word.push(if self.lowercase { b.to_ascii_lowercase() } else { b } as char);
+                }
+            }
+        }
+        flush(&mut word, start, &mut offsets);
+        offsets
     }
 
     /// WordPiece: longest vocabulary prefix first, the rest as "##" pieces; a word with a part

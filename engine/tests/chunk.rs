@@ -232,6 +232,36 @@ fn counts_match_hugging_face_tokenizers() {
 }
 
 #[test]
+fn token_offsets_are_the_crates() {
+    // The chunker reads token offsets through the ASCII fast path where it applies.
+    let mut rng = Rng(21);
+    let corpus = corpus();
+    for (name, fe) in frontends() {
+        let dir = if name == "all-MiniLM-L6-v2" { minilm() } else if name == "tiny-bge-m3" { tiny_m3() } else { continue };
+        let mut crate_tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+        crate_tok.with_truncation(None).unwrap();
+        crate_tok.with_padding(None);
+        let alphabet: Vec<char> = "aaaaeeeiioouu tnsrhld  XYZ\t\n\r.,;!?#'()-_0123456789".chars().collect();
+        let mut texts: Vec<String> = (0..2000)
+            .map(|_| {
+                let len = rng.below(200);
+                let mut t: String = (0..len).map(|_| rng.pick(&alphabet)).collect();
+                if rng.below(10) == 0 {
+                    t.push_str(&"ab".repeat(rng.range(40, 80)));
+                }
+                t
+            })
+            .collect();
+        texts.extend(corpus.lines().take(300).map(String::from));
+        texts.push("\u{1}joined\u{7}words é [CLS]".into());
+        for text in &texts {
+            let want = crate_tok.encode(text.as_str(), false).unwrap().get_offsets().to_vec();
+            assert_eq!(fe.tokenizer.token_offsets(text).unwrap(), want, "{name}: {text:?}");
+        }
+    }
+}
+
+#[test]
 fn random_multilingual_texts() {
     let mut rng = Rng(0x5eed_c0de);
     for (name, fe) in frontends() {
@@ -498,8 +528,10 @@ fn cost_of_chunking_a_megabyte() {
     while mixed.len() < 1 << 20 {
         mixed.push_str(&random_text(&mut rng, 200));
     }
+    // ASCII without '[' takes the fast path of WordPiece tokenizers.
+    let ascii: String = english.chars().map(|c| if c.is_ascii() && c != '[' { c } else { ' ' }).collect();
     for (name, fe) in frontends() {
-        for (kind, text) in [("english", &english), ("multilingual", &mixed)] {
+        for (kind, text) in [("english", &english), ("ascii", &ascii), ("multilingual", &mixed)] {
             let t = std::time::Instant::now();
             let total = full_count(&fe, text);
             let once = t.elapsed();
