@@ -140,6 +140,7 @@ impl Chunker<'_> {
             };
             let start_char = anchor_char + text[anchor_byte..start].chars().count();
             let end_char = start_char + text[start..end].chars().count();
+            chunks.try_reserve(1).map_err(|_| Error::out_of_memory((chunks.len() + 1) * std::mem::size_of::<Chunk>()))?;
             chunks.push(Chunk { start_char, end_char, tokens });
             (anchor_byte, anchor_char) = (start, start_char);
             prev_end = end;
@@ -147,7 +148,7 @@ impl Chunker<'_> {
             if after >= text.len() {
                 break;
             }
-            pos = match self.overlap_start(start, end)? {
+            pos = match self.overlap_start(start, end, check)? {
                 Some(o) => o,
                 None => after,
             };
@@ -155,9 +156,16 @@ impl Chunker<'_> {
         Ok(chunks)
     }
 
-    /// Tokens of `prompt` + `s` with special tokens: the count a chunk reports.
-    fn count(&self, s: &str) -> Result<usize> {
-        self.tok.count_prompted(self.prompt, s, false, &mut || {})
+    /// Tokens of `prompt` + `s` with special tokens: the count a chunk reports. `check` runs
+    /// between the count's windows (a word longer than one); its error is returned after.
+    fn count(&self, prompt: &str, s: &str, check: &mut dyn FnMut() -> Result<()>) -> Result<usize> {
+        let mut checked = Ok(());
+        let n = self.tok.count_prompted(prompt, s, false, &mut || {
+            if checked.is_ok() {
+                checked = check();
+            }
+        })?;
+        checked.map(|()| n)
     }
 
     /// The largest chunk starting at `pos` and ending after `min_end` that fits: its end
@@ -172,8 +180,8 @@ impl Chunker<'_> {
         let mut at_least = Boundary::Token;
         let mut best = None;
         self.ensure_window(pos, budget + 1, check)?;
-        while let Some((end, kind)) = self.choose(pos, floor, budget, cap, at_least)? {
-            let tokens = self.count(&text[pos..end])?;
+        while let Some((end, kind)) = self.choose(pos, floor, budget, cap, at_least, check)? {
+            let tokens = self.count(self.prompt, &text[pos..end], check)?;
             if tokens <= self.max_tokens {
                 best = Some((end, tokens));
                 let estimate = self.tokens_between(pos, end) + fixed;
@@ -207,7 +215,7 @@ impl Chunker<'_> {
         }
         // Nothing fits at any boundary: one character, the smallest piece there is.
         let end = pos + text[pos..].chars().next().map_or(0, char::len_utf8);
-        let tokens = self.count(&text[pos..end])?;
+        let tokens = self.count(self.prompt, &text[pos..end], check)?;
         if tokens > self.max_tokens {
             return Err(Error::InvalidArgument(format!(
                 "max_tokens {} is too small for model \"{}\": the character at position {} takes {tokens} tokens on its own",
@@ -224,7 +232,15 @@ impl Chunker<'_> {
     /// last space unless the word after it is longer than a chunk, else at a token boundary.
     /// Only ends before `cap` count (a longer piece was re-tokenised and did not fit).
     /// Only boundaries of kind `at_least` or better count.
-    fn choose(&self, pos: usize, min_end: usize, budget: usize, cap: usize, at_least: Boundary) -> Result<Option<(usize, Boundary)>> {
+    fn choose(
+        &self,
+        pos: usize,
+        min_end: usize,
+        budget: usize,
+        cap: usize,
+        at_least: Boundary,
+        check: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Option<(usize, Boundary)>> {
         let text = self.text;
         let limit = floor_char_boundary(text, self.fit_end(pos, budget).min(cap.saturating_sub(1)));
         if limit >= text.len() && text[pos..].trim_end().len() + pos > min_end {
@@ -245,7 +261,7 @@ impl Chunker<'_> {
         // The last space even inside the overlap: if the word after it fits in a chunk, the
         // chunk ends there, or (when that gives no progress) starts without the overlap.
         if let Some(&(b, k)) = boundaries.iter().rev().find(|&&(b, _)| b > pos && b <= limit && text[b..].starts_with(char::is_whitespace)) {
-            if self.word_fits(skip_space(text, b))? {
+            if self.word_fits(skip_space(text, b), check)? {
                 return Ok((b > min_end).then_some((b, k)));
             }
         }
@@ -258,14 +274,14 @@ impl Chunker<'_> {
     }
 
     /// Whether the word at `word` (up to the next whitespace) fits in a chunk on its own.
-    fn word_fits(&self, word: usize) -> Result<bool> {
+    fn word_fits(&self, word: usize, check: &mut dyn FnMut() -> Result<()>) -> Result<bool> {
         let text = self.text;
         let end = text[word..].find(char::is_whitespace).map_or(text.len(), |i| word + i);
         let estimate = self.tokens_between(word, end);
         Ok(if !self.known_until(end) || (estimate > self.budget && estimate <= 2 * self.budget + 8) {
             // Past the window (WordPiece reads a word of over 100 characters as one token)
             // or near the limit: count it. A long word is counted once, by the chunk before it.
-            self.count(&text[word..end])? <= self.max_tokens
+            self.count(self.prompt, &text[word..end], check)? <= self.max_tokens
         } else {
             estimate <= self.budget
         })
@@ -364,7 +380,7 @@ impl Chunker<'_> {
 
     /// Where the chunk after `start..end` starts: the earliest word start in it whose text up to
     /// `end` has at most `overlap` content tokens when tokenised alone. None for no overlap.
-    fn overlap_start(&self, start: usize, end: usize) -> Result<Option<usize>> {
+    fn overlap_start(&self, start: usize, end: usize, check: &mut dyn FnMut() -> Result<()>) -> Result<Option<usize>> {
         if self.overlap == 0 {
             return Ok(None);
         }
@@ -387,7 +403,7 @@ impl Chunker<'_> {
         }
         // Earliest first; the window's estimate errs long, so the first try usually holds.
         for &o in starts.iter().rev().take(8) {
-            if self.tok.count_prompted("", &text[o..end], false, &mut || {})? - self.tok.added_tokens <= self.overlap {
+            if self.count("", &text[o..end], check)? - self.tok.added_tokens <= self.overlap {
                 return Ok(Some(o));
             }
         }
