@@ -16,11 +16,7 @@ export PG_BGE_PG=${PG_BGE_PG:-18}
 
 scripts/setup.sh
 PG_CONFIG=$(pg_config_of "$PG_BGE_PG")
-if [ "$(id -u)" -eq 0 ]; then
-    cargo pgrx install --release --pg-config "$PG_CONFIG"
-else
-    cargo pgrx install --release --sudo --pg-config "$PG_CONFIG"
-fi
+scripts/postgres/install.sh "$PG_CONFIG"
 # Preloaded: the model server holds the model once and batches every connection's requests.
 scripts/postgres/cluster.sh start "shared_preload_libraries = 'pg_bge'"
 scripts/postgres/cluster.sh psql -v ON_ERROR_STOP=1 -e -f scripts/demo.sql

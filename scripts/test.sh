@@ -45,9 +45,7 @@ done
 # pg_config) and installs it there.
 install_for() {
     echo "== extension build and install (PostgreSQL $1)"
-    local sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(--sudo)
-    cargo pgrx install --release "${sudo[@]}" --pg-config "$(pg_config_of "$1")"
+    scripts/postgres/install.sh "$(pg_config_of "$1")"
 }
 
 WORK=${PG_BGE_REGRESS_DIR:-/tmp/pg_bge_regress}
@@ -101,6 +99,8 @@ echo "== no Rust backtrace and no server path for ordinary roles, with RUST_BACK
 tests/security/backtrace.sh "$WORK/models" || status=1
 echo "== pg_bge as hostile ordinary roles: vectorizer, backfill, registrations (tests/security/attacks.sh)"
 tests/security/attacks.sh "$WORK/models" || status=1
+echo "== upgrade from release 0.1.0 with only this library installed (tests/operations/upgrade.sh)"
+tests/operations/upgrade.sh "$WORK/models" || status=1
 for isa in "${ISAS[@]:1}"; do
     echo "== SQL goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
     BGE_CPU_ISA=$isa regress 15 "$isa" setup embed goldens m3 m3_goldens || status=1

@@ -141,7 +141,9 @@ CREATE TABLE bge_vectorized (
     model text NOT NULL,
     truncate boolean NOT NULL,
     precision text NOT NULL,
-    pending_index regclass,
+    -- The partial index bge_vectorize made, by name (an index lives in its table's schema): a
+    -- name, not a regclass, so that a dump restores the row before the index exists.
+    pending_index name,
     registered_at timestamptz NOT NULL DEFAULT now(),
     rows_done bigint NOT NULL DEFAULT 0,
     tokens_done bigint NOT NULL DEFAULT 0,
@@ -169,6 +171,9 @@ CREATE TABLE bge_vectorize_errors (
     PRIMARY KEY (tbl, target, row_ctid)
 );
 
+-- Registrations are dumped with the tables (pg_dump, pg_restore). bge_vectorize_errors is not:
+-- it names rows by ctid and xmin, which a restore changes; the vectorizer finds those rows
+-- pending again after a restore and records their errors anew.
 SELECT pg_catalog.pg_extension_config_dump('bge_vectorized', '');
 
 -- These tables drive work the vectorizer worker does as a superuser, so nobody but pg_bge writes
@@ -198,10 +203,8 @@ DECLARE
     model_name text := coalesce(model, current_setting('bge.model'));
 BEGIN
     SELECT c.relkind, c.relname INTO rel FROM pg_class c WHERE c.oid = tbl;
-    IF rel.relkind = 'p' THEN
-        RAISE EXCEPTION '% is a partitioned table', tbl USING ERRCODE = 'wrong_object_type',
-            HINT = 'Run it on each partition.';
-    ELSIF rel.relkind IS DISTINCT FROM 'r' THEN
+    -- A partitioned table counts for all its partitions, those attached later included.
+    IF rel.relkind IS DISTINCT FROM 'r' AND rel.relkind IS DISTINCT FROM 'p' THEN
         RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
     END IF;
     SELECT a.atttypid, t.typcategory INTO src FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
@@ -260,10 +263,13 @@ END $$;
 CREATE FUNCTION bge_vectorize(tbl regclass, source name, target name, model text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    model_name text := bge_internal.bge_check_columns(tbl, source, target, model);
+    model_name text;
+    trigger_name text := left('bge_vectorize_' || target, 63);
     index_name text;
     pending regclass;
 BEGIN
+    PERFORM bge_internal.bge_refuse_on_standby('bge_vectorize');
+    model_name := bge_internal.bge_check_columns(tbl, source, target, model);
     IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = tbl), 'USAGE') THEN
         RAISE EXCEPTION 'must be owner of table %', tbl USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -271,9 +277,15 @@ BEGIN
         RAISE EXCEPTION '%.% is vectorized already', tbl, target USING ERRCODE = 'duplicate_object',
             HINT = 'bge_unvectorize it first to change its source or model.';
     END IF;
-    -- Writes of the source leave the target NULL until the worker fills it.
-    EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OF %I ON %s FOR EACH ROW EXECUTE FUNCTION bge_internal.bge_vectorize_trigger(%L, %L)',
-                   left('bge_vectorize_' || target, 63), source, tbl, source, target);
+    -- Writes of the source leave the target NULL until the worker fills it. On a partitioned
+    -- table every update reaches the trigger: one that moves a row to another partition
+    -- without changing its source keeps the row's vector (src/vectorize/trigger.rs).
+    EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE %s ON %s FOR EACH ROW EXECUTE FUNCTION bge_internal.bge_vectorize_trigger(%L, %L)',
+                   trigger_name, CASE WHEN (SELECT relkind FROM pg_class WHERE oid = tbl) = 'p' THEN '' ELSE format('OF %I', source) END,
+                   tbl, source, target);
+    -- Also in logical replication's apply worker (session_replication_role = replica): a
+    -- subscriber that vectorizes its copy re-embeds replicated writes.
+    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', tbl, trigger_name);
     -- Finds the pending rows without scanning the table: it holds only them, under one key.
     index_name := left(format('%s_%s_bge_pending', (SELECT relname FROM pg_class WHERE oid = tbl), target), 63);
     EXECUTE format('CREATE INDEX %I ON %s ((1)) WHERE %I IS NULL AND %I IS NOT NULL', index_name, tbl, target, source);
@@ -296,6 +308,7 @@ DECLARE
     v record;
     n integer := 0;
 BEGIN
+    PERFORM bge_internal.bge_refuse_on_standby('bge_unvectorize');
     IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = tbl), 'USAGE') THEN
         RAISE EXCEPTION 'must be owner of table %', tbl USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -330,7 +343,9 @@ BEGIN
         last_error := v.last_error; last_error_at := v.last_error_at; worker_pid := pid;
         -- Counted as the table's owner: the caller never runs the owner's code.
         pending := bge_internal.bge_vectorize_pending(v.tbl::oid, v.source::text, v.target::text);
-        SELECT count(*) INTO failed FROM @extschema@.bge_vectorize_errors e WHERE e.tbl = v.tbl AND e.target = v.target;
+        -- Failed rows are recorded by the plain table holding them (a partition of a partitioned one).
+        SELECT count(*) INTO failed FROM @extschema@.bge_vectorize_errors e
+            WHERE (e.tbl = v.tbl OR e.tbl IN (SELECT t.relid FROM pg_partition_tree(v.tbl) t)) AND e.target = v.target;
         lag := CASE WHEN pending > 0 THEN now() - coalesce(v.caught_up_at, v.registered_at) ELSE '0'::interval END;
         RETURN NEXT;
     END LOOP;
@@ -359,6 +374,8 @@ COMMENT ON FUNCTION bge_internal.bge_vectorize_unregister(oid, text) IS
     'Removes the registrations (one target, or all) of a table the caller owns and returns them; internal, called by bge_unvectorize.';
 COMMENT ON FUNCTION bge_internal.bge_vectorize_pending(oid, text, text) IS
     'Rows of a vectorized table waiting for the worker, counted as the table''s owner (NULL for a table the caller cannot read); internal, called by bge_vectorize_status.';
+COMMENT ON FUNCTION bge_internal.bge_refuse_on_standby(text) IS
+    'Raises an error (25006) on a standby, before a pg_bge function that writes does any work; internal.';
 COMMENT ON FUNCTION bge_internal.bge_backfill_check_transaction() IS
     'Raises an error inside a transaction block, where bge_backfill could not commit; internal.';
 COMMENT ON FUNCTION bge_internal.bge_check_columns(regclass, name, name, text) IS

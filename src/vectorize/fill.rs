@@ -25,6 +25,7 @@ pub struct FailedRow {
     pub error: String,
 }
 
+#[derive(Default)]
 pub struct Batch {
     /// Rows locked and filled, and their tokens.
     pub rows: usize,

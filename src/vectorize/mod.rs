@@ -58,9 +58,23 @@ fn bge_backfill_batch(
     TableIterator::once((batch.rows as i32, batch.tokens as i64, batch.last_ctid, failed_ctids, failed))
 }
 
+/// Refuses, before any work, to run `what` (a pg_bge function that writes) on a standby.
+#[pg_extern(volatile, parallel_safe, schema = "bge_internal")]
+fn bge_refuse_on_standby(what: &str) {
+    // SAFETY: a plain read of shared state.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("{what} cannot run on a standby"),
+            "Run it on the primary; what it writes replicates from there.",
+        );
+    }
+}
+
 /// bge_backfill commits after every batch: refuse, before any work, to run where it cannot.
 #[pg_extern(volatile, parallel_unsafe, schema = "bge_internal")]
 fn bge_backfill_check_transaction() {
+    bge_refuse_on_standby("bge_backfill");
     // SAFETY: a plain read of this backend's transaction state.
     if unsafe { pg_sys::IsTransactionBlock() } {
         raise_with(
@@ -74,6 +88,9 @@ fn bge_backfill_check_transaction() {
 /// The bge_backfill in progress in this backend, kept across its COMMITs.
 struct Backfill {
     table: pg_sys::Oid,
+    /// The plain tables a pass goes through (owner::leaves), and the one it is in.
+    leaves: Vec<pg_sys::Oid>,
+    leaf: usize,
     source: String,
     target: String,
     embedding: Call,
@@ -82,9 +99,10 @@ struct Backfill {
     total: i64,
     done: i64,
     tokens: i64,
-    skipped_ctids: Vec<String>,
+    /// Rows whose text failed, by plain table (ctids are per table).
+    skipped_ctids: Vec<(pg_sys::Oid, String)>,
     skipped: Vec<String>,
-    /// The ctid the current pass has reached.
+    /// The ctid the current pass has reached in the current leaf.
     position: String,
     pass: u32,
     pass_rows: i64,
@@ -106,14 +124,7 @@ const MAX_PASSES: u32 = 10;
 /// checked by bge_check_columns before.
 #[pg_extern(volatile, parallel_unsafe, schema = "bge_internal")]
 fn bge_backfill_begin(tbl: pg_sys::Oid, source: &str, target: &str, model: Option<&str>, batch_tokens: Option<i32>, progress_s: Option<f64>) {
-    // SAFETY: a plain read of shared state.
-    if unsafe { pg_sys::RecoveryInProgress() } {
-        raise_with(
-            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-            "bge_backfill cannot run on a standby".into(),
-            "Run it on the primary; the filled column replicates from there.",
-        );
-    }
+    bge_refuse_on_standby("bge_backfill");
     let batch_tokens = batch_tokens.unwrap_or(0);
     if batch_tokens < 1 {
         raise_with(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "batch_tokens must be at least 1".into(), "About 16384 keeps batches efficient.");
@@ -124,6 +135,8 @@ fn bge_backfill_begin(tbl: pg_sys::Oid, source: &str, target: &str, model: Optio
     let now = Instant::now();
     let state = Backfill {
         table: tbl,
+        leaves: owner::leaves(tbl),
+        leaf: 0,
         source: source.into(),
         target: target.into(),
         embedding,
@@ -154,10 +167,23 @@ fn bge_backfill_step() -> bool {
     // Ownership is checked again: the table may have changed hands between batches.
     let table = owned_table(b.table);
     loop {
-        let batch = run_as(table.owner, || {
-            fill_batch(b.table, &b.source, &b.target, &b.embedding, b.rows_wanted, Some(&b.position), &b.skipped_ctids, &mut UserCodeTimer::new(None), &mut check_interrupts)
-        });
+        let batch = match b.leaves.get(b.leaf).copied() {
+            Some(leaf) => {
+                let skip: Vec<String> = b.skipped_ctids.iter().filter(|(t, _)| *t == leaf).map(|(_, c)| c.clone()).collect();
+                let batch = run_as(table.owner, || {
+                    fill_batch(leaf, &b.source, &b.target, &b.embedding, b.rows_wanted, Some(&b.position), &skip, &mut UserCodeTimer::new(None), &mut check_interrupts)
+                });
+                b.skipped_ctids.extend(batch.failed.iter().map(|f| (leaf, f.ctid.clone())));
+                batch
+            }
+            None => fill::Batch::default(),
+        };
         let Some(last) = batch.last_ctid else {
+            if b.leaf + 1 < b.leaves.len() {
+                b.leaf += 1;
+                b.position = "(0,0)".into();
+                continue;
+            }
             // End of a pass: go round again until a pass finds nothing to fill.
             if (b.pass_rows == 0 && b.pass > 1) || b.pass == MAX_PASSES {
                 finish(&b, &table);
@@ -165,6 +191,9 @@ fn bge_backfill_step() -> bool {
             }
             b.pass += 1;
             b.pass_rows = 0;
+            // Partitions attached meanwhile are filled too.
+            b.leaves = owner::leaves(b.table);
+            b.leaf = 0;
             b.position = "(0,0)".into();
             continue;
         };
@@ -172,10 +201,7 @@ fn bge_backfill_step() -> bool {
         b.done = b.done.saturating_add(batch.rows as i64);
         b.pass_rows = b.pass_rows.saturating_add(batch.rows as i64);
         b.tokens = b.tokens.saturating_add(batch.tokens as i64);
-        for f in batch.failed {
-            b.skipped.push(format!("{}: {}", f.key, f.error));
-            b.skipped_ctids.push(f.ctid);
-        }
+        b.skipped.extend(batch.failed.iter().map(|f| format!("{}: {}", f.key, f.error)));
         if b.done > 0 {
             b.rows_wanted = (b.batch_tokens as i128 * b.done as i128 / b.tokens.max(1) as i128).clamp(1, 10_000) as usize;
         }
@@ -268,11 +294,13 @@ fn bge_vectorize_register(tbl: pg_sys::Oid, source: &str, target: &str, model: &
     if index_of_table != Ok(Some(true)) {
         raise_with(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "the pending index is not an index of the table".into(), "bge_vectorize creates it.");
     }
+    // Release 0.1.0's table (before ALTER EXTENSION UPDATE) holds the index as a regclass.
+    let index = if pending_index_by_name(&schema) { "(SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $7)" } else { "$7::pg_catalog.regclass" };
     as_extension_owner(|| {
         Spi::run_with_args(
             &format!(
                 "INSERT INTO {schema}.bge_vectorized (tbl, source, target, model, truncate, precision, pending_index) \
-                 VALUES ($1::pg_catalog.regclass, $2, $3, $4, $5, $6, $7::pg_catalog.regclass)"
+                 VALUES ($1::pg_catalog.regclass, $2, $3, $4, $5, $6, {index})"
             ),
             &[tbl.into(), source.into(), target.into(), model.into(), truncate.into(), precision.into(), pending_index.into()],
         )
@@ -292,6 +320,12 @@ fn bge_vectorize_unregister(
     // table's owner must always be able to remove it.
     let table = owner::any_owned_relation(tbl);
     let schema = owner::installed_schema();
+    let index = if pending_index_by_name(&schema) {
+        "(SELECT i.indexrelid FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid \
+          WHERE i.indrelid OPERATOR(pg_catalog.=) r.tbl AND c.relname OPERATOR(pg_catalog.=) r.pending_index)"
+    } else {
+        "r.pending_index::pg_catalog.oid"
+    };
     let removed = as_extension_owner(|| {
         Spi::connect_mut(|client| {
             let rows = client
@@ -299,7 +333,7 @@ fn bge_vectorize_unregister(
                     &format!(
                         "DELETE FROM {schema}.bge_vectorized r WHERE r.tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass \
                          AND ($2::pg_catalog.text IS NULL OR r.target OPERATOR(pg_catalog.=) $2::pg_catalog.name) \
-                         RETURNING r.target::pg_catalog.text, r.pending_index::pg_catalog.oid"
+                         RETURNING r.target::pg_catalog.text, {index}"
                     ),
                     None,
                     &[table.oid.into(), target.into()],
@@ -311,7 +345,8 @@ fn bge_vectorize_unregister(
                 client
                     .update(
                         &format!(
-                            "DELETE FROM {schema}.bge_vectorize_errors e WHERE e.tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass \
+                            "DELETE FROM {schema}.bge_vectorize_errors e WHERE (e.tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass \
+                             OR e.tbl OPERATOR(pg_catalog.=) ANY (SELECT t.relid FROM pg_catalog.pg_partition_tree($1::pg_catalog.regclass) t)) \
                              AND e.target OPERATOR(pg_catalog.=) $2::pg_catalog.name"
                         ),
                         None,
@@ -334,7 +369,7 @@ fn bge_vectorize_pending(tbl: pg_sys::Oid, source: &str, target: &str) -> Option
     let relation = owner::relation(tbl)?;
     // Under row-level security the count would include rows the caller may not see: only for
     // those who act as the owner then.
-    if relation.kind != "r" || !owner::can_read(tbl) || (relation.row_security && !owner::acts_as(relation.owner)) {
+    if !["r", "p"].contains(&relation.kind.as_str()) || !owner::can_read(tbl) || (relation.row_security && !owner::acts_as(relation.owner)) {
         return None;
     }
     let schema = owner::installed_schema();
@@ -353,18 +388,30 @@ fn bge_vectorize_pending(tbl: pg_sys::Oid, source: &str, target: &str) -> Option
     }
     let query = format!(
         "SELECT pg_catalog.count(*) FROM {} t WHERE {} IS NULL AND {} IS NOT NULL AND NOT EXISTS \
-         (SELECT FROM {schema}.bge_vectorize_errors e WHERE e.tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass \
-          AND e.target OPERATOR(pg_catalog.=) $2::pg_catalog.name AND e.row_ctid OPERATOR(pg_catalog.=) t.ctid \
+         (SELECT FROM {schema}.bge_vectorize_errors e WHERE e.tbl OPERATOR(pg_catalog.=) t.tableoid::pg_catalog.regclass \
+          AND e.target OPERATOR(pg_catalog.=) $1::pg_catalog.name AND e.row_ctid OPERATOR(pg_catalog.=) t.ctid \
           AND e.row_xmin OPERATOR(pg_catalog.=) t.xmin)",
         relation.name,
         pgrx::spi::quote_identifier(target),
         pgrx::spi::quote_identifier(source),
     );
     run_as(relation.owner, || {
-        worker::in_subtransaction(|| Spi::get_one_with_args::<i64>(&query, &[tbl.into(), target.into()]).or_raise())
+        worker::in_subtransaction(|| Spi::get_one_with_args::<i64>(&query, &[target.into()]).or_raise())
     })
     .ok()
     .flatten()
+}
+
+/// Whether bge_vectorized.pending_index is a name (0.2.0 on) rather than 0.1.0's regclass.
+fn pending_index_by_name(schema: &str) -> bool {
+    let _scope = SettingsScope::enter();
+    Spi::get_one_with_args::<bool>(
+        "SELECT a.atttypid OPERATOR(pg_catalog.=) 'pg_catalog.name'::pg_catalog.regtype FROM pg_catalog.pg_attribute a \
+         WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1) AND a.attname OPERATOR(pg_catalog.=) 'pending_index'",
+        &[format!("{schema}.bge_vectorized").into()],
+    )
+    .or_raise()
+    .unwrap_or(true)
 }
 
 /// Runs `f` as the role that installed pg_bge, which owns its registration tables.

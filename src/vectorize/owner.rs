@@ -11,7 +11,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-use crate::errors::raise_with;
+use crate::errors::{raise_with, OrRaise};
 
 /// A GUC nest level with search_path = pg_catalog, pg_temp; on drop every setting changed
 /// inside (SET and SET LOCAL alike) goes back to what it was. An ERROR inside pops the level
@@ -130,15 +130,33 @@ pub fn any_owned_relation(oid: pg_sys::Oid) -> Relation {
     r
 }
 
-/// The plain table `oid`, which the current user must own: else ERROR 42501, or 42809 for what
-/// is not a plain table.
+/// The table `oid` (plain or partitioned), which the current user must own: else ERROR 42501,
+/// or 42809 for what is not a table.
 pub fn owned_table(oid: pg_sys::Oid) -> Relation {
     let r = any_owned_relation(oid);
     match r.kind.as_str() {
-        "r" => r,
-        "p" => raise_with(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("{} is a partitioned table", r.name), "Run it on each partition."),
-        _ => raise_with(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("{} is not a table", r.name), "pg_bge fills plain tables only."),
+        "r" | "p" => r,
+        _ => raise_with(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("{} is not a table", r.name), "pg_bge fills tables and partitioned tables."),
     }
+}
+
+/// The plain tables holding the rows of table `oid`: itself, or every partition of a partitioned
+/// table at any depth (those attached since included), in a stable order.
+pub fn leaves(oid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
+    let _scope = SettingsScope::enter();
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relkind OPERATOR(pg_catalog.=) 'r' \
+                 AND (c.oid OPERATOR(pg_catalog.=) $1 OR c.oid OPERATOR(pg_catalog.=) ANY \
+                      (SELECT t.relid FROM pg_catalog.pg_partition_tree($1::pg_catalog.regclass) t)) ORDER BY c.oid",
+                None,
+                &[oid.into()],
+            )
+            .or_raise()
+            .filter_map(|row| row.get::<pg_sys::Oid>(1).ok().flatten())
+            .collect()
+    })
 }
 
 /// Whether the current user has the privileges of `role` (is it, or a member of it).

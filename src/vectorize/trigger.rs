@@ -2,6 +2,11 @@
 //! arguments (source, target). An inserted row, or an update that changes the source, gets a
 //! NULL target, which queues the row for the vectorizer worker; no stale vector can survive a
 //! change of its source, however many writes come before the worker gets to the row.
+//!
+//! An UPDATE that moves a row to another partition is a DELETE and an INSERT to PostgreSQL,
+//! whose BEFORE INSERT trigger fires on the destination: a row the UPDATE passed with its
+//! source unchanged keeps its vector there (see [`MovedRow`]).
+use std::cell::RefCell;
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
@@ -9,6 +14,25 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use crate::errors::raise_with;
+
+/// A row an UPDATE of a partition just passed with its source unchanged and its target set. If
+/// PostgreSQL moves it to another partition, the INSERT into that partition follows within the
+/// same command: an inserted row with these very source and target bytes there keeps its target.
+struct MovedRow {
+    command: (pg_sys::TimestampTz, pg_sys::CommandId),
+    source: Vec<u8>,
+    target: Vec<u8>,
+}
+
+thread_local! {
+    static MOVED: RefCell<Option<MovedRow>> = const { RefCell::new(None) };
+}
+
+/// The statement and command a trigger fires in.
+fn this_command() -> (pg_sys::TimestampTz, pg_sys::CommandId) {
+    // SAFETY: plain reads of this backend's transaction state.
+    unsafe { (pg_sys::GetCurrentStatementStartTimestamp(), pg_sys::GetCurrentCommandId(false)) }
+}
 
 #[no_mangle]
 #[pg_guard]
@@ -45,10 +69,22 @@ pub unsafe extern "C-unwind" fn bge_vectorize_trigger(fcinfo: pg_sys::FunctionCa
         };
         let (source, target) = (column(args[0]), column(args[1]));
         let row = if op == pg_sys::TRIGGER_EVENT_INSERT { data.tg_trigtuple } else { data.tg_newtuple };
-        let mut target_null = false;
-        pg_sys::SPI_getbinval(row, desc, target, &mut target_null);
-        if target_null || (op == pg_sys::TRIGGER_EVENT_UPDATE && source_unchanged(data.tg_trigtuple, row, desc, source)) {
+        let Some(target_bytes) = value_bytes(row, desc, target) else {
             return pg_sys::Datum::from(row);
+        };
+        let partition = (*(*data.tg_relation).rd_rel).relispartition;
+        if op == pg_sys::TRIGGER_EVENT_UPDATE && value_bytes(data.tg_trigtuple, desc, source) == value_bytes(row, desc, source) {
+            if partition {
+                let source_bytes = value_bytes(row, desc, source).unwrap_or_default().into_owned();
+                MOVED.with(|m| *m.borrow_mut() = Some(MovedRow { command: this_command(), source: source_bytes, target: target_bytes.into_owned() }));
+            }
+            return pg_sys::Datum::from(row);
+        }
+        if op == pg_sys::TRIGGER_EVENT_INSERT && partition {
+            let moved = MOVED.with(|m| m.borrow_mut().take());
+            if moved.is_some_and(|m| m.command == this_command() && *m.target == *target_bytes && Some(&m.source[..]) == value_bytes(row, desc, source).as_deref()) {
+                return pg_sys::Datum::from(row);
+            }
         }
         let mut replace_cols = [target];
         let mut values = [pg_sys::Datum::from(0usize)];
@@ -58,33 +94,30 @@ pub unsafe extern "C-unwind" fn bge_vectorize_trigger(fcinfo: pg_sys::FunctionCa
     }
 }
 
-/// Whether the update keeps the source's bytes (a changed value always differs; an unchanged
-/// one stored differently counts as changed, which only costs a new embedding).
-unsafe fn source_unchanged(old: pg_sys::HeapTuple, new: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, source: i32) -> bool {
-    // SAFETY: both tuples belong to `desc`'s relation; source is a valid column number.
+/// Column `column`'s value in `row` as stored (None for NULL). An update keeps the source when
+/// its bytes are equal (a changed value always differs; an unchanged one stored differently
+/// counts as changed, which only costs a new embedding).
+/// By-value types are widened to a Datum's bytes.
+unsafe fn value_bytes<'a>(row: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, column: i32) -> Option<std::borrow::Cow<'a, [u8]>> {
+    // SAFETY: the tuple belongs to `desc`'s relation; column is a valid column number.
     unsafe {
-        let (mut old_null, mut new_null) = (false, false);
-        let old_value = pg_sys::SPI_getbinval(old, desc, source, &mut old_null);
-        let new_value = pg_sys::SPI_getbinval(new, desc, source, &mut new_null);
-        if old_null || new_null {
-            return old_null && new_null;
+        let mut null = false;
+        let value = pg_sys::SPI_getbinval(row, desc, column, &mut null);
+        if null {
+            return None;
         }
         let (mut len, mut by_value) = (0i16, false);
-        pg_sys::get_typlenbyval(pg_sys::SPI_gettypeid(desc, source), &mut len, &mut by_value);
-        let bytes = |value: pg_sys::Datum| -> &[u8] {
-            let ptr = value.cast_mut_ptr::<u8>() as *const u8;
-            let n = match len {
-                -1 => pgrx::varlena::varsize_any(ptr.cast()),
-                -2 => CStr::from_ptr(ptr.cast()).to_bytes().len(),
-                n => n as usize,
-            };
-            std::slice::from_raw_parts(ptr, n)
-        };
+        pg_sys::get_typlenbyval(pg_sys::SPI_gettypeid(desc, column), &mut len, &mut by_value);
         if by_value {
-            old_value == new_value
-        } else {
-            bytes(old_value) == bytes(new_value)
+            return Some(value.value().to_ne_bytes().to_vec().into());
         }
+        let ptr = value.cast_mut_ptr::<u8>() as *const u8;
+        let n = match len {
+            -1 => pgrx::varlena::varsize_any(ptr.cast()),
+            -2 => CStr::from_ptr(ptr.cast()).to_bytes().len() + 1,
+            n => n as usize,
+        };
+        Some(std::slice::from_raw_parts(ptr, n).into())
     }
 }
 

@@ -207,6 +207,8 @@ struct TableState {
     caught_up_written: bool,
     failures: u32,
     retry_at: Option<Instant>,
+    /// Of a partitioned table's partitions (owner::leaves), the one the last batch filled.
+    leaf: usize,
 }
 
 #[pg_guard]
@@ -332,7 +334,7 @@ fn registrations() -> Option<Vec<Registration>> {
                 &format!(
                     "SELECT v.tbl::pg_catalog.oid, v.source::pg_catalog.text, v.target::pg_catalog.text, v.model, \
                             v.truncate, v.precision, v.rows_done, v.tokens_done, \
-                            CASE WHEN c.relkind OPERATOR(pg_catalog.<>) 'r' THEN 'it is no longer a plain table' \
+                            CASE WHEN c.relkind OPERATOR(pg_catalog.<>) ALL ('{{r,p}}'::pg_catalog.char[]) THEN 'it is no longer a table' \
                                  WHEN s.attnum IS NULL THEN 'its source column is gone' \
                                  WHEN t.attnum IS NULL THEN 'its target column is gone' END, \
                             c.relowner \
@@ -408,13 +410,26 @@ fn run_batch(r: &Registration, state: &mut TableState) -> bool {
             let schema = owner::installed_schema();
             let schema = schema.as_str();
             let owner = match owner::relation(r.table) {
-                Some(table) if table.kind == "r" => table.owner,
-                _ => raise_with(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, "the table is no longer a plain table".into(), "bge_unvectorize it."),
+                Some(table) if table.kind == "r" || table.kind == "p" => table.owner,
+                _ => raise_with(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, "the table is no longer a table".into(), "bge_unvectorize it."),
             };
-            let skip = skipped_rows(schema, r, owner, &mut timer);
-            let batch = run_as(owner, || fill::fill_batch(r.table, &r.source, &r.target, &r.embedding, max_rows, None, &skip, &mut timer, &mut interrupt));
-            record(schema, r, &batch, max_rows, state, started);
-            batch.fetched == max_rows
+            // A partitioned table's rows live in its partitions: one batch from the first with
+            // rows to fill, starting at the one the last batch filled.
+            let leaves = owner::leaves(r.table);
+            for k in 0..leaves.len() {
+                let at = (state.leaf + k) % leaves.len();
+                let skip = skipped_rows(schema, r, leaves[at], owner, &mut timer);
+                let batch = run_as(owner, || fill::fill_batch(leaves[at], &r.source, &r.target, &r.embedding, max_rows, None, &skip, &mut timer, &mut interrupt));
+                if batch.fetched > 0 {
+                    state.leaf = at;
+                    // A partial batch: this partition is done, others may not be.
+                    let more = batch.fetched == max_rows || leaves.len() > 1;
+                    record(schema, r, leaves[at], &batch, !more, state, started);
+                    return more;
+                }
+            }
+            record(schema, r, r.table, &fill::Batch::default(), true, state, started);
+            false
         });
         done.map_err(|message| {
             let message = match limit {
@@ -457,8 +472,8 @@ fn qualified_name_or_oid(table: pg_sys::Oid) -> String {
 
 /// ctids of the rows that failed and have not changed since, checked as the table's owner;
 /// forgets the others (updated, deleted, or filled by someone else), so those are tried again.
-fn skipped_rows(schema: &str, r: &Registration, owner: pg_sys::Oid, timer: &mut UserCodeTimer) -> Vec<String> {
-    let args = [r.table.into(), r.target.as_str().into()];
+fn skipped_rows(schema: &str, r: &Registration, leaf: pg_sys::Oid, owner: pg_sys::Oid, timer: &mut UserCodeTimer) -> Vec<String> {
+    let args = [leaf.into(), r.target.as_str().into()];
     let recorded: Vec<(String, String)> = Spi::connect(|client| {
         client
             .select(
@@ -480,7 +495,7 @@ fn skipped_rows(schema: &str, r: &Registration, owner: pg_sys::Oid, timer: &mut 
     let query = format!(
         "SELECT e.c::pg_catalog.text FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.tid[]), pg_catalog.unnest($2::pg_catalog.xid[])) AS e(c, x) \
          WHERE EXISTS (SELECT FROM {} t WHERE t.ctid OPERATOR(pg_catalog.=) e.c AND t.xmin OPERATOR(pg_catalog.=) e.x AND t.{} IS NULL)",
-        qualified_name(r.table),
+        qualified_name(leaf),
         quote_identifier(&r.target)
     );
     let still_failing: Vec<String> = run_as(owner, || {
@@ -500,20 +515,20 @@ fn skipped_rows(schema: &str, r: &Registration, owner: pg_sys::Oid, timer: &mut 
             "DELETE FROM {schema}.bge_vectorize_errors WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass \
              AND target OPERATOR(pg_catalog.=) $2::pg_catalog.name AND row_ctid OPERATOR(pg_catalog.<>) ALL($3::pg_catalog.tid[])"
         ),
-        &[r.table.into(), r.target.as_str().into(), still_failing.clone().into()],
+        &[leaf.into(), r.target.as_str().into(), still_failing.clone().into()],
     )
     .or_raise();
     still_failing
 }
 
-/// The batch's failed rows and the table's counters (which saturate: they are statistics).
-fn record(schema: &str, r: &Registration, batch: &Batch, max_rows: usize, state: &mut TableState, started: Instant) {
+/// The batch's failed rows (in `leaf`, the plain table it filled) and the registration's
+/// counters (which saturate: they are statistics).
+fn record(schema: &str, r: &Registration, leaf: pg_sys::Oid, batch: &Batch, caught_up: bool, state: &mut TableState, started: Instant) {
     if batch.rows > 0 {
         state.busy_since.get_or_insert(started);
         state.busy_rows += batch.rows;
     }
     let rate = state.busy_since.map(|since| state.busy_rows as f64 / since.elapsed().as_secs_f64().max(1e-6));
-    let caught_up = batch.fetched < max_rows;
     let last_error = batch.failed.last().map(|f| format!("row {}: {}", f.key, f.error));
     let write = batch.rows > 0 || last_error.is_some() || (caught_up && (state.busy_since.is_some() || !state.caught_up_written));
     Spi::connect_mut(|client| {
@@ -526,7 +541,7 @@ fn record(schema: &str, r: &Registration, batch: &Batch, max_rows: usize, state:
                          SET row_xmin = EXCLUDED.row_xmin, row_key = EXCLUDED.row_key, error = EXCLUDED.error, failed_at = pg_catalog.now()"
                     ),
                     None,
-                    &[r.table.into(), r.target.as_str().into(), f.ctid.as_str().into(), f.xmin.as_str().into(), f.key.as_str().into(), f.error.as_str().into()],
+                    &[leaf.into(), r.target.as_str().into(), f.ctid.as_str().into(), f.xmin.as_str().into(), f.key.as_str().into(), f.error.as_str().into()],
                 )
                 .or_raise();
         }

@@ -1,0 +1,178 @@
+-- pg_bge 0.1.0 -> 0.2.0 (ALTER EXTENSION pg_bge UPDATE). Every release ships the script from
+-- the one before; a fresh install of the new version and an updated old one end up with the same
+-- catalog (tests/operations/upgrade.sh compares them).
+\echo Use "ALTER EXTENSION pg_bge UPDATE" to load this file. \quit
+
+-- Writing functions refuse up front on a standby (25006).
+CREATE FUNCTION bge_internal."bge_refuse_on_standby"(
+	"what" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'bge_refuse_on_standby_wrapper';
+COMMENT ON FUNCTION bge_internal.bge_refuse_on_standby(text) IS
+    'Raises an error (25006) on a standby, before a pg_bge function that writes does any work; internal.';
+
+-- Registrations name their pending index instead of referencing it, so that a dump restores
+-- them (the index is created after the table's data).
+CREATE FUNCTION bge_internal.bge_upgrade_relname(pg_catalog.oid) RETURNS pg_catalog.name
+LANGUAGE sql STABLE AS $$ SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1 $$;
+ALTER TABLE @extschema@.bge_vectorized ALTER COLUMN pending_index TYPE pg_catalog.name
+    USING bge_internal.bge_upgrade_relname(pending_index::pg_catalog.oid);
+DROP FUNCTION bge_internal.bge_upgrade_relname(pg_catalog.oid);
+
+-- Partitioned tables are accepted.
+CREATE OR REPLACE FUNCTION bge_internal.bge_check_columns(tbl regclass, source name, target name, model text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel record;
+    src record;
+    tgt record;
+    dims integer;
+    model_name text := coalesce(model, current_setting('bge.model'));
+BEGIN
+    SELECT c.relkind, c.relname INTO rel FROM pg_class c WHERE c.oid = tbl;
+    -- A partitioned table counts for all its partitions, those attached later included.
+    IF rel.relkind IS DISTINCT FROM 'r' AND rel.relkind IS DISTINCT FROM 'p' THEN
+        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    SELECT a.atttypid, t.typcategory INTO src FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = tbl AND a.attname = source AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of % does not exist', source, tbl USING ERRCODE = 'undefined_column';
+    ELSIF src.typcategory <> 'S' THEN
+        RAISE EXCEPTION 'source column "%" is of type %, not text', source, format_type(src.atttypid, NULL)
+            USING ERRCODE = 'datatype_mismatch', HINT = 'The source must be text, varchar or char.';
+    END IF;
+    SELECT a.atttypid, a.atttypmod, a.attgenerated, t.typname INTO tgt FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = tbl AND a.attname = target AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of % does not exist', target, tbl USING ERRCODE = 'undefined_column',
+            HINT = 'Add it first, e.g. ALTER TABLE ... ADD COLUMN embedding real[] (or vector(n) with pgvector).';
+    ELSIF target = source THEN
+        RAISE EXCEPTION 'source and target are the same column' USING ERRCODE = 'invalid_parameter_value';
+    ELSIF tgt.attgenerated <> '' THEN
+        RAISE EXCEPTION 'target column "%" is a generated column', target USING ERRCODE = 'wrong_object_type',
+            HINT = 'A generated column is always filled already; fill a plain column instead.';
+    ELSIF tgt.atttypid NOT IN ('real[]'::regtype, 'double precision[]'::regtype)
+          AND NOT EXISTS (SELECT FROM pg_cast WHERE castsource = 'real[]'::regtype AND casttarget = tgt.atttypid AND castcontext IN ('a', 'i')) THEN
+        RAISE EXCEPTION 'target column "%" is of type %, which takes no real[]', target, format_type(tgt.atttypid, tgt.atttypmod)
+            USING ERRCODE = 'datatype_mismatch', HINT = 'Use real[], or pgvector''s vector or halfvec.';
+    END IF;
+    SELECT m.dimensions INTO dims FROM @extschema@.bge_models() m WHERE m.name = model_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'model "%" is not installed', model_name USING ERRCODE = 'undefined_object',
+            HINT = 'SELECT name FROM bge_models() lists the models under bge.model_dir.';
+    END IF;
+    IF tgt.typname IN ('vector', 'halfvec') AND tgt.atttypmod > 0 AND tgt.atttypmod <> dims THEN
+        RAISE EXCEPTION 'target column "%" is %, but model "%" gives % dimensions', target, format_type(tgt.atttypid, tgt.atttypmod), model_name, dims
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    RETURN model_name;
+END $$;
+
+-- Refuses on a standby; the trigger fires in logical replication's apply worker too.
+CREATE OR REPLACE FUNCTION bge_vectorize(tbl regclass, source name, target name, model text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    model_name text;
+    trigger_name text := left('bge_vectorize_' || target, 63);
+    index_name text;
+    pending regclass;
+BEGIN
+    PERFORM bge_internal.bge_refuse_on_standby('bge_vectorize');
+    model_name := bge_internal.bge_check_columns(tbl, source, target, model);
+    IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = tbl), 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT FROM @extschema@.bge_vectorized v WHERE v.tbl = bge_vectorize.tbl AND v.target = bge_vectorize.target) THEN
+        RAISE EXCEPTION '%.% is vectorized already', tbl, target USING ERRCODE = 'duplicate_object',
+            HINT = 'bge_unvectorize it first to change its source or model.';
+    END IF;
+    -- Writes of the source leave the target NULL until the worker fills it. On a partitioned
+    -- table every update reaches the trigger: one that moves a row to another partition
+    -- without changing its source keeps the row's vector (src/vectorize/trigger.rs).
+    EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE %s ON %s FOR EACH ROW EXECUTE FUNCTION bge_internal.bge_vectorize_trigger(%L, %L)',
+                   trigger_name, CASE WHEN (SELECT relkind FROM pg_class WHERE oid = tbl) = 'p' THEN '' ELSE format('OF %I', source) END,
+                   tbl, source, target);
+    -- Also in logical replication's apply worker (session_replication_role = replica): a
+    -- subscriber that vectorizes its copy re-embeds replicated writes.
+    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', tbl, trigger_name);
+    -- Finds the pending rows without scanning the table: it holds only them, under one key.
+    index_name := left(format('%s_%s_bge_pending', (SELECT relname FROM pg_class WHERE oid = tbl), target), 63);
+    EXECUTE format('CREATE INDEX %I ON %s ((1)) WHERE %I IS NULL AND %I IS NOT NULL', index_name, tbl, target, source);
+    -- (::name cuts the name at 63 bytes, as CREATE INDEX did.)
+    SELECT i.indexrelid INTO pending FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        WHERE i.indrelid = tbl AND c.relname = index_name::name;
+    IF pending IS NULL THEN
+        RAISE EXCEPTION 'bge_vectorize could not find the index it created on %', tbl USING ERRCODE = 'internal_error';
+    END IF;
+    PERFORM bge_internal.bge_vectorize_register(tbl::oid, source::text, target::text, model_name,
+        model IS NOT NULL OR current_setting('bge.truncate')::boolean,
+        CASE WHEN model IS NULL THEN current_setting('bge.precision') ELSE 'fp32' END,
+        pending::oid);
+    PERFORM bge_internal.bge_vectorizer_start();
+END $$;
+
+-- Refuses on a standby.
+CREATE OR REPLACE FUNCTION bge_unvectorize(tbl regclass, target name DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v record;
+    n integer := 0;
+BEGIN
+    PERFORM bge_internal.bge_refuse_on_standby('bge_unvectorize');
+    IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = tbl), 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    FOR v IN SELECT * FROM bge_internal.bge_vectorize_unregister(tbl::oid, target::text) LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', left('bge_vectorize_' || v.target, 63), tbl);
+        -- Only an index of this very table (an OID can be reused after the index was dropped).
+        IF EXISTS (SELECT FROM pg_index i WHERE i.indexrelid = v.pending_index AND i.indrelid = tbl) THEN
+            EXECUTE format('DROP INDEX IF EXISTS %s', v.pending_index::regclass);
+        END IF;
+        n := n + 1;
+    END LOOP;
+    IF n = 0 THEN
+        RAISE EXCEPTION '% is not vectorized%', tbl, coalesce(' on ' || quote_ident(target), '') USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN n;
+END $$;
+
+-- Counts a partitioned table's failed rows, recorded by partition.
+CREATE OR REPLACE FUNCTION bge_vectorize_status()
+RETURNS TABLE (tbl regclass, source name, target name, model text, pending bigint, failed bigint, lag interval,
+               rows_per_s double precision, rows_done bigint, last_batch_at timestamptz, last_error text,
+               last_error_at timestamptz, worker_pid integer)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v record;
+    pid integer;
+BEGIN
+    -- After a restart without shared_preload_libraries nobody else starts the worker.
+    pid := bge_internal.bge_vectorizer_start();
+    FOR v IN SELECT * FROM @extschema@.bge_vectorized r WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = r.tbl) ORDER BY r.tbl::text, r.target LOOP
+        tbl := v.tbl; source := v.source; target := v.target; model := v.model;
+        rows_per_s := v.rows_per_s; rows_done := v.rows_done; last_batch_at := v.last_batch_at;
+        last_error := v.last_error; last_error_at := v.last_error_at; worker_pid := pid;
+        -- Counted as the table's owner: the caller never runs the owner's code.
+        pending := bge_internal.bge_vectorize_pending(v.tbl::oid, v.source::text, v.target::text);
+        -- Failed rows are recorded by the plain table holding them (a partition of a partitioned one).
+        SELECT count(*) INTO failed FROM @extschema@.bge_vectorize_errors e
+            WHERE (e.tbl = v.tbl OR e.tbl IN (SELECT t.relid FROM pg_partition_tree(v.tbl) t)) AND e.target = v.target;
+        lag := CASE WHEN pending > 0 THEN now() - coalesce(v.caught_up_at, v.registered_at) ELSE '0'::interval END;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+
+-- Triggers of existing registrations fire in the apply worker too, as bge_vectorize's now do.
+DO $$
+DECLARE
+    v record;
+BEGIN
+    FOR v IN SELECT r.tbl, r.target FROM @extschema@.bge_vectorized r
+             WHERE EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) r.tbl
+                           AND t.tgname OPERATOR(pg_catalog.=) pg_catalog.left('bge_vectorize_' OPERATOR(pg_catalog.||) r.target, 63)) LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', v.tbl, pg_catalog.left('bge_vectorize_' OPERATOR(pg_catalog.||) v.target, 63));
+    END LOOP;
+END $$;
