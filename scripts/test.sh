@@ -82,7 +82,7 @@ regress_server() {
     regress "$@"
 }
 
-SQL_TESTS=(setup embed goldens operators generated errors m3 m3_goldens hardening planner vectorize gemma2)
+SQL_TESTS=(setup embed goldens operators generated chunk errors m3 m3_goldens hardening planner vectorize gemma2)
 status=0
 install_for 15
 echo "== SQL tests on PostgreSQL 15 (pg_regress), every call in its own backend"
@@ -101,6 +101,8 @@ echo "== pg_bge as hostile ordinary roles: vectorizer, backfill, registrations (
 tests/security/attacks.sh "$WORK/models" || status=1
 echo "== upgrade from release 0.1.0 with only this library installed (tests/operations/upgrade.sh)"
 tests/operations/upgrade.sh "$WORK/models" || status=1
+echo "== a streaming standby and a logical-replication subscriber (tests/operations/replication.sh)"
+tests/operations/replication.sh "$WORK/models" || status=1
 for isa in "${ISAS[@]:1}"; do
     echo "== SQL goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
     BGE_CPU_ISA=$isa regress 15 "$isa" setup embed goldens m3 m3_goldens || status=1
@@ -110,7 +112,11 @@ start=$SECONDS
 install_for 18
 echo "== SQL tests on PostgreSQL 18 through the model server, and pgvector (pg_regress)"
 regress_server 18 pg18 "${SQL_TESTS[@]}" server pgvector || status=1
-echo "== PostgreSQL 18 build, install and SQL tests took $((SECONDS - start)) s"
+echo "== dump and restore: pg_restore, --single-transaction, plain; without the model (tests/operations/dump_restore.sh)"
+tests/operations/dump_restore.sh "$WORK/models" || status=1
+echo "== PostgreSQL 18 build, install and tests took $((SECONDS - start)) s"
+echo "== packages: the .deb in place of the source-built files, the PostgreSQL 18 tarball in a copy of the tree (tests/operations/package.sh)"
+tests/operations/package.sh "$WORK/models" || status=1
 
 echo "== cargo pgrx test pg15 (the #[pg_test] suite in src/tests.rs)"
 if [ "$(id -u)" -eq 0 ]; then

@@ -141,7 +141,7 @@ pub fn fill_batch(
 
 /// The table's name as SQL text, schema-qualified when the search path would not find it.
 pub fn qualified_name(table: pg_sys::Oid) -> String {
-    Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regclass::pg_catalog.text", &[table.into()]).or_raise().unwrap_or_else(|| u32::from(table).to_string())
+    super::owner::select_one::<String>("SELECT $1::pg_catalog.regclass::pg_catalog.text", &[table.into()]).or_raise().unwrap_or_else(|| u32::from(table).to_string())
 }
 
 /// SQL naming a row for people: its primary key ("id=42"), else its ctid.

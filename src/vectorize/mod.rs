@@ -266,7 +266,7 @@ fn pending_rows(table: pg_sys::Oid, source: &str, target: &str) -> i64 {
         pgrx::spi::quote_identifier(target),
         pgrx::spi::quote_identifier(source)
     );
-    Spi::get_one::<i64>(&query).or_raise().unwrap_or(0)
+    owner::select_one::<i64>(&query, &[]).or_raise().unwrap_or(0)
 }
 
 /// Starts this database's vectorizer worker unless it runs; returns its pid (NULL when it
@@ -287,7 +287,7 @@ fn bge_vectorize_register(tbl: pg_sys::Oid, source: &str, target: &str, model: &
     let schema = owner::installed_schema();
     let _scope = SettingsScope::enter();
     // Only the partial index bge_vectorize just made on this table is recorded.
-    let index_of_table = Spi::get_one_with_args::<bool>(
+    let index_of_table = owner::select_one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indexrelid OPERATOR(pg_catalog.=) $1 AND i.indrelid OPERATOR(pg_catalog.=) $2)",
         &[pending_index.into(), tbl.into()],
     );
@@ -375,7 +375,7 @@ fn bge_vectorize_pending(tbl: pg_sys::Oid, source: &str, target: &str) -> Option
     let schema = owner::installed_schema();
     let registered = {
         let _scope = SettingsScope::enter();
-        Spi::get_one_with_args::<bool>(
+        owner::select_one::<bool>(
             &format!(
                 "SELECT EXISTS (SELECT FROM {schema}.bge_vectorized v WHERE v.tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass \
                  AND v.source OPERATOR(pg_catalog.=) $2::pg_catalog.name AND v.target OPERATOR(pg_catalog.=) $3::pg_catalog.name)"
@@ -396,7 +396,7 @@ fn bge_vectorize_pending(tbl: pg_sys::Oid, source: &str, target: &str) -> Option
         pgrx::spi::quote_identifier(source),
     );
     run_as(relation.owner, || {
-        worker::in_subtransaction(|| Spi::get_one_with_args::<i64>(&query, &[target.into()]).or_raise())
+        worker::in_subtransaction(|| owner::select_one::<i64>(&query, &[target.into()]).or_raise())
     })
     .ok()
     .flatten()
@@ -405,7 +405,7 @@ fn bge_vectorize_pending(tbl: pg_sys::Oid, source: &str, target: &str) -> Option
 /// Whether bge_vectorized.pending_index is a name (0.2.0 on) rather than 0.1.0's regclass.
 fn pending_index_by_name(schema: &str) -> bool {
     let _scope = SettingsScope::enter();
-    Spi::get_one_with_args::<bool>(
+    owner::select_one::<bool>(
         "SELECT a.atttypid OPERATOR(pg_catalog.=) 'pg_catalog.name'::pg_catalog.regtype FROM pg_catalog.pg_attribute a \
          WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1) AND a.attname OPERATOR(pg_catalog.=) 'pending_index'",
         &[format!("{schema}.bge_vectorized").into()],

@@ -65,6 +65,12 @@ fn set_config(name: &CStr, value: &CStr, action: pg_sys::GucAction::Type) {
     }
 }
 
+/// The first column of the first row of a read-only query (None for no row or NULL). Read-only
+/// SPI, unlike pgrx's Spi::get_one (which assigns a transaction id): works on a standby.
+pub fn select_one<T: FromDatum + IntoDatum>(query: &str, args: &[pgrx::datum::DatumWithOid]) -> pgrx::spi::Result<Option<T>> {
+    Spi::connect(|client| client.select(query, Some(1), args)?.first().get_one())
+}
+
 /// Runs `f` as `role` in a security-restricted operation with its own settings scope. An ERROR
 /// inside unwinds to the enclosing (sub)transaction, whose abort restores the user, the
 /// security context and the settings.
@@ -174,7 +180,7 @@ pub fn can_read(oid: pg_sys::Oid) -> bool {
 /// The role that installed pg_bge (owner of its tables): registrations are written as it.
 pub fn extension_owner() -> pg_sys::Oid {
     let _scope = SettingsScope::enter();
-    Spi::get_one::<pg_sys::Oid>("SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pg_bge'")
+    select_one::<pg_sys::Oid>("SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pg_bge'", &[])
         .ok()
         .flatten()
         .unwrap_or_else(|| raise_with(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "pg_bge is not installed in this database".into(), "CREATE EXTENSION pg_bge;"))
@@ -189,9 +195,10 @@ pub fn installed_schema() -> String {
 /// The schema pg_bge is installed in, quoted for SQL; None when it is not installed.
 pub fn extension_schema() -> Option<String> {
     let _scope = SettingsScope::enter();
-    Spi::get_one::<String>(
+    select_one::<String>(
         "SELECT n.nspname::pg_catalog.text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n \
          ON n.oid OPERATOR(pg_catalog.=) e.extnamespace WHERE e.extname OPERATOR(pg_catalog.=) 'pg_bge'",
+        &[],
     )
     .ok()
     .flatten()
