@@ -176,3 +176,20 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', v.tbl, pg_catalog.left('bge_vectorize_' OPERATOR(pg_catalog.||) v.target, 63));
     END LOOP;
 END $$;
+
+-- bge_chunk: a text cut into chunks that each embed without truncation.
+CREATE FUNCTION "bge_chunk"(
+	"input" TEXT, /* Option < & str > */
+	"model" TEXT, /* Option < & str > */
+	"max_tokens" INT DEFAULT NULL, /* Option < i32 > */
+	"overlap" INT DEFAULT 0 /* Option < i32 > */
+) RETURNS TABLE (
+	"seq" INT,  /* i32 */
+	"chunk" TEXT,  /* String */
+	"start_char" INT,  /* i32 */
+	"end_char" INT,  /* i32 */
+	"tokens" INT  /* i32 */
+)
+IMMUTABLE PARALLEL SAFE COST 1000
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'bge_chunk_wrapper';

@@ -2,6 +2,7 @@
 //! pgrx; it parses arguments, reads settings and maps errors. All math lives in bge-engine.
 use pgrx::prelude::*;
 
+mod chunk;
 mod colbert;
 mod compute;
 mod errors;
