@@ -114,7 +114,7 @@ BEGIN
     PERFORM bge_internal.bge_vectorizer_start();
 END $$;
 
--- Refuses on a standby.
+-- Refuses on a standby; stops chunk tables too.
 CREATE OR REPLACE FUNCTION bge_unvectorize(tbl regclass, target name DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -125,6 +125,18 @@ BEGIN
     IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = tbl), 'USAGE') THEN
         RAISE EXCEPTION 'must be owner of table %', tbl USING ERRCODE = 'insufficient_privilege';
     END IF;
+    -- Chunk tables of tbl (bge_vectorize_chunks; target names the chunk table): the trigger
+    -- and its function go, and the chunk table's own registration; the chunk table stays.
+    FOR v IN SELECT t.tgname, t.tgfoid::regprocedure AS fn, to_regclass((string_to_array(encode(t.tgargs, 'escape'), '\000'))[1]) AS chunks
+             FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgname LIKE 'bge\_chunks\_%' AND t.tgnargs = 1
+             AND (target IS NULL OR t.tgname = left('bge_chunks_' || target, 63)) LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', v.tgname, tbl);
+        EXECUTE format('DROP FUNCTION IF EXISTS %s', v.fn);
+        IF EXISTS (SELECT FROM @extschema@.bge_vectorized r WHERE r.tbl = v.chunks) THEN
+            PERFORM @extschema@.bge_unvectorize(v.chunks);
+        END IF;
+        n := n + 1;
+    END LOOP;
     FOR v IN SELECT * FROM bge_internal.bge_vectorize_unregister(tbl::oid, target::text) LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', left('bge_vectorize_' || v.target, 63), tbl);
         -- Only an index of this very table (an OID can be reused after the index was dropped).
@@ -193,3 +205,145 @@ CREATE FUNCTION "bge_chunk"(
 IMMUTABLE PARALLEL SAFE COST 1000
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'bge_chunk_wrapper';
+
+-- Chunk tables (docs/rag.md#chunk-tables): tbl's rows cut by bge_chunk into a table of their
+-- chunks, kept equal to bge_chunk(source, ...) by an AFTER trigger on tbl, whose embeddings the
+-- vectorizer fills as for any bge_vectorize registration (the chunk table's own). The trigger's
+-- function is created beside the tables, owned by the caller and SECURITY DEFINER, so that
+-- whoever writes tbl never needs privileges on the chunk table.
+CREATE FUNCTION bge_vectorize_chunks(tbl regclass, source name, chunk_table name, model text,
+                                     max_tokens integer DEFAULT NULL, overlap integer DEFAULT 0,
+                                     embedding_type text DEFAULT 'real[]') RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $chunks$
+DECLARE
+    ext text := (SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_bge');
+    rel record;
+    keys text;         -- k1, k2
+    key_defs text;     -- k1 type NOT NULL, ...
+    new_keys text;     -- NEW.k1, NEW.k2
+    t_keys text;       -- t.k1, t.k2
+    c_keys text;       -- c.k1, c.k2
+    key_names name[];
+    key_types text[];
+    chunks regclass;
+    qualified text;
+    sync_function text;
+    trigger_name text := left('bge_chunks_' || chunk_table, 63);
+    column_type text;
+    dims integer;
+    args text;
+BEGIN
+    PERFORM bge_internal.bge_refuse_on_standby('bge_vectorize_chunks');
+    SELECT c.relkind, c.relowner, quote_ident(n.nspname) AS nsp INTO rel
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    IF rel.relkind IS DISTINCT FROM 'r' AND rel.relkind IS DISTINCT FROM 'p' THEN
+        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+    ELSIF NOT pg_has_role(rel.relowner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', tbl USING ERRCODE = 'insufficient_privilege';
+    ELSIF model IS NULL OR chunk_table IS NULL OR source IS NULL THEN
+        RAISE EXCEPTION 'bge_vectorize_chunks needs a source column, a chunk table and a model' USING ERRCODE = 'null_value_not_allowed';
+    ELSIF NOT EXISTS (SELECT FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = tbl AND a.attname = source
+                      AND a.attnum > 0 AND NOT a.attisdropped AND t.typcategory = 'S') THEN
+        RAISE EXCEPTION 'column "%" of % does not exist or is not text', source, tbl USING ERRCODE = 'undefined_column';
+    END IF;
+    -- The arguments and the model, checked by bge_chunk itself (22023, 42704).
+    PERFORM FROM @extschema@.bge_chunk('x', model, max_tokens, overlap);
+    overlap := coalesce(overlap, 0);
+    SELECT array_agg(a.attname ORDER BY k.ord), array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.ord)
+        INTO key_names, key_types
+        FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = tbl AND i.indisprimary;
+    IF key_names IS NULL THEN
+        RAISE EXCEPTION '% has no primary key', tbl USING ERRCODE = 'invalid_table_definition',
+            HINT = 'Chunks refer to their row by its primary key.';
+    ELSIF key_names && ARRAY['seq', 'chunk', 'start_char', 'end_char', 'tokens', 'embedding']::name[] THEN
+        RAISE EXCEPTION 'a primary key column of % is named like a chunk table column', tbl USING ERRCODE = 'duplicate_column';
+    END IF;
+    SELECT string_agg(quote_ident(k), ', '), string_agg(format('%I %s NOT NULL', k, key_types[i]), ', '),
+           string_agg('NEW.' || quote_ident(k), ', '), string_agg('t.' || quote_ident(k), ', '), string_agg('c.' || quote_ident(k), ', ')
+        INTO keys, key_defs, new_keys, t_keys, c_keys
+        FROM unnest(key_names) WITH ORDINALITY u(k, i);
+    -- The embedding column's type: a whitelist, because it is written into DDL.
+    dims := (SELECT m.dimensions FROM @extschema@.bge_models() m WHERE m.name = model);
+    IF embedding_type ~* '^\s*(real|float4)\s*\[\]\s*$' THEN
+        column_type := 'real[]';
+    ELSIF embedding_type ~* '^\s*(vector|halfvec)\s*(\(\s*\d+\s*\))?\s*$' THEN
+        SELECT format('%I.%I(%s)', n.nspname, t.typname, dims) INTO column_type FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+            WHERE t.typname = lower(substring(embedding_type FROM '(?i)(vector|halfvec)')) AND t.typtype = 'b' LIMIT 1;
+        IF column_type IS NULL THEN
+            RAISE EXCEPTION 'type % does not exist', embedding_type USING ERRCODE = 'undefined_object', HINT = 'CREATE EXTENSION vector;';
+        ELSIF coalesce(substring(embedding_type FROM '\d+')::integer, dims) <> dims THEN
+            RAISE EXCEPTION 'embedding_type % does not fit model "%", which gives % dimensions', embedding_type, model, dims USING ERRCODE = 'datatype_mismatch';
+        END IF;
+    ELSE
+        RAISE EXCEPTION 'embedding_type must be real[], vector(n) or halfvec(n), not %', embedding_type USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    qualified := rel.nsp || '.' || quote_ident(chunk_table);
+    chunks := to_regclass(qualified);
+    IF chunks IS NULL THEN
+        EXECUTE format('CREATE TABLE %s (%s, seq integer NOT NULL, chunk text NOT NULL, start_char integer NOT NULL, '
+                       'end_char integer NOT NULL, tokens integer NOT NULL, embedding %s, PRIMARY KEY (%s, seq), '
+                       'FOREIGN KEY (%s) REFERENCES %s ON DELETE CASCADE ON UPDATE CASCADE)',
+                       qualified, key_defs, column_type, keys, keys, tbl);
+        chunks := qualified::regclass;
+    ELSE
+        -- Reused: the columns it needs (extra ones allowed), and (keys, seq) unique.
+        IF EXISTS (SELECT FROM unnest(key_names || ARRAY['seq', 'chunk', 'start_char', 'end_char', 'tokens']::name[],
+                                      key_types || ARRAY['integer', 'text', 'integer', 'integer', 'integer']) u(col, typ)
+                   WHERE NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = chunks AND a.attname = u.col AND a.attnum > 0
+                                     AND NOT a.attisdropped AND format_type(a.atttypid, a.atttypmod) = u.typ))
+           OR NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = chunks AND a.attname = 'embedding' AND a.attnum > 0 AND NOT a.attisdropped)
+           OR NOT EXISTS (SELECT FROM pg_index i WHERE i.indrelid = chunks AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+                          AND (SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_attribute a WHERE a.attrelid = chunks AND a.attnum = ANY (i.indkey))
+                              = (SELECT array_agg(x ORDER BY x) FROM unnest(key_names || 'seq'::name) x)) THEN
+            RAISE EXCEPTION 'table % does not have the columns of a chunk table of %', chunks, tbl USING ERRCODE = 'invalid_table_definition',
+                HINT = format('It needs %s, seq integer, chunk text, start_char integer, end_char integer, tokens integer, embedding, and a unique key on (%s, seq); or name a new table.', key_defs, keys);
+        END IF;
+    END IF;
+    IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = chunks), 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', chunks USING ERRCODE = 'insufficient_privilege';
+    ELSIF EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgname = trigger_name) THEN
+        RAISE EXCEPTION '% is chunked into % already', tbl, chunks USING ERRCODE = 'duplicate_object',
+            HINT = 'bge_unvectorize it first to change its source, model or sizes.';
+    END IF;
+    args := format('%I, %L, %s, %s', source, model, coalesce(max_tokens::text, 'NULL'), overlap);
+    -- One function per chunk table: its body names the tables, so no argument is interpreted.
+    sync_function := rel.nsp || '.' || quote_ident(left(chunk_table || '_bge_sync', 63));
+    EXECUTE format($f$CREATE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $sync$
+BEGIN
+    -- Kept equal to bge_chunk(NEW.source): changed chunks are rewritten (the vectorizer re-embeds
+    -- them), unchanged ones keep their embedding, and those past the new last one go.
+    WITH x AS (SELECT * FROM %s.bge_chunk(NEW.%I, %L, %s, %s)),
+    up AS (INSERT INTO %s AS c (%s, seq, chunk, start_char, end_char, tokens)
+           SELECT %s, x.seq, x.chunk, x.start_char, x.end_char, x.tokens FROM x
+           ON CONFLICT (%s, seq) DO UPDATE SET chunk = EXCLUDED.chunk, start_char = EXCLUDED.start_char,
+               end_char = EXCLUDED.end_char, tokens = EXCLUDED.tokens
+           WHERE (c.chunk, c.start_char, c.end_char, c.tokens) IS DISTINCT FROM (EXCLUDED.chunk, EXCLUDED.start_char, EXCLUDED.end_char, EXCLUDED.tokens))
+    DELETE FROM %s c WHERE (%s) = (%s) AND c.seq > (SELECT count(*) FROM x);
+    RETURN NULL;
+END $sync$$f$,
+        sync_function, ext, source, model, coalesce(max_tokens::text, 'NULL'), overlap,
+        chunks, keys, new_keys, keys, chunks, c_keys, new_keys);
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OF %I ON %s FOR EACH ROW EXECUTE FUNCTION %s(%L)',
+                   trigger_name, source, tbl, sync_function, chunks::text);
+    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', tbl, trigger_name);
+    -- The rows already there (writers wait: CREATE TRIGGER locked tbl against them).
+    EXECUTE format('CREATE TEMP TABLE bge_chunks_now ON COMMIT DROP AS SELECT %s, x.seq, x.chunk, x.start_char, x.end_char, x.tokens '
+                   'FROM %s t CROSS JOIN LATERAL %s.bge_chunk(t.%I, %L, %s, %s) x',
+                   t_keys, tbl, ext, source, model, coalesce(max_tokens::text, 'NULL'), overlap);
+    EXECUTE format('DELETE FROM %s c WHERE NOT EXISTS (SELECT FROM pg_temp.bge_chunks_now t WHERE (%s, t.seq) = (%s, c.seq))',
+                   chunks, t_keys, c_keys);
+    EXECUTE format('INSERT INTO %s AS c (%s, seq, chunk, start_char, end_char, tokens) SELECT %s, t.seq, t.chunk, t.start_char, t.end_char, t.tokens '
+                   'FROM pg_temp.bge_chunks_now t ON CONFLICT (%s, seq) DO UPDATE SET chunk = EXCLUDED.chunk, start_char = EXCLUDED.start_char, '
+                   'end_char = EXCLUDED.end_char, tokens = EXCLUDED.tokens '
+                   'WHERE (c.chunk, c.start_char, c.end_char, c.tokens) IS DISTINCT FROM (EXCLUDED.chunk, EXCLUDED.start_char, EXCLUDED.end_char, EXCLUDED.tokens)',
+                   chunks, keys, t_keys, keys);
+    DROP TABLE pg_temp.bge_chunks_now;
+    -- The embeddings: the chunk table's own registration, filled by the vectorizer.
+    IF NOT EXISTS (SELECT FROM @extschema@.bge_vectorized v WHERE v.tbl = chunks AND v.target = 'embedding') THEN
+        PERFORM @extschema@.bge_vectorize(chunks, 'chunk', 'embedding', model);
+    END IF;
+END $chunks$;
+COMMENT ON FUNCTION bge_vectorize_chunks(regclass, name, name, text, integer, integer, text) IS
+    'Keeps chunk_table (created in tbl''s schema if missing: tbl''s primary key, seq, chunk, start_char, end_char, tokens, embedding) equal to bge_chunk(source, model, max_tokens, overlap) for every row of tbl, through a trigger on tbl; the vectorizer fills each chunk''s embedding with bge_embed(chunk, model). bge_unvectorize(tbl) stops it; the chunk table stays.';

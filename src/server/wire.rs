@@ -137,7 +137,7 @@ pub fn dense(words: Vec<u32>) -> Vec<f32> {
 }
 
 pub fn sparse(words: Vec<u32>) -> Result<SparseWeights, String> {
-    if words.len() % 2 != 0 {
+    if !words.len().is_multiple_of(2) {
         return Err("model server sparse result has an odd number of words".into());
     }
     Ok(SparseWeights { weights: words.chunks_exact(2).map(|p| (p[0], f32::from_bits(p[1]))).collect() })
@@ -145,7 +145,7 @@ pub fn sparse(words: Vec<u32>) -> Result<SparseWeights, String> {
 
 pub fn colbert(words: Vec<u32>) -> Result<ColbertVectors, String> {
     match words.split_first() {
-        Some((&dim, data)) if dim > 0 && data.len() % dim as usize == 0 => Ok(ColbertVectors { dim: dim as usize, data: dense(data.to_vec()) }),
+        Some((&dim, data)) if dim > 0 && data.len().is_multiple_of(dim as usize) => Ok(ColbertVectors { dim: dim as usize, data: dense(data.to_vec()) }),
         _ => Err("model server ColBERT result has no whole vectors".into()),
     }
 }
