@@ -95,6 +95,8 @@ echo "== model server fairness between roles and its memory budget (tests/server
 tests/server/fairness.sh "$WORK/models" || status=1
 echo "== bge_backfill and bge_vectorize under concurrent writers, cancel and restart (tests/vectorize/stream.sh)"
 tests/vectorize/stream.sh "$WORK/models" || status=1
+echo "== a chunk table under four concurrent writers (tests/vectorize/chunks.sh)"
+tests/vectorize/chunks.sh "$WORK/models" || status=1
 echo "== no Rust backtrace and no server path for ordinary roles, with RUST_BACKTRACE=full (tests/security/backtrace.sh)"
 tests/security/backtrace.sh "$WORK/models" || status=1
 echo "== pg_bge as hostile ordinary roles: vectorizer, backfill, registrations (tests/security/attacks.sh)"

@@ -126,14 +126,22 @@ BEGIN
         RAISE EXCEPTION 'must be owner of table %', tbl USING ERRCODE = 'insufficient_privilege';
     END IF;
     -- Chunk tables of tbl (bge_vectorize_chunks; target names the chunk table): the trigger
-    -- and its function go, and the chunk table's own registration; the chunk table stays.
-    FOR v IN SELECT t.tgname, t.tgfoid::regprocedure AS fn, to_regclass((string_to_array(encode(t.tgargs, 'escape'), '\000'))[1]) AS chunks
-             FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgname LIKE 'bge\_chunks\_%' AND t.tgnargs = 1
-             AND (target IS NULL OR t.tgname = left('bge_chunks_' || target, 63)) LOOP
+    -- and its function go, and the chunk table's embedding registration; the chunk table stays.
+    -- Only what bge_vectorize_chunks made: a chunk table in tbl's schema referencing tbl, and its
+    -- function there, all of tbl's owner.
+    FOR v IN SELECT t.tgname, t.tgfoid::regprocedure AS fn, c.oid::regclass AS chunks
+             FROM pg_trigger t
+             JOIN pg_class r ON r.oid = t.tgrelid
+             JOIN pg_class c ON c.relnamespace = r.relnamespace AND ('bge_chunks_' || c.relname)::name = t.tgname
+             JOIN pg_proc p ON p.oid = t.tgfoid
+             WHERE t.tgrelid = tbl AND c.relowner = r.relowner AND p.proowner = r.relowner
+               AND p.pronamespace = r.relnamespace AND p.proname = (c.relname || '_bge_sync')::name
+               AND EXISTS (SELECT FROM pg_constraint k WHERE k.conrelid = c.oid AND k.confrelid = tbl AND k.contype = 'f')
+               AND (target IS NULL OR t.tgname = ('bge_chunks_' || target)::name) LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', v.tgname, tbl);
-        EXECUTE format('DROP FUNCTION IF EXISTS %s', v.fn);
-        IF EXISTS (SELECT FROM @extschema@.bge_vectorized r WHERE r.tbl = v.chunks) THEN
-            PERFORM @extschema@.bge_unvectorize(v.chunks);
+        EXECUTE format('DROP FUNCTION %s', v.fn);
+        IF EXISTS (SELECT FROM @extschema@.bge_vectorized r WHERE r.tbl = v.chunks AND r.target = 'embedding') THEN
+            PERFORM @extschema@.bge_unvectorize(v.chunks, 'embedding'::pg_catalog.name);
         END IF;
         n := n + 1;
     END LOOP;
@@ -209,8 +217,9 @@ AS 'MODULE_PATHNAME', 'bge_chunk_wrapper';
 -- Chunk tables (docs/rag.md#chunk-tables): tbl's rows cut by bge_chunk into a table of their
 -- chunks, kept equal to bge_chunk(source, ...) by an AFTER trigger on tbl, whose embeddings the
 -- vectorizer fills as for any bge_vectorize registration (the chunk table's own). The trigger's
--- function is created beside the tables, owned by the caller and SECURITY DEFINER, so that
--- whoever writes tbl never needs privileges on the chunk table.
+-- function is created beside the tables, owned by tbl's owner (as are the chunk table and the
+-- tables it reuses), SECURITY DEFINER and not executable by PUBLIC, so that whoever writes tbl
+-- needs no privileges on the chunk table and nobody can fire it from a table of their own.
 CREATE FUNCTION bge_vectorize_chunks(tbl regclass, source name, chunk_table name, model text,
                                      max_tokens integer DEFAULT NULL, overlap integer DEFAULT 0,
                                      embedding_type text DEFAULT 'real[]') RETURNS void
@@ -228,7 +237,9 @@ DECLARE
     chunks regclass;
     qualified text;
     sync_function text;
-    trigger_name text := left('bge_chunks_' || chunk_table, 63);
+    trigger_name name := ('bge_chunks_' || chunk_table)::name;
+    owner_name text;
+    body text;
     column_type text;
     dims integer;
     args text;
@@ -236,6 +247,12 @@ BEGIN
     PERFORM bge_internal.bge_refuse_on_standby('bge_vectorize_chunks');
     SELECT c.relkind, c.relowner, quote_ident(n.nspname) AS nsp INTO rel
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    owner_name := (SELECT quote_ident(rolname) FROM pg_roles WHERE oid = rel.relowner);
+    -- Under REPEATABLE READ the snapshot predates CREATE TRIGGER's lock: rows committed while it
+    -- waited would get no chunks.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'bge_vectorize_chunks must run at READ COMMITTED' USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     IF rel.relkind IS DISTINCT FROM 'r' AND rel.relkind IS DISTINCT FROM 'p' THEN
         RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
     ELSIF NOT pg_has_role(rel.relowner, 'USAGE') THEN
@@ -247,7 +264,7 @@ BEGIN
         RAISE EXCEPTION 'column "%" of % does not exist or is not text', source, tbl USING ERRCODE = 'undefined_column';
     END IF;
     -- The arguments and the model, checked by bge_chunk itself (22023, 42704).
-    PERFORM FROM @extschema@.bge_chunk('x', model, max_tokens, overlap);
+    PERFORM FROM @extschema@.bge_chunk('x'::pg_catalog.text, model, max_tokens, overlap);
     overlap := coalesce(overlap, 0);
     SELECT array_agg(a.attname ORDER BY k.ord), array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.ord)
         INTO key_names, key_types
@@ -287,8 +304,14 @@ BEGIN
                        'FOREIGN KEY (%s) REFERENCES %s ON DELETE CASCADE ON UPDATE CASCADE)',
                        qualified, key_defs, column_type, keys, keys, tbl);
         chunks := qualified::regclass;
+        EXECUTE format('ALTER TABLE %s OWNER TO %s', chunks, owner_name);
     ELSE
-        -- Reused: the columns it needs (extra ones allowed), and (keys, seq) unique.
+        -- Reused: a plain table of tbl's owner with the columns it needs (extra ones allowed)
+        -- and (keys, seq) unique. Another role's table is never written as tbl's owner.
+        IF (SELECT relkind <> 'r' OR relowner <> rel.relowner FROM pg_class WHERE oid = chunks) THEN
+            RAISE EXCEPTION '% is not a table owned by the owner of %', chunks, tbl USING ERRCODE = 'insufficient_privilege',
+                HINT = 'Name a new chunk table, or one owned by the same role.';
+        END IF;
         IF EXISTS (SELECT FROM unnest(key_names || ARRAY['seq', 'chunk', 'start_char', 'end_char', 'tokens']::name[],
                                       key_types || ARRAY['integer', 'text', 'integer', 'integer', 'integer']) u(col, typ)
                    WHERE NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = chunks AND a.attname = u.col AND a.attnum > 0
@@ -301,37 +324,44 @@ BEGIN
                 HINT = format('It needs %s, seq integer, chunk text, start_char integer, end_char integer, tokens integer, embedding, and a unique key on (%s, seq); or name a new table.', key_defs, keys);
         END IF;
     END IF;
-    IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = chunks), 'USAGE') THEN
-        RAISE EXCEPTION 'must be owner of table %', chunks USING ERRCODE = 'insufficient_privilege';
-    ELSIF EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgname = trigger_name) THEN
+    IF EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgname = trigger_name) THEN
         RAISE EXCEPTION '% is chunked into % already', tbl, chunks USING ERRCODE = 'duplicate_object',
             HINT = 'bge_unvectorize it first to change its source, model or sizes.';
     END IF;
-    args := format('%I, %L, %s, %s', source, model, coalesce(max_tokens::text, 'NULL'), overlap);
+    -- bge_chunk's arguments, of its exact types (no overload planted in a schema can match better).
+    args := format('%L::pg_catalog.text, %s::pg_catalog.int4, %s::pg_catalog.int4', model, coalesce(max_tokens::text, 'NULL'), overlap);
     -- One function per chunk table: its body names the tables, so no argument is interpreted.
-    sync_function := rel.nsp || '.' || quote_ident(left(chunk_table || '_bge_sync', 63));
-    EXECUTE format($f$CREATE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $sync$
+    sync_function := rel.nsp || '.' || quote_ident((chunk_table || '_bge_sync')::name);
+    body := format($f$
 BEGIN
+    IF TG_RELID OPERATOR(pg_catalog.<>) %L::pg_catalog.regclass
+       AND NOT TG_RELID OPERATOR(pg_catalog.=) ANY (SELECT t.relid FROM pg_catalog.pg_partition_tree(%L::pg_catalog.regclass) t) THEN
+        RAISE EXCEPTION '%% keeps %% in sync with %% only', %L, %L, %L USING ERRCODE = 'wrong_object_type';
+    END IF;
     -- Kept equal to bge_chunk(NEW.source): changed chunks are rewritten (the vectorizer re-embeds
     -- them), unchanged ones keep their embedding, and those past the new last one go.
-    WITH x AS (SELECT * FROM %s.bge_chunk(NEW.%I, %L, %s, %s)),
+    WITH x AS (SELECT * FROM %s.bge_chunk(NEW.%I::pg_catalog.text, %s)),
     up AS (INSERT INTO %s AS c (%s, seq, chunk, start_char, end_char, tokens)
            SELECT %s, x.seq, x.chunk, x.start_char, x.end_char, x.tokens FROM x
            ON CONFLICT (%s, seq) DO UPDATE SET chunk = EXCLUDED.chunk, start_char = EXCLUDED.start_char,
                end_char = EXCLUDED.end_char, tokens = EXCLUDED.tokens
            WHERE (c.chunk, c.start_char, c.end_char, c.tokens) IS DISTINCT FROM (EXCLUDED.chunk, EXCLUDED.start_char, EXCLUDED.end_char, EXCLUDED.tokens))
-    DELETE FROM %s c WHERE (%s) = (%s) AND c.seq > (SELECT count(*) FROM x);
+    DELETE FROM %s c WHERE (%s) = (%s) AND c.seq OPERATOR(pg_catalog.>) (SELECT pg_catalog.count(*) FROM x);
     RETURN NULL;
-END $sync$$f$,
-        sync_function, ext, source, model, coalesce(max_tokens::text, 'NULL'), overlap,
-        chunks, keys, new_keys, keys, chunks, c_keys, new_keys);
-    EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OF %I ON %s FOR EACH ROW EXECUTE FUNCTION %s(%L)',
-                   trigger_name, source, tbl, sync_function, chunks::text);
-    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', tbl, trigger_name);
+END$f$,
+        tbl, tbl, sync_function, chunks, tbl, ext, source, args, chunks, keys, new_keys, keys, chunks, c_keys, new_keys);
+    EXECUTE format('CREATE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
+                   sync_function, body);
+    EXECUTE format('REVOKE ALL ON FUNCTION %s() FROM PUBLIC', sync_function);
+    EXECUTE format('ALTER FUNCTION %s() OWNER TO %s', sync_function, owner_name);
+    -- Fires for the origin's writes only (a subscriber that also receives the chunk table would
+    -- otherwise make each chunk twice); see docs/operations.md for subscribers.
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OF %I ON %s FOR EACH ROW EXECUTE FUNCTION %s()',
+                   trigger_name, source, tbl, sync_function);
     -- The rows already there (writers wait: CREATE TRIGGER locked tbl against them).
     EXECUTE format('CREATE TEMP TABLE bge_chunks_now ON COMMIT DROP AS SELECT %s, x.seq, x.chunk, x.start_char, x.end_char, x.tokens '
-                   'FROM %s t CROSS JOIN LATERAL %s.bge_chunk(t.%I, %L, %s, %s) x',
-                   t_keys, tbl, ext, source, model, coalesce(max_tokens::text, 'NULL'), overlap);
+                   'FROM %s t CROSS JOIN LATERAL %s.bge_chunk(t.%I::pg_catalog.text, %s) x',
+                   t_keys, tbl, ext, source, args);
     EXECUTE format('DELETE FROM %s c WHERE NOT EXISTS (SELECT FROM pg_temp.bge_chunks_now t WHERE (%s, t.seq) = (%s, c.seq))',
                    chunks, t_keys, c_keys);
     EXECUTE format('INSERT INTO %s AS c (%s, seq, chunk, start_char, end_char, tokens) SELECT %s, t.seq, t.chunk, t.start_char, t.end_char, t.tokens '
@@ -342,7 +372,7 @@ END $sync$$f$,
     DROP TABLE pg_temp.bge_chunks_now;
     -- The embeddings: the chunk table's own registration, filled by the vectorizer.
     IF NOT EXISTS (SELECT FROM @extschema@.bge_vectorized v WHERE v.tbl = chunks AND v.target = 'embedding') THEN
-        PERFORM @extschema@.bge_vectorize(chunks, 'chunk', 'embedding', model);
+        PERFORM @extschema@.bge_vectorize(chunks, 'chunk'::pg_catalog.name, 'embedding'::pg_catalog.name, model);
     END IF;
 END $chunks$;
 COMMENT ON FUNCTION bge_vectorize_chunks(regclass, name, name, text, integer, integer, text) IS

@@ -63,9 +63,24 @@ SELECT count(*) AS made_nothing FROM pg_class WHERE relname IN ('book_chunks', '
 SELECT bge_vectorize_chunks('books', 'body', 'book_chunks', 'all-MiniLM-L6-v2', 64, 8);
 SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_attribute a
 WHERE a.attrelid = 'book_chunks'::regclass AND a.attnum > 0 ORDER BY a.attnum;
-SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'book_chunks'::regclass ORDER BY 1;
+SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'book_chunks'::regclass AND contype IN ('p', 'f') ORDER BY 1;
 SELECT bge_vectorize_chunks('books', 'body', 'book_chunks', 'all-MiniLM-L6-v2', 64, 8);
 SELECT pg_temp.chunk_mismatches(64, 8) AS mismatches, min(tokens) > 0 AND max(tokens) <= 64 AS sizes_ok FROM book_chunks;
+
+-- The sync function is not PUBLIC's and keeps book_chunks in sync with books only: fired from
+-- another table it refuses. A table of another role is never reused as a chunk table.
+CREATE ROLE bge_chunks_stranger;
+SELECT has_function_privilege('bge_chunks_stranger', 'book_chunks_bge_sync()', 'EXECUTE') AS stranger_may_execute,
+       (SELECT proowner::regrole = relowner::regrole FROM pg_proc, pg_class WHERE proname = 'book_chunks_bge_sync' AND relname = 'books') AS owned_by_books_owner;
+CREATE TABLE decoy (id int, body text);
+CREATE TRIGGER decoy_sync AFTER INSERT ON decoy FOR EACH ROW EXECUTE FUNCTION book_chunks_bge_sync();
+INSERT INTO decoy VALUES (1, 'planted text');
+DROP TABLE decoy;
+CREATE TABLE stranger_chunks (id int, seq int, chunk text, start_char int, end_char int, tokens int, embedding real[], PRIMARY KEY (id, seq));
+ALTER TABLE stranger_chunks OWNER TO bge_chunks_stranger;
+SELECT bge_vectorize_chunks('books', 'body', 'stranger_chunks', 'all-MiniLM-L6-v2');
+DROP TABLE stranger_chunks;
+DROP ROLE bge_chunks_stranger;
 
 -- Writes: inserts, an edit at the end (the earlier chunks keep their embeddings), a rewrite,
 -- a text set NULL, deletes, a key change.
