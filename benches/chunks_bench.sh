@@ -45,7 +45,8 @@ chunk_table() {
 }
 array_times=() table_times=()
 for r in $(seq 1 "$ROUNDS"); do
-    sql -c "DROP TABLE IF EXISTS doc_chunks" -c "SELECT bge_unvectorize('docs')" >/dev/null 2>&1 || true
+    sql -c "SELECT bge_unvectorize('docs')" >/dev/null 2>&1 || true
+    sql -c "DROP TABLE IF EXISTS doc_chunks"
     table_times+=("$(seconds chunk_table)")
     array_times+=("$(seconds sql -c "SELECT count(*) FROM bge_embed((SELECT array_agg(chunk ORDER BY id, seq) FROM doc_chunks), 'all-MiniLM-L6-v2')")")
 done

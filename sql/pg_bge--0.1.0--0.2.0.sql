@@ -127,20 +127,21 @@ BEGIN
     END IF;
     -- Chunk tables of tbl (bge_vectorize_chunks; target names the chunk table): the trigger
     -- and its function go, and the chunk table's embedding registration; the chunk table stays.
-    -- Only what bge_vectorize_chunks made: a chunk table in tbl's schema referencing tbl, and its
-    -- function there, all of tbl's owner.
+    -- Only what bge_vectorize_chunks made: its function in tbl's schema, of tbl's owner, and the
+    -- chunk table there referencing tbl (or none, when it was dropped).
     FOR v IN SELECT t.tgname, t.tgfoid::regprocedure AS fn, c.oid::regclass AS chunks
              FROM pg_trigger t
              JOIN pg_class r ON r.oid = t.tgrelid
-             JOIN pg_class c ON c.relnamespace = r.relnamespace AND ('bge_chunks_' || c.relname)::name = t.tgname
              JOIN pg_proc p ON p.oid = t.tgfoid
-             WHERE t.tgrelid = tbl AND c.relowner = r.relowner AND p.proowner = r.relowner
-               AND p.pronamespace = r.relnamespace AND p.proname = (c.relname || '_bge_sync')::name
-               AND EXISTS (SELECT FROM pg_constraint k WHERE k.conrelid = c.oid AND k.confrelid = tbl AND k.contype = 'f')
+             LEFT JOIN pg_class c ON c.relnamespace = r.relnamespace AND ('bge_chunks_' || c.relname)::name = t.tgname
+                  AND c.relowner = r.relowner
+                  AND EXISTS (SELECT FROM pg_constraint k WHERE k.conrelid = c.oid AND k.confrelid = tbl AND k.contype = 'f')
+             WHERE t.tgrelid = tbl AND t.tgname LIKE 'bge\_chunks\_%' AND p.proowner = r.relowner AND p.prosecdef
+               AND p.pronamespace = r.relnamespace AND p.proname LIKE '%\_bge\_sync'
                AND (target IS NULL OR t.tgname = ('bge_chunks_' || target)::name) LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', v.tgname, tbl);
         EXECUTE format('DROP FUNCTION %s', v.fn);
-        IF EXISTS (SELECT FROM @extschema@.bge_vectorized r WHERE r.tbl = v.chunks AND r.target = 'embedding') THEN
+        IF v.chunks IS NOT NULL AND EXISTS (SELECT FROM @extschema@.bge_vectorized r WHERE r.tbl = v.chunks AND r.target = 'embedding') THEN
             PERFORM @extschema@.bge_unvectorize(v.chunks, 'embedding'::pg_catalog.name);
         END IF;
         n := n + 1;
