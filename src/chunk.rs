@@ -88,44 +88,16 @@ fn chunk_ranges(input: &str, model: &str, max_tokens: Option<i32>, overlap: usiz
     if ranges.try_reserve_exact(chunks.len()).is_err() {
         Err::<(), _>(bge_engine::Error::out_of_memory(chunks.len() * std::mem::size_of::<Range>())).or_raise();
     }
-    // Characters to bytes, walking forward from the last chunk's start (starts only move
-    // forward; from the text's start otherwise).
-    let (mut anchor_byte, mut anchor_char) = (0, 0);
-    for c in &chunks {
-        check_interrupts();
-        if c.start_char < anchor_char {
-            (anchor_byte, anchor_char) = (0, 0);
-        }
-        let start = byte_after(input, anchor_byte, c.start_char - anchor_char);
-        let end = byte_after(input, start, c.end_char - c.start_char);
-        (anchor_byte, anchor_char) = (start, c.start_char);
-        ranges.push(Range { bytes: (start, end), chars: (c.start_char, c.end_char), tokens: c.tokens });
-    }
+    ranges.extend(chunks.iter().map(|c| Range { bytes: (c.start_byte, c.end_byte), chars: (c.start_char, c.end_char), tokens: c.tokens }));
     ranges
 }
 
-/// The byte offset `chars` characters after byte offset `from` of `text` (its end at most).
-fn byte_after(text: &str, from: usize, chars: usize) -> usize {
-    text[from..].char_indices().nth(chars).map_or(text.len(), |(b, _)| from + b)
-}
-
-/// The engine's message in SQL's terms: the max_tokens given (a negative one reached the
-/// engine as 0) and 1-based character positions (the engine counts from 0).
+/// The engine's message with the max_tokens given (a negative one reached the engine as 0).
 fn for_sql(message: String, max_tokens: Option<i32>) -> String {
-    if let (Some(n), Some(head)) = (max_tokens, message.strip_suffix(", not 0")) {
-        if n < 0 {
-            return format!("{head}, not {n}");
-        }
+    match (max_tokens, message.strip_suffix(", not 0")) {
+        (Some(n), Some(head)) if n < 0 => format!("{head}, not {n}"),
+        _ => message,
     }
-    const AT: &str = "the character at position ";
-    if let Some(i) = message.find(AT) {
-        let rest = &message[i + AT.len()..];
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if let Ok(p) = rest[..digits].parse::<u64>() {
-            return format!("{}{AT}{}{}", &message[..i], p + 1, &rest[digits..]);
-        }
-    }
-    message
 }
 
 fn bad_argument(message: String) -> ! {

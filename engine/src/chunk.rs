@@ -16,6 +16,9 @@ pub struct Chunk {
     pub start_char: usize,
     /// One past its last character.
     pub end_char: usize,
+    /// The same span in bytes of the UTF-8 text.
+    pub start_byte: usize,
+    pub end_byte: usize,
     /// Tokens the model embeds for the chunk text, special tokens (and prompt) included.
     pub tokens: usize,
 }
@@ -141,7 +144,7 @@ impl Chunker<'_> {
             let start_char = anchor_char + text[anchor_byte..start].chars().count();
             let end_char = start_char + text[start..end].chars().count();
             chunks.try_reserve(1).map_err(|_| Error::out_of_memory((chunks.len() + 1) * std::mem::size_of::<Chunk>()))?;
-            chunks.push(Chunk { start_char, end_char, tokens });
+            chunks.push(Chunk { start_char, end_char, start_byte: start, end_byte: end, tokens });
             (anchor_byte, anchor_char) = (start, start_char);
             prev_end = end;
             let after = skip_space(text, end);
@@ -221,7 +224,8 @@ impl Chunker<'_> {
                 "max_tokens {} is too small for model \"{}\": the character at position {} takes {tokens} tokens on its own",
                 self.max_tokens,
                 self.tok.model,
-                text[..pos].chars().count()
+                // 1-based, as a reader (and SQL's substr) counts.
+                text[..pos].chars().count() + 1
             )));
         }
         Ok(Some((end, tokens)))

@@ -375,7 +375,7 @@ fn empty_and_whitespace_texts_give_no_chunks() {
             assert!(chunk(&fe, text, fe.tokenizer.min_chunk_tokens(), 0).unwrap().is_empty());
         }
         let c = chunk(&fe, "\n\n  x \n\n", fe.tokenizer.min_chunk_tokens() + 8, 0).unwrap();
-        assert_eq!(c, vec![Chunk { start_char: 4, end_char: 5, tokens: full_count(&fe, "x") }]);
+        assert_eq!(c, vec![Chunk { start_char: 4, end_char: 5, start_byte: 4, end_byte: 5, tokens: full_count(&fe, "x") }]);
     }
 }
 
@@ -455,7 +455,8 @@ fn smallest_budget_makes_one_token_chunks() {
             Err(e) => {
                 let message = e.to_string();
                 let at: usize = message.split("the character at position ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
-                let ch = text.chars().nth(at).unwrap().to_string();
+                // 1-based.
+                let ch = text.chars().nth(at - 1).unwrap().to_string();
                 assert!(full_count(&fe, &ch) > min, "{name}: {message}");
             }
         }
@@ -487,7 +488,7 @@ fn bad_arguments_are_invalid_parameters() {
     assert!(full_count(&fe, "🦀") > fe.tokenizer.min_chunk_tokens() + 1);
     let e = chunk(&fe, "ok 🦀", fe.tokenizer.min_chunk_tokens() + 1, 0).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidParameter);
-    assert!(e.to_string().contains("the character at position 3"), "{e}");
+    assert!(e.to_string().contains("the character at position 4"), "{e}");
 }
 
 #[test]
