@@ -81,6 +81,19 @@ ALTER TABLE stranger_chunks OWNER TO bge_chunks_stranger;
 SELECT bge_vectorize_chunks('books', 'body', 'stranger_chunks', 'all-MiniLM-L6-v2');
 DROP TABLE stranger_chunks;
 DROP ROLE bge_chunks_stranger;
+-- A bge_chunk overload planted in the extension's schema, which an untyped NULL max_tokens
+-- would prefer, is never what the sync function calls.
+CREATE FUNCTION public.bge_chunk(input text, model text, max_tokens text, overlap int)
+RETURNS TABLE (seq int, chunk text, start_char int, end_char int, tokens int)
+LANGUAGE sql AS $$ SELECT 1, 'planted'::text, 1, 2, 3 $$;
+CREATE TABLE notes (id int PRIMARY KEY, body text);
+INSERT INTO notes VALUES (1, 'A first note.');
+SELECT bge_vectorize_chunks('notes', 'body', 'note_chunks', 'all-MiniLM-L6-v2');
+INSERT INTO notes VALUES (2, 'A second note, written later.');
+SELECT count(*) FILTER (WHERE chunk = 'planted') AS planted_chunks, count(*) AS chunks FROM note_chunks;
+SELECT bge_unvectorize('notes');
+DROP TABLE note_chunks, notes;
+DROP FUNCTION public.bge_chunk(text, text, text, int);
 
 -- Writes: inserts, an edit at the end (the earlier chunks keep their embeddings), a rewrite,
 -- a text set NULL, deletes, a key change.
