@@ -232,9 +232,11 @@ DECLARE
     key_defs text;     -- k1 type NOT NULL, ...
     new_keys text;     -- NEW.k1, NEW.k2
     t_keys text;       -- t.k1, t.k2
-    c_keys text;       -- c.k1, c.k2
+    c_is_new text;     -- c.k1 = NEW.k1 AND ..., each = the key index's own equality operator
+    t_is_c text;       -- t.k1 = c.k1 AND ...
     key_names name[];
     key_types text[];
+    key_equals text[]; -- OPERATOR(schema.=): a key type's = may live outside pg_catalog (citext)
     chunks regclass;
     qualified text;
     sync_function text;
@@ -267,10 +269,15 @@ BEGIN
     -- The arguments and the model, checked by bge_chunk itself (22023, 42704).
     PERFORM FROM @extschema@.bge_chunk('x'::pg_catalog.text, model, max_tokens, overlap);
     overlap := coalesce(overlap, 0);
-    SELECT array_agg(a.attname ORDER BY k.ord), array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.ord)
-        INTO key_names, key_types
-        FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
+    SELECT array_agg(a.attname ORDER BY k.ord), array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.ord),
+           array_agg(format('OPERATOR(%I.%s)', opn.nspname, op.oprname) ORDER BY k.ord)
+        INTO key_names, key_types, key_equals
+        FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[], i.indclass::oid[]) WITH ORDINALITY k(attnum, opclass, ord)
         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        JOIN pg_opclass oc ON oc.oid = k.opclass
+        JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopstrategy = 3 -- btree equality
+             AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype
+        JOIN pg_operator op ON op.oid = ao.amopopr JOIN pg_namespace opn ON opn.oid = op.oprnamespace
         WHERE i.indrelid = tbl AND i.indisprimary;
     IF key_names IS NULL THEN
         RAISE EXCEPTION '% has no primary key', tbl USING ERRCODE = 'invalid_table_definition',
@@ -279,8 +286,9 @@ BEGIN
         RAISE EXCEPTION 'a primary key column of % is named like a chunk table column', tbl USING ERRCODE = 'duplicate_column';
     END IF;
     SELECT string_agg(quote_ident(k), ', '), string_agg(format('%I %s NOT NULL', k, key_types[i]), ', '),
-           string_agg('NEW.' || quote_ident(k), ', '), string_agg('t.' || quote_ident(k), ', '), string_agg('c.' || quote_ident(k), ', ')
-        INTO keys, key_defs, new_keys, t_keys, c_keys
+           string_agg('NEW.' || quote_ident(k), ', '), string_agg('t.' || quote_ident(k), ', '),
+           string_agg(format('c.%I %s NEW.%I', k, key_equals[i], k), ' AND '), string_agg(format('t.%I %s c.%I', k, key_equals[i], k), ' AND ')
+        INTO keys, key_defs, new_keys, t_keys, c_is_new, t_is_c
         FROM unnest(key_names) WITH ORDINALITY u(k, i);
     -- The embedding column's type: a whitelist, because it is written into DDL.
     dims := (SELECT m.dimensions FROM @extschema@.bge_models() m WHERE m.name = model);
@@ -347,10 +355,10 @@ BEGIN
            ON CONFLICT (%s, seq) DO UPDATE SET chunk = EXCLUDED.chunk, start_char = EXCLUDED.start_char,
                end_char = EXCLUDED.end_char, tokens = EXCLUDED.tokens
            WHERE (c.chunk, c.start_char, c.end_char, c.tokens) IS DISTINCT FROM (EXCLUDED.chunk, EXCLUDED.start_char, EXCLUDED.end_char, EXCLUDED.tokens))
-    DELETE FROM %s c WHERE (%s) = (%s) AND c.seq OPERATOR(pg_catalog.>) (SELECT pg_catalog.count(*) FROM x);
+    DELETE FROM %s c WHERE %s AND c.seq OPERATOR(pg_catalog.>) (SELECT pg_catalog.count(*) FROM x);
     RETURN NULL;
 END$f$,
-        tbl, tbl, sync_function, chunks, tbl, ext, source, args, chunks, keys, new_keys, keys, chunks, c_keys, new_keys);
+        tbl, tbl, sync_function, chunks, tbl, ext, source, args, chunks, keys, new_keys, keys, chunks, c_is_new);
     EXECUTE format('CREATE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
                    sync_function, body);
     EXECUTE format('REVOKE ALL ON FUNCTION %s() FROM PUBLIC', sync_function);
@@ -363,8 +371,8 @@ END$f$,
     EXECUTE format('CREATE TEMP TABLE bge_chunks_now ON COMMIT DROP AS SELECT %s, x.seq, x.chunk, x.start_char, x.end_char, x.tokens '
                    'FROM %s t CROSS JOIN LATERAL %s.bge_chunk(t.%I::pg_catalog.text, %s) x',
                    t_keys, tbl, ext, source, args);
-    EXECUTE format('DELETE FROM %s c WHERE NOT EXISTS (SELECT FROM pg_temp.bge_chunks_now t WHERE (%s, t.seq) = (%s, c.seq))',
-                   chunks, t_keys, c_keys);
+    EXECUTE format('DELETE FROM %s c WHERE NOT EXISTS (SELECT FROM pg_temp.bge_chunks_now t WHERE %s AND t.seq = c.seq)',
+                   chunks, t_is_c);
     EXECUTE format('INSERT INTO %s AS c (%s, seq, chunk, start_char, end_char, tokens) SELECT %s, t.seq, t.chunk, t.start_char, t.end_char, t.tokens '
                    'FROM pg_temp.bge_chunks_now t ON CONFLICT (%s, seq) DO UPDATE SET chunk = EXCLUDED.chunk, start_char = EXCLUDED.start_char, '
                    'end_char = EXCLUDED.end_char, tokens = EXCLUDED.tokens '

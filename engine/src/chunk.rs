@@ -384,26 +384,26 @@ impl Chunker<'_> {
 
     /// Where the chunk after `start..end` starts: the earliest word start in it whose text up to
     /// `end` has at most `overlap` content tokens when tokenised alone. None for no overlap.
+    /// Word starts are those after whitespace and, in scripts written without spaces, those
+    /// between ideographs ([`is_ideograph_break`]).
     fn overlap_start(&self, start: usize, end: usize, check: &mut dyn FnMut() -> Result<()>) -> Result<Option<usize>> {
         if self.overlap == 0 {
             return Ok(None);
         }
         let text = self.text;
         let mut starts = Vec::new();
-        let mut after_is_word = false;
+        let mut after: Option<char> = None;
         for (i, c) in text[start..end].char_indices().rev() {
-            if c.is_whitespace() {
-                if after_is_word {
+            if let Some(a) = after {
+                if c.is_whitespace() || is_ideograph_break(c, a) {
                     let o = start + i + c.len_utf8();
                     if self.tokens_between(o, end) > self.overlap {
                         break;
                     }
                     starts.push(o);
                 }
-                after_is_word = false;
-            } else {
-                after_is_word = true;
             }
+            after = (!c.is_whitespace()).then_some(c);
         }
         // Earliest first; the window's estimate errs long, so the first try usually holds.
         for &o in starts.iter().rev().take(8) {
@@ -460,6 +460,18 @@ fn kind_at(text: &str, b: usize) -> Boundary {
 
 fn is_cjk_sentence_end(c: char) -> bool {
     matches!(c, '。' | '！' | '？')
+}
+
+/// Whether a word may start at `next` after `prev` in text without spaces: before an ideograph
+/// or kana that follows another or CJK punctuation (a line-break opportunity of Unicode's line
+/// breaking rules, where each ideograph stands as a word).
+pub fn is_ideograph_break(prev: char, next: char) -> bool {
+    is_ideograph(next) && (is_ideograph(prev) || matches!(prev, '\u{3000}'..='\u{303F}' | '\u{FF01}'..='\u{FF0F}' | '\u{FF1A}'..='\u{FF1F}'))
+}
+
+/// Han ideographs, hiragana and katakana.
+fn is_ideograph(c: char) -> bool {
+    matches!(c, '\u{3040}'..='\u{30FF}' | '\u{31F0}'..='\u{31FF}' | '\u{3400}'..='\u{4DBF}' | '\u{4E00}'..='\u{9FFF}' | '\u{F900}'..='\u{FAFF}' | '\u{20000}'..='\u{3FFFF}')
 }
 
 /// The first non-whitespace byte at or after `pos` (or the text's length).

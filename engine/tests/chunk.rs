@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use bge_engine::chunk::Chunk;
+use bge_engine::chunk::{is_ideograph_break, Chunk};
 use bge_engine::error::ErrorKind;
 use bge_engine::{Error, Frontend, Result, TextRole};
 use common::*;
@@ -183,7 +183,8 @@ fn check_contract(name: &str, fe: &Frontend, text: &str, max_tokens: usize, over
                 let shared = at(c.start_char, p.end_char);
                 assert!(overlap > 0, "chunks {p:?} {c:?} share {shared:?} without overlap: {}", what());
                 assert!(full_count(fe, &shared) - added <= overlap, "overlap {shared:?} too long: {}", what());
-                assert!(chars[c.start_char - 1].is_whitespace(), "overlap {shared:?} starts inside a word: {}", what());
+                let (before, first) = (chars[c.start_char - 1], chars[c.start_char]);
+                assert!(before.is_whitespace() || is_ideograph_break(before, first), "overlap {shared:?} starts inside a word: {}", what());
             }
         }
         // Greedy: a chunk under 40% full only where the next word would not have fitted (the
@@ -423,6 +424,19 @@ fn overlap_repeats_the_end_of_the_previous_chunk() {
         let plain = chunk(&fe, &text, max_tokens, 0).unwrap();
         assert!(plain.windows(2).all(|w| w[1].start_char >= w[0].end_char));
         assert!(plain.len() < chunks.len());
+    }
+}
+
+#[test]
+fn overlap_in_text_without_spaces() {
+    // Chinese and Japanese: the overlap starts between two ideographs.
+    let text = CJK.repeat(30);
+    for (name, fe) in frontends() {
+        let (max_tokens, overlap) = (40.min(fe.tokenizer.max_seq_length()), 10);
+        let chunks = chunk(&fe, &text, max_tokens, overlap).unwrap();
+        check_contract(name, &fe, &text, max_tokens, overlap, &chunks, &mut Fill::default());
+        let pairs = chunks.windows(2).filter(|w| w[1].start_char < w[0].end_char).count();
+        assert!(pairs * 10 >= (chunks.len() - 1) * 9, "{name}: {pairs} of {} chunks overlap", chunks.len());
     }
 }
 

@@ -138,3 +138,24 @@ DROP TABLE book_chunks;
 SELECT bge_unvectorize('books');
 INSERT INTO books VALUES (31, 'after the drop', 'Writes work again.');
 DROP TABLE books, no_key, wrong_chunks;
+
+-- A key whose = is not in pg_catalog (isn's isbn13, in a schema off the search path): the
+-- sync function compares keys with the primary key index's own equality operator.
+CREATE SCHEMA ext_types;
+CREATE EXTENSION isn SCHEMA ext_types;
+CREATE TABLE notes (isbn ext_types.isbn13 PRIMARY KEY, body text);
+INSERT INTO notes VALUES ('978-0-306-40615-7', 'First note. ' || repeat('Alpha words. ', 30)), ('978-3-16-148410-0', 'Second note.');
+SELECT bge_vectorize_chunks('notes', 'body', 'note_chunks', 'all-MiniLM-L6-v2', 32);
+UPDATE notes SET body = 'Shorter now.' WHERE isbn::text = '978-0-306-40615-7';
+INSERT INTO notes VALUES ('978-1-4028-9462-6', 'Third. ' || repeat('Gamma words. ', 20));
+DELETE FROM notes WHERE isbn::text = '978-3-16-148410-0';
+SELECT isbn::text, count(*) AS chunks FROM note_chunks GROUP BY 1 ORDER BY 1;
+SELECT count(*) AS mismatches FROM (
+    (SELECT n.isbn::text, x.* FROM notes n, bge_chunk(n.body, 'all-MiniLM-L6-v2', 32) x
+     EXCEPT SELECT isbn::text, seq, chunk, start_char, end_char, tokens FROM note_chunks)
+    UNION ALL
+    (SELECT isbn::text, seq, chunk, start_char, end_char, tokens FROM note_chunks
+     EXCEPT SELECT n.isbn::text, x.* FROM notes n, bge_chunk(n.body, 'all-MiniLM-L6-v2', 32) x)) d;
+SELECT bge_unvectorize('notes');
+DROP TABLE note_chunks, notes;
+DROP SCHEMA ext_types CASCADE;
