@@ -86,7 +86,31 @@ pub struct ModelSpec {
     /// A decoder's query prompt with its default retrieval task (see [`DecoderSpec`]), used
     /// where config_sentence_transformers.json has no "query" prompt.
     pub decoder_query_prompt: Option<String>,
+    /// What the model computes: embeddings, or relevance scores of (query, passage) pairs.
+    pub kind: ModelKind,
 }
+
+/// What a model directory holds, by its config.json `architectures`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Sentence embeddings (a plain encoder or decoder, pooled).
+    Embedder,
+    /// A cross-encoder (…ForSequenceClassification with one label): one relevance logit per
+    /// (query, passage) pair, from the first token's hidden state ([`crate::heads::classifier`]).
+    Reranker,
+}
+
+impl ModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Embedder => "embedder",
+            ModelKind::Reranker => "reranker",
+        }
+    }
+}
+
+/// The longest (query, passage) pair a reranker reads: FlagReranker's default max_length.
+pub const RERANK_MAX_LENGTH: usize = 512;
 
 /// The shape of a causal decoder used as an embedder. Gemma2, Mistral and Qwen3 are one network
 /// (models/decoder.rs); they differ only in these settings.
@@ -189,6 +213,12 @@ struct HfConfig {
     position_embedding_type: Option<String>,
     #[serde(default)]
     pad_token_id: Option<u32>,
+    /// Classification heads: the labels (transformers writes id2label; num_labels may be
+    /// absent, and without either a classifier has 2).
+    #[serde(default)]
+    id2label: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    num_labels: Option<usize>,
 }
 fn default_type_vocab() -> usize {
     2
@@ -283,6 +313,7 @@ struct Shape {
     activation: Activation,
     position_ids: PositionIds,
     decoder: Option<DecoderSpec>,
+    kind: ModelKind,
 }
 
 fn encoder_shape(cfg_path: &Path, model_type: &str, unsupported: &dyn Fn(String) -> Error) -> Result<Shape> {
@@ -304,10 +335,21 @@ fn encoder_shape(cfg_path: &Path, model_type: &str, unsupported: &dyn Fn(String)
     if cfg.hidden_size == 0 || cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
         return Err(invalid_file(cfg_path, "hidden_size must be a positive multiple of num_attention_heads"));
     }
+    let architecture = cfg.architectures.and_then(|a| a.into_iter().next()).unwrap_or_else(|| {
+        if model_type == "bert" { "BertModel" } else { "XLMRobertaModel" }.into()
+    });
+    let kind = if architecture.ends_with("ForSequenceClassification") {
+        let labels = cfg.num_labels.or(cfg.id2label.as_ref().map(|l| l.len())).unwrap_or(2);
+        if labels != 1 {
+            return Err(unsupported(format!("{architecture} with {labels} labels (a reranker has one)")));
+        }
+        ModelKind::Reranker
+    } else {
+        ModelKind::Embedder
+    };
     Ok(Shape {
-        architecture: cfg.architectures.and_then(|a| a.into_iter().next()).unwrap_or_else(|| {
-            if model_type == "bert" { "BertModel" } else { "XLMRobertaModel" }.into()
-        }),
+        architecture,
+        kind,
         vocab_size: cfg.vocab_size,
         hidden_size: cfg.hidden_size,
         num_layers: cfg.num_hidden_layers,
@@ -477,6 +519,7 @@ fn decoder_shape(cfg_path: &Path, model_type: &str, unsupported: &dyn Fn(String)
         activation,
         position_ids: PositionIds::FromZero,
         decoder: Some(decoder),
+        kind: ModelKind::Embedder,
     })
 }
 
@@ -575,9 +618,11 @@ impl ModelSpec {
             // transformers writes 1e30 for "no limit".
             Ok(tc.and_then(|t| t.model_max_length).filter(|n| *n >= 1.0 && *n <= usable_positions as f64).map(|n| n as usize))
         };
-        let max_seq_length = match sbert.max_seq_length {
-            Some(n) => n,
-            None => tokenizer_limit()?.unwrap_or(usable_positions),
+        let max_seq_length = match (shape.kind, sbert.max_seq_length) {
+            // A pair's limit is FlagReranker's max_length, within the model's positions.
+            (ModelKind::Reranker, _) => RERANK_MAX_LENGTH.min(usable_positions),
+            (_, Some(n)) => n,
+            (_, None) => tokenizer_limit()?.unwrap_or(usable_positions),
         };
         if max_seq_length < 2 || max_seq_length > usable_positions {
             return Err(invalid_file(
@@ -663,6 +708,7 @@ impl ModelSpec {
             default_prompt_name: st.default_prompt_name,
             decoder_query_prompt: shape.decoder.as_ref().map(|d| d.query_template.replace("{task}", d.default_task)),
             decoder: shape.decoder,
+            kind: shape.kind,
         })
     }
 }

@@ -34,6 +34,9 @@ pub enum Error {
     Unsupported { model: String, reason: String },
 
     /// A combination of settings this build cannot honour (e.g. a precision the GPU lacks).
+    #[error("model \"{model}\" is {}, not {}", article(is), article(needs))]
+    WrongModelKind { model: String, is: &'static str, needs: &'static str },
+
     #[error("{reason}")]
     UnsupportedSetting { reason: String, hint: String },
 
@@ -66,6 +69,12 @@ pub enum Error {
 
     #[error("{0}")]
     Internal(String),
+}
+
+/// "an embedder", "a reranker".
+fn article(kind: &str) -> String {
+    let an = kind.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {kind}", if an { "an" } else { "a" })
 }
 
 impl Error {
@@ -109,7 +118,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::UnknownModel { .. } => ErrorKind::UndefinedModel,
-            Error::InvalidModelName(_) | Error::InvalidArgument(_) => ErrorKind::InvalidParameter,
+            Error::InvalidModelName(_) | Error::InvalidArgument(_) | Error::WrongModelKind { .. } => ErrorKind::InvalidParameter,
             Error::ModelDirUnreadable { .. } | Error::MissingFile { .. } | Error::MissingHead { .. } => ErrorKind::ModelFileMissing,
             Error::InvalidFile { .. } | Error::TensorShape { .. } | Error::MissingTensor { .. } | Error::ModelFileChanged { .. } => {
                 ErrorKind::ModelFileCorrupt
@@ -162,8 +171,13 @@ impl Error {
                 Some("Shorten the input, or SET bge.truncate = on to embed only its first tokens as sentence-transformers does.".into())
             }
             Error::Unsupported { .. } => {
-                Some("pg_bge runs BERT and XLM-RoBERTa encoders (BertModel, XLMRobertaModel) and Gemma2, Mistral and Qwen3 decoder embedders (Gemma2Model, MistralModel, Qwen3Model) exported for sentence-transformers.".into())
+                Some("pg_bge runs BERT and XLM-RoBERTa encoders (BertModel, XLMRobertaModel), their rerankers (BertForSequenceClassification, XLMRobertaForSequenceClassification with one label) and Gemma2, Mistral and Qwen3 decoder embedders (Gemma2Model, MistralModel, Qwen3Model) exported for sentence-transformers.".into())
             }
+            Error::WrongModelKind { is, .. } => Some(if *is == "reranker" {
+                "A reranker scores (query, passage) pairs: bge_rerank(query, passage, model). Embeddings come from an embedder; the kind column of bge_models() tells them apart.".into()
+            } else {
+                "bge_rerank needs a cross-encoder (…ForSequenceClassification with one label, e.g. bge-reranker-base); the kind column of bge_models() tells them apart.".into()
+            }),
             Error::CpuFeatureMissing { hint, .. } | Error::UnsupportedSetting { hint, .. } => Some(hint.clone()),
             Error::OutOfMemory { .. } => Some(
                 "Embed fewer or shorter texts per call, or lower bge.max_batch_tokens; check the server's memory limits.".into(),

@@ -5,14 +5,15 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{cpu::Cpu, cuda::CudaDecoder, cuda::CudaEncoder, reference::Reference, BackendKind};
 use crate::batch::PackedBatch;
-use crate::colbert::ColbertVectors;
-use crate::config::ModelSpec;
+use crate::heads::colbert::ColbertVectors;
+use crate::config::{ModelKind, ModelSpec};
+use crate::heads::classifier::Classifier;
 use crate::error::{Error, Result};
 use crate::models::decoder::Decoder;
 use crate::models::encoder::Encoder;
-use crate::models::m3_heads::{HeadKind, M3Heads};
+use crate::heads::m3::{HeadKind, M3Heads};
 use crate::models::Forward;
-use crate::sparse::SparseWeights;
+use crate::heads::sparse::SparseWeights;
 use crate::threads;
 use crate::tokenize::{Encoded, TextTokenizer};
 use crate::weights::{FileIdentity, WeightFile};
@@ -115,6 +116,28 @@ impl Frontend {
         Ok(encoded)
     }
 
+    /// A reranker's (query, passage) pairs, `interrupt` between pairs
+    /// ([`TextTokenizer::encode_pair`]).
+    pub fn encode_pairs(&self, query: &str, passages: &[&str], interrupt: &mut dyn FnMut()) -> Result<Vec<Encoded>> {
+        self.require(ModelKind::Reranker)?;
+        passages
+            .iter()
+            .map(|p| {
+                interrupt();
+                self.tokenizer.encode_pair(query, p, interrupt)
+            })
+            .collect()
+    }
+
+    /// An error unless the model is of `kind` (a reranker cannot embed, an embedder cannot
+    /// score pairs).
+    pub fn require(&self, kind: ModelKind) -> Result<()> {
+        if self.spec.kind == kind {
+            return Ok(());
+        }
+        Err(Error::WrongModelKind { model: self.spec.name.clone(), is: self.spec.kind.name(), needs: kind.name() })
+    }
+
     /// Tokens of `texts` with no prompt (BGE-M3's sparse and ColBERT output take none).
     pub fn encode_bare(&self, texts: &[&str], truncate: bool, interrupt: &mut dyn FnMut()) -> Result<Vec<Encoded>> {
         texts.iter().map(|t| self.tokenizer.encode_prompted("", t, truncate, interrupt)).collect()
@@ -150,6 +173,8 @@ pub struct Model {
     network: Box<dyn Forward>,
     /// BGE-M3's sparse and ColBERT heads, where the directory has them.
     pub heads: M3Heads,
+    /// A reranker's classification head.
+    classifier: Option<Classifier>,
     /// Wall time of `load`, reported by bge_models().
     pub load_time: Duration,
     /// How much this process's resident memory grew while loading it (0 where Linux's
@@ -202,8 +227,12 @@ impl Model {
                 (network, M3Heads::load(name, dir, spec.hidden_size, Cpu::new)?, None, crate::backend::cuda::PRECISION)
             }
         };
+        let classifier = match spec.kind {
+            ModelKind::Reranker => Some(Classifier::load(&weights, &spec.model_type, spec.hidden_size)?),
+            ModelKind::Embedder => None,
+        };
         let resident_bytes = resident_set_bytes().saturating_sub(resident_before);
-        Ok(Model { front, backend, isa, precision, network, heads, load_time: started.elapsed(), resident_bytes, weights_identity })
+        Ok(Model { front, backend, isa, precision, network, heads, classifier, load_time: started.elapsed(), resident_bytes, weights_identity })
     }
 
     pub fn load_shared(name: &str, dir: &std::path::Path, backend: BackendKind) -> Result<Arc<Model>> {
@@ -241,6 +270,7 @@ impl Model {
 
     /// Embeddings of already tokenised inputs, in input order.
     pub fn embed_encoded(&self, encoded: &[Encoded], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<Vec<f32>>> {
+        self.require(ModelKind::Embedder)?;
         let pool = threads::pool(opts.threads)?;
         self.in_batches(encoded, opts, interrupt, |batch, interrupt| {
             self.network.embed(&pool, batch, self.spec.hidden_size, self.spec.pooling, self.spec.normalize, interrupt)
@@ -257,6 +287,7 @@ impl Model {
 
     /// [`Model::embed_sparse`] of already tokenised inputs.
     pub fn sparse_encoded(&self, encoded: &[Encoded], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<SparseWeights>> {
+        self.require(ModelKind::Embedder)?;
         let head = self.heads.get(HeadKind::Sparse)?;
         let pool = threads::pool(opts.threads)?;
         let skip = self.tokenizer.special_ids();
@@ -277,6 +308,7 @@ impl Model {
 
     /// [`Model::embed_colbert`] of already tokenised inputs.
     pub fn colbert_encoded(&self, encoded: &[Encoded], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<ColbertVectors>> {
+        self.require(ModelKind::Embedder)?;
         let head = self.heads.get(HeadKind::Colbert)?;
         let pool = threads::pool(opts.threads)?;
         let (h, dim) = (self.spec.hidden_size, head.out_features());
@@ -290,6 +322,28 @@ impl Model {
                     ColbertVectors::normalized(head.apply(&pool, rows, rows.len() / h), dim)
                 })
                 .collect())
+        })
+    }
+
+    /// A reranker's relevance logits of (`query`, passage) for every passage, in input order
+    /// (FlagReranker.compute_score without normalisation).
+    pub fn rerank(&self, query: &str, passages: &[&str], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<f32>> {
+        let encoded = self.encode_pairs(query, passages, interrupt)?;
+        self.score_encoded(&encoded, opts, interrupt)
+    }
+
+    /// [`Model::rerank`] of pairs tokenised already ([`Frontend::encode_pairs`]).
+    pub fn score_encoded(&self, encoded: &[Encoded], opts: &RunOptions, interrupt: &mut dyn FnMut()) -> Result<Vec<f32>> {
+        self.require(ModelKind::Reranker)?;
+        let head = self.classifier.as_ref().ok_or_else(|| Error::Internal("a reranker was loaded without its classifier".into()))?;
+        let pool = threads::pool(opts.threads)?;
+        let h = self.spec.hidden_size;
+        self.in_batches(encoded, opts, interrupt, |batch, interrupt| {
+            let hidden = self.network.forward(&pool, batch, interrupt)?;
+            Ok((0..batch.num_seqs()).map(|s| {
+                let first = batch.seq_range(s).start;
+                head.score(&hidden[first * h..(first + 1) * h])
+            }).collect())
         })
     }
 

@@ -30,6 +30,27 @@ pub struct TextTokenizer {
     clean_up_spaces: bool,
     /// The same tokens for the commonest inputs, without the crate's per-character bookkeeping.
     ascii: Option<AsciiWordPiece>,
+    /// How a (query, passage) pair is joined for a cross-encoder; None when the post-processor
+    /// does not wrap a sequence as cls … sep.
+    pair: Option<PairLayout>,
+}
+
+/// A pair as transformers' build_inputs_with_special_tokens and
+/// create_token_type_ids_from_sequences make it (what FlagReranker feeds the model), whatever
+/// tokenizer.json's pair template says: BERT `[CLS] q [SEP] p [SEP]` with token types 0 then 1,
+/// XLM-RoBERTa `<s> q </s></s> p </s>` with types 0.
+#[derive(Debug, Clone, Copy)]
+struct PairLayout {
+    cls: u32,
+    sep: u32,
+    /// XLM-RoBERTa: two separators between the texts, and no second token type.
+    roberta: bool,
+}
+
+impl PairLayout {
+    fn added_tokens(self) -> usize {
+        if self.roberta { 4 } else { 3 }
+    }
 }
 
 /// The parts of tokenizer_config.json / special_tokens_map.json this crate reads. Special
@@ -120,6 +141,10 @@ impl TextTokenizer {
 
         let added_tokens = full.get_post_processor().map_or(0, |p| p.added_tokens(false));
         let ascii = AsciiWordPiece::new(&full, spec.do_lower_case);
+        let pair = full.encode("", true).ok().and_then(|e| match e.get_ids() {
+            &[cls, sep] => Some(PairLayout { cls, sep, roberta: spec.model_type == "xlm-roberta" }),
+            _ => None,
+        });
         Ok(TextTokenizer {
             model: spec.name.clone(),
             full,
@@ -129,6 +154,7 @@ impl TextTokenizer {
             special_ids,
             clean_up_spaces,
             ascii,
+            pair,
         })
     }
 
@@ -232,6 +258,38 @@ impl TextTokenizer {
             return Err(Error::InputTooLong { model: self.model.clone(), tokens: total + self.added_tokens, limit: self.max_seq_length });
         }
         Ok(())
+    }
+
+    /// A (query, passage) pair for a cross-encoder, as FlagReranker.compute_score tokenises
+    /// it with max_length = max_seq_length: the query's tokens without special tokens cut to
+    /// max_length × 3 ÷ 4, the passage's cut so that the pair with its special tokens fits
+    /// max_length, joined as [`PairLayout`] says.
+    pub fn encode_pair(&self, query: &str, passage: &str, interrupt: &mut dyn FnMut()) -> Result<Encoded> {
+        let layout = self.pair.ok_or_else(|| Error::Tokenizer(format!("the tokenizer of model \"{}\" does not wrap a text as cls … sep, so it cannot join a pair", self.model)))?;
+        let window = self.window_bytes();
+        let max_length = self.max_seq_length;
+        let (q, _) = self.scan("", query, max_length * 3 / 4, false, window, interrupt)?;
+        let room = max_length.saturating_sub(q.len() + layout.added_tokens());
+        let (p, _) = self.scan("", passage, room, false, window, interrupt)?;
+        let (q, p) = (q.get_ids(), p.get_ids());
+        if p.is_empty() {
+            // FlagReranker hands the cut passage to the tokenizer as text, and "" is no pair.
+            let ids: Vec<u32> = std::iter::once(layout.cls).chain(q.iter().copied()).chain([layout.sep]).collect();
+            return Ok(Encoded { type_ids: vec![0; ids.len()], ids });
+        }
+        let mut ids = Vec::with_capacity(q.len() + p.len() + layout.added_tokens());
+        ids.push(layout.cls);
+        ids.extend_from_slice(q);
+        ids.push(layout.sep);
+        if layout.roberta {
+            ids.push(layout.sep);
+        }
+        let first = ids.len();
+        ids.extend_from_slice(p);
+        ids.push(layout.sep);
+        let second_type = u32::from(!layout.roberta);
+        let type_ids = (0..ids.len()).map(|i| if i < first { 0 } else { second_type }).collect();
+        Ok(Encoded { ids, type_ids })
     }
 
     pub fn encode(&self, text: &str, truncate: bool) -> Result<Encoded> {

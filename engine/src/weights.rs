@@ -172,7 +172,11 @@ impl WeightFile {
     }
 
     fn info(&self, name: &str, shape: &[usize]) -> Result<(&Shard, &TensorInfo)> {
-        let full = format!("{}{}", self.prefix, name);
+        self.info_at(format!("{}{}", self.prefix, name), shape)
+    }
+
+    /// [`WeightFile::info`] of the tensor named `full` (with any prefix it has).
+    fn info_at(&self, full: String, shape: &[usize]) -> Result<(&Shard, &TensorInfo)> {
         let (shard, info) = self
             .shards
             .iter()
@@ -195,7 +199,16 @@ impl WeightFile {
 
     /// The tensor `name` (without the file's prefix), checked against `shape`, as f32.
     pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let (shard, info) = self.info(name, shape)?;
+        self.read_f32(self.info(name, shape)?, shape)
+    }
+
+    /// The tensor named `name` whatever the prefix: a task head lies beside the prefixed body
+    /// (`classifier.weight` next to `bert.embeddings…`).
+    pub fn f32_unprefixed(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.read_f32(self.info_at(name.to_string(), shape)?, shape)
+    }
+
+    fn read_f32(&self, (shard, info): (&Shard, &TensorInfo), shape: &[usize]) -> Result<Vec<f32>> {
         let mut bytes = try_zeroed::<u8>(info.data_offsets.1 - info.data_offsets.0)?;
         shard.file.check()?;
         shard.file.read(shard.data_start + info.data_offsets.0, &mut bytes)?;

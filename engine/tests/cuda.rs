@@ -593,7 +593,7 @@ fn gpu_pooling_matches_reference() {
                     let width = pooling.modes() * h;
                     let mut out = g.poisoned_f32(batch.num_seqs() * width);
                     k.pool_normalize(&dev.stream, &g.up(&states), &g.up(&cu_seqlens(&batch)), batch.num_seqs(), t, h, pooling, normalize, &mut out).unwrap();
-                    let want: Vec<f32> = bge_engine::pooling::pool(&states, h, &batch, pooling, normalize).concat();
+                    let want: Vec<f32> = bge_engine::heads::pooled::pool(&states, h, &batch, pooling, normalize).concat();
                     let e = rel_err(&g.down(&out), &want);
                     assert!(e < 1e-5, "h={h} lens={lens:?} {pooling:?} normalize={normalize}: rel err {e}");
                 }

@@ -92,7 +92,7 @@ fn check_dense(got: &[Vec<f32>], want: &[Vec<f32>], which: &[usize], what: &str)
     }
 }
 
-fn check_sparse(model: &Model, got: &[bge_engine::sparse::SparseWeights], want: &[Sparse], which: &[usize], lengths: &[Vec<u32>]) {
+fn check_sparse(model: &Model, got: &[bge_engine::heads::sparse::SparseWeights], want: &[Sparse], which: &[usize], lengths: &[Vec<u32>]) {
     for (s, &i) in got.iter().zip(which) {
         let w = &want[i];
         let tolerance = if lengths[i].len() > LONG { MAX_SPARSE_ERROR_LONG } else { MAX_SPARSE_ERROR };
@@ -118,7 +118,7 @@ fn check_sparse(model: &Model, got: &[bge_engine::sparse::SparseWeights], want: 
     }
 }
 
-fn check_colbert(got: &[bge_engine::colbert::ColbertVectors], want: &[Colbert], which: &[usize]) {
+fn check_colbert(got: &[bge_engine::heads::colbert::ColbertVectors], want: &[Colbert], which: &[usize]) {
     for (c, &i) in got.iter().zip(which) {
         let w = &want[i];
         assert_eq!(c.rows(), w.count, "text {i}: ColBERT vector count");
@@ -202,7 +202,7 @@ fn colbert_and_lexical_scores_match_flag_embedding() {
     for s in &g.scores {
         let pair = [g.texts[s.query].as_str(), g.texts[s.passage].as_str()];
         let c = model.embed_colbert(&pair, &opts, &mut || {}).unwrap();
-        let colbert = bge_engine::colbert::maxsim(&c[0].data, &c[1].data, c[0].dim, &mut || {});
+        let colbert = bge_engine::heads::colbert::maxsim(&c[0].data, &c[1].data, c[0].dim, &mut || {});
         assert!((colbert - s.colbert).abs() <= 1e-5, "ColBERT score of texts {} and {}: {colbert} vs {}", s.query, s.passage, s.colbert);
         let w = model.embed_sparse(&pair, &opts, &mut || {}).unwrap();
         let lexical = w[0].inner_product(&w[1]);

@@ -1,7 +1,6 @@
 //! Model architectures, written once over the backend [`Ops`](crate::backend::Ops).
 pub mod decoder;
 pub mod encoder;
-pub mod m3_heads;
 
 use crate::batch::PackedBatch;
 use crate::config::Pooling;
@@ -32,6 +31,6 @@ pub trait Forward: Send + Sync {
         interrupt: &mut dyn FnMut(),
     ) -> Result<Vec<Vec<f32>>> {
         let states = self.forward(pool, batch, interrupt)?;
-        Ok(crate::pooling::pool(&states, hidden, batch, pooling, normalize))
+        Ok(crate::heads::pooled::pool(&states, hidden, batch, pooling, normalize))
     }
 }

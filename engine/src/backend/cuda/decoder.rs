@@ -284,7 +284,7 @@ impl Forward for CudaDecoder {
         if pooling != Pooling::LAST_TOKEN {
             // Other poolings of a decoder: on the host, from the hidden states.
             let states = self.forward(pool, batch, interrupt)?;
-            return Ok(crate::pooling::pool(&states, hidden, batch, pooling, normalize));
+            return Ok(crate::heads::pooled::pool(&states, hidden, batch, pooling, normalize));
         }
         let (seqs, tokens) = (batch.num_seqs(), batch.num_tokens());
         if seqs == 0 {

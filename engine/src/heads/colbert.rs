@@ -16,7 +16,7 @@ impl ColbertVectors {
     /// each row normalised to unit length (x / max(‖x‖, 1e-12), as torch's F.normalize).
     pub fn normalized(mut data: Vec<f32>, dim: usize) -> ColbertVectors {
         for row in data.chunks_exact_mut(dim) {
-            crate::pooling::l2_normalize(row);
+            crate::heads::pooled::l2_normalize(row);
         }
         ColbertVectors { dim, data }
     }

@@ -1,8 +1,8 @@
 //! BGE-M3's output heads over the encoder's last hidden states, read from
 //! sparse_linear.safetensors and colbert_linear.safetensors in the model directory (the
 //! published .pt files converted by scripts/models/convert_m3_heads.py):
-//! - sparse: Linear(hidden -> 1); a token's lexical weight is relu of it ([`crate::sparse`]);
-//! - ColBERT: Linear(hidden -> dim); one vector per token after the first ([`crate::colbert`]).
+//! - sparse: Linear(hidden -> 1); a token's lexical weight is relu of it ([`super::sparse`]);
+//! - ColBERT: Linear(hidden -> dim); one vector per token after the first ([`super::colbert`]).
 //!
 //! Both are optional: a directory without them embeds densely as usual, and asking it for
 //! sparse or ColBERT output is an [`Error::MissingHead`] naming the file.

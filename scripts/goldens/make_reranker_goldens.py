@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Builds two tiny random-weight cross-encoders (rerankers) and their goldens:
+
+    python3 scripts/goldens/make_reranker_goldens.py [MODELS_DIR] [GOLDENS_JSON]
+
+MODELS_DIR (default engine/tests/models) receives, saved by transformers' save_pretrained as
+published rerankers are:
+  - tiny-reranker-bert: BertForSequenceClassification, one label (bge-reranker's BERT-era
+    layout: bert.* encoder and pooler, classifier), with an uncased WordPiece tokenizer trained
+    here on the golden corpus, 512 positions, two token types;
+  - tiny-reranker-xlmr: XLMRobertaForSequenceClassification, one label (bge-reranker-base,
+    -large, -v2-m3: roberta.* encoder, classifier.dense and classifier.out_proj), with
+    tiny-bge-m3's Unigram tokenizer, 514 positions, one token type.
+
+GOLDENS_JSON (default engine/tests/goldens/rerankers.json) holds, per model and pair:
+  - the pair's token ids and token types by FlagReranker's rule, computed here from the
+    tokenizer's own calls (the query's tokens without special tokens cut to
+    max_length * 3 // 4, the passage's to max_length, then the pair built with truncation of
+    the passage only);
+  - `score`: the model's logit for those tokens (transformers, fp32): what FlagReranker.compute_score
+    returns (max_length 512, no normalisation) when it builds pairs with transformers 4's
+    prepare_for_model;
+  - `flag_reranker`: what the installed FlagReranker returned; equal to `score` unless it took
+    its transformers 5 path, which decodes the cut ids and tokenises the text again, and that
+    gave other ids (`flag_reranker_retokenises`: text the tiny vocabularies lack);
+  - for pairs CrossEncoder tokenises alike (no truncation, a passage with tokens),
+    sentence-transformers' CrossEncoder.predict
+    with an identity activation (the raw logit).
+Long queries and long passages are among the pairs, so the truncation rule is tested.
+
+Needs (CPU is enough): python3 -m pip install torch transformers sentence-transformers
+tokenizers, and FlagEmbedding without its dependencies (python3 -m pip install --no-deps
+FlagEmbedding; see make_m3_goldens.py). The models and goldens are committed; tests and CI
+never need PyTorch. After regenerating, regenerate the SQL goldens too:
+
+    python3 scripts/goldens/make_reranker_sql.py engine/tests/goldens/rerankers.json tests/pg_regress/sql/rerank_goldens.sql
+"""
+import json
+import os
+import random
+import shutil
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path[:0] = [HERE]
+from golden_texts import TEXTS  # noqa: E402
+from make_m3_goldens import corpus, load_flag_embedding, r, randomise  # noqa: E402
+
+HIDDEN, LAYERS, HEADS, INTERMEDIATE = 32, 2, 4, 64
+MAX_LENGTH = 512
+
+
+def build_bert():
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    wp = BertWordPieceTokenizer(lowercase=True, strip_accents=True)
+    wp.train_from_iterator(corpus(), vocab_size=700, min_frequency=1, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tokenizer = BertTokenizerFast(tokenizer_object=wp._tokenizer, do_lower_case=True, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+                                  cls_token="[CLS]", mask_token="[MASK]", model_max_length=MAX_LENGTH)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                        intermediate_size=INTERMEDIATE, max_position_embeddings=MAX_LENGTH, type_vocab_size=2, num_labels=1,
+                        architectures=["BertForSequenceClassification"])
+    model = BertForSequenceClassification(config)
+    randomise(model, 31)
+    return model, tokenizer
+
+
+def build_xlmr():
+    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(ROOT, "engine/tests/models/tiny-bge-m3"), model_max_length=MAX_LENGTH)
+    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                              intermediate_size=INTERMEDIATE, max_position_embeddings=MAX_LENGTH + 2, type_vocab_size=1,
+                              pad_token_id=1, bos_token_id=0, eos_token_id=2, num_labels=1,
+                              architectures=["XLMRobertaForSequenceClassification"])
+    model = XLMRobertaForSequenceClassification(config)
+    randomise(model, 32)
+    return model, tokenizer
+
+
+def save(model, tokenizer, model_dir):
+    if os.path.exists(model_dir):
+        shutil.rmtree(model_dir)
+    model.eval()
+    model.save_pretrained(model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(model_dir)
+
+
+def long_text(tokenizer, target, seed):
+    """About `target` tokens of corpus sentences."""
+    rng = random.Random(seed)
+    sents = corpus()
+    parts, n = [], 0
+    while n < target:
+        s = rng.choice(sents)
+        n += len(tokenizer(s, add_special_tokens=False)["input_ids"])
+        parts.append(s)
+    return " ".join(parts)
+
+
+def pairs_for(tokenizer):
+    texts = [t for t in TEXTS if t.strip()][:24]
+    queries = ["what is the capital of France?", "Paris", "capitale de la France", "北京是哪个国家的首都？", "a"]
+    passages = texts + ["", "   "]
+    pairs = [(q, p) for q in queries[:2] for p in passages]
+    pairs += [(q, "Paris is the capital of France.") for q in queries[2:]]
+    # Long queries (cut at 384 tokens) and long passages (cut to fit what the query leaves).
+    long_q, long_p = long_text(tokenizer, 450, 1), long_text(tokenizer, 900, 2)
+    pairs += [
+        (long_q, "Paris is the capital of France."),
+        ("what is the capital of France?", long_p),
+        (long_q, long_p),
+        (long_text(tokenizer, 380, 3), long_text(tokenizer, 200, 4)),
+        (long_text(tokenizer, 120, 5), long_text(tokenizer, 395, 6)),
+    ]
+    return pairs
+
+
+def rule_inputs(tokenizer, query, passage, model_type):
+    """FlagReranker's pair, built from the tokenizer's own calls (transformers 4's
+    prepare_for_model with truncation='only_second')."""
+    q = tokenizer(query, add_special_tokens=False, truncation=True, max_length=MAX_LENGTH * 3 // 4)["input_ids"]
+    p = tokenizer(passage, add_special_tokens=False, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    if not p:
+        # FlagReranker passes the passage as text, and a passage without tokens as "": the
+        # tokenizer then builds the query alone.
+        return [cls] + q + [sep], [0] * (len(q) + 2)
+    middle = [sep, sep] if model_type == "xlm-roberta" else [sep]
+    room = MAX_LENGTH - len(q) - len(middle) - 2
+    p = p[:room]
+    ids = [cls] + q + middle + p + [sep]
+    first = 1 + len(q) + len(middle)
+    types = [0] * first + [0 if model_type == "xlm-roberta" else 1] * (len(ids) - first)
+    return ids, types
+
+
+def flag_roundtrip_ids(tokenizer, ids, query, passage):
+    """The ids FlagReranker feeds the model when it takes its transformers 5 path
+    (FlagEmbedding.utils.tokenizer_compat.prepare_for_model_compat), or `ids` under 4."""
+    if callable(getattr(tokenizer, "prepare_for_model", None)):
+        return ids
+    q = tokenizer(query, add_special_tokens=False, truncation=True, max_length=MAX_LENGTH * 3 // 4)["input_ids"]
+    p = tokenizer(passage, add_special_tokens=False, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+    decode = lambda t: tokenizer.decode(t, skip_special_tokens=False, clean_up_tokenization_spaces=False)  # noqa: E731
+    return tokenizer(decode(q), decode(p), truncation="only_second", max_length=MAX_LENGTH)["input_ids"]
+
+
+def goldens(name, model_dir, model_type, FlagReranker, CrossEncoder):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    pairs = pairs_for(tokenizer)
+    flag = FlagReranker(model_dir, use_fp16=False, devices=["cpu"], max_length=MAX_LENGTH)
+    flag_scores = flag.compute_score([list(p) for p in pairs], batch_size=8)
+    cross = CrossEncoder(model_dir, device="cpu", max_length=MAX_LENGTH, activation_fn=torch.nn.Identity())
+    out = []
+    for (query, passage), flag_score in zip(pairs, flag_scores):
+        ids, types = rule_inputs(tokenizer, query, passage, model_type)
+        with torch.no_grad():
+            score = model(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([types])).logits.view(-1)[0].item()
+        entry = {"query": query, "passage": passage, "ids": ids, "type_ids": types, "score": r(score), "flag_reranker": r(flag_score)}
+        # Under transformers 5 (no prepare_for_model) FlagEmbedding decodes the cut token ids
+        # and tokenises the text pair again; where that gives the rule's ids it must give the
+        # rule's score, else the pair is marked (text the tiny vocabulary lacks decodes to
+        # <unk> markers that tokenise otherwise).
+        again = flag_roundtrip_ids(tokenizer, ids, query, passage)
+        if again == ids:
+            assert abs(score - flag_score) < 1e-5, (name, query[:40], passage[:40], score, flag_score)
+        else:
+            entry["flag_reranker_retokenises"] = True
+        # CrossEncoder truncates both texts (longest first) and joins an empty passage too.
+        if tokenizer([query], [passage])["input_ids"][0] == ids:
+            entry["cross_encoder"] = r(float(cross.predict([(query, passage)])[0]))
+        out.append(entry)
+    return {"max_length": MAX_LENGTH, "pairs": out}
+
+
+def main():
+    models_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "engine/tests/models")
+    out_path = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "engine/tests/goldens/rerankers.json")
+    torch.manual_seed(0)
+    _, _ = load_flag_embedding()
+    from FlagEmbedding import FlagReranker
+    from sentence_transformers import CrossEncoder
+
+    result = {}
+    for name, build, model_type in [("tiny-reranker-bert", build_bert, "bert"), ("tiny-reranker-xlmr", build_xlmr, "xlm-roberta")]:
+        model_dir = os.path.join(models_dir, name)
+        model, tokenizer = build()
+        save(model, tokenizer, model_dir)
+        result[name] = goldens(name, model_dir, model_type, FlagReranker, CrossEncoder)
+        print(f"{name}: {len(result[name]['pairs'])} pairs")
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(result, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
