@@ -52,6 +52,8 @@ ALTER FUNCTION bge_cosine_distance(real[], real[]) COST 10;
 ALTER FUNCTION bge_negative_inner_product(real[], real[]) COST 10;
 ALTER FUNCTION bge_l2_distance(real[], real[]) COST 10;
 ALTER FUNCTION bge_models() ROWS 10;
+ALTER FUNCTION bge_rerank(text, text, text, boolean) COST 20000;
+ALTER FUNCTION bge_rerank(text, text[], text, boolean) COST 20000;
 ALTER FUNCTION bge_server_status() ROWS 1;
 
 -- The planner support function of the embedding and tokenising functions: it answers no
@@ -67,7 +69,7 @@ DECLARE
 BEGIN
     -- Qualified throughout: the extension's schema is on search_path while this script runs.
     FOR f IN SELECT p.oid::pg_catalog.regprocedure FROM pg_catalog.pg_proc p
-             WHERE p.proname OPERATOR(pg_catalog.=) ANY ('{bge_embed,bge_embed_query,bge_embed_sparse,bge_sparse_text,bge_embed_colbert,bge_token_count,bge_token_count_query,bge_tokenize}'::pg_catalog.name[])
+             WHERE p.proname OPERATOR(pg_catalog.=) ANY ('{bge_embed,bge_embed_query,bge_embed_sparse,bge_sparse_text,bge_embed_colbert,bge_token_count,bge_token_count_query,bge_tokenize,bge_rerank}'::pg_catalog.name[])
                AND p.pronamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace
     LOOP
         EXECUTE pg_catalog.format('ALTER FUNCTION %s SUPPORT bge_internal.bge_planner_support', f);
@@ -113,7 +115,13 @@ COMMENT ON FUNCTION bge_embed_colbert(text, text) IS
 COMMENT ON FUNCTION bge_maxsim(real[], real[]) IS
     'Late-interaction (MaxSim) score of a query''s ColBERT vectors against a document''s: for each query row the largest dot product with any document row, averaged over the query rows (FlagEmbedding''s colbert_score; multiply by array_length(query, 1) for the plain sum). A 1-D array is one vector. Errors (SQLSTATE 22000) when the vector widths differ.';
 COMMENT ON FUNCTION bge_models() IS
-    'Models installed under bge.model_dir: architecture, dimensions, max tokens, pooling, normalisation, device, CPU kernel family (isa: avx512, avx2 or portable; NULL on a GPU) and linear-layer precision (fp32, bf16, int8; fp16 on a GPU), whether it is loaded (by the model server when it computes for this session, else by this backend) and how long that took, or why it cannot be read.';
+    'Models installed under bge.model_dir: kind (embedder, or reranker: a cross-encoder for bge_rerank, without dimensions or pooling), architecture, dimensions, max tokens, pooling, normalisation, device, CPU kernel family (isa: avx512, avx2 or portable; NULL on a GPU) and linear-layer precision (fp32, bf16, int8; fp16 on a GPU), whether it is loaded (by the model server when it computes for this session, else by this backend) and how long that took, or why it cannot be read.';
+COMMENT ON FUNCTION bge_rerank(text, text, text, boolean) IS
+    'Relevance of passage to query by a cross-encoder (reranker) model: its raw logit, as FlagReranker.compute_score returns it (normalize => true applies its sigmoid). The query keeps its first max_length * 3 / 4 tokens and the passage what fits beside it in max_length (512, or fewer positions of the model). IMMUTABLE: always fp32.';
+COMMENT ON FUNCTION bge_rerank(text, text[], text, boolean) IS
+    'bge_rerank of query with every element of passages in one batched pass, in input order: NULL elements give NULL; each score bitwise the single form''s.';
+COMMENT ON FUNCTION bge_internal.bge_models_0_1() IS
+    'Release 0.1.0''s bge_models() (without the kind column), kept for the C symbol that release''s SQL names.';
 COMMENT ON FUNCTION bge_server_status() IS
     'The model server (shared_preload_libraries = ''pg_bge''): whether it runs, its pid, start time and uptime, request slots, requests waiting and in flight, requests, forward passes (batches) and texts per pass since it started, tokens and tokens/s, and the models it holds (device, precision, resident bytes, load time) as jsonb. One row with running = false when pg_bge is not preloaded.';
 COMMENT ON FUNCTION bge_cosine_distance(real[], real[]) IS

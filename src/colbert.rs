@@ -1,6 +1,6 @@
 //! BGE-M3 ColBERT vectors in SQL (a 2-D real[], one row per token) and late-interaction
 //! scoring of two such arrays. The math lives in bge_engine::colbert.
-use bge_engine::colbert::{maxsim, ColbertVectors};
+use bge_engine::heads::colbert::{maxsim, ColbertVectors};
 use pgrx::callconv::{BoxRet, FcInfo};
 use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin};
 use pgrx::prelude::*;
@@ -93,7 +93,7 @@ fn vectors<'a>(array: Array<'a, f32>, side: &str) -> (&'a [f32], usize) {
 }
 
 /// Late-interaction (MaxSim) score, averaged over the query's vectors (see
-/// bge_engine::colbert::maxsim).
+/// bge_engine::heads::colbert::maxsim).
 #[pg_extern(immutable, strict, parallel_safe)]
 fn bge_maxsim(query: Array<'_, f32>, document: Array<'_, f32>) -> f64 {
     let (q, q_dim) = vectors(query, "query");

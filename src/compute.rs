@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bge_engine::backend::Precision;
-use bge_engine::colbert::ColbertVectors;
-use bge_engine::sparse::SparseWeights;
+use bge_engine::heads::colbert::ColbertVectors;
+use bge_engine::heads::sparse::SparseWeights;
 use bge_engine::tokenize::Encoded;
 use bge_engine::{Frontend, Model, RunOptions, TextRole};
 
@@ -111,6 +111,15 @@ impl Call {
         }
         let encoded = self.frontend().encode_bare(texts, self.opts.truncate, &mut check_interrupts).or_raise();
         self.on_server(Output::Colbert, &encoded).into_iter().map(|w| wire::colbert(w).unwrap_or_else(wire_bug)).collect()
+    }
+
+    /// A reranker's relevance logits of (`query`, passage) for every passage, in input order.
+    pub fn rerank(&self, query: &str, passages: &[&str]) -> Vec<f32> {
+        if !self.on_server {
+            return self.model().rerank(query, passages, &self.opts, &mut check_interrupts).or_raise();
+        }
+        let encoded = self.frontend().encode_pairs(query, passages, &mut check_interrupts).or_raise();
+        self.on_server(Output::Score, &encoded).into_iter().map(|w| wire::score(w).unwrap_or_else(wire_bug)).collect()
     }
 
     /// Dense embeddings of texts tokenised already (by [`Call::frontend`]), in input order.

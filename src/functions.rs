@@ -1,5 +1,5 @@
 //! SQL functions: parse arguments, call the engine, map errors. No math here.
-use bge_engine::config::ModelSpec;
+use bge_engine::config::{ModelKind, ModelSpec};
 use bge_engine::TextRole;
 use pgrx::prelude::*;
 
@@ -103,27 +103,26 @@ fn bge_tokenize_model(input: &str, model: &str) -> Vec<i32> {
     token_ids(input, Some(model))
 }
 
-#[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_safe)]
-fn bge_models() -> TableIterator<
-    'static,
-    (
-        name!(name, String),
-        name!(architecture, Option<String>),
-        name!(dimensions, Option<i32>),
-        name!(max_tokens, Option<i32>),
-        name!(pooling, Option<String>),
-        name!(normalize, Option<bool>),
-        name!(device, Option<String>),
-        name!(isa, Option<String>),
-        name!(precision, Option<String>),
-        name!(loaded, bool),
-        name!(load_ms, Option<f64>),
-        name!(error, Option<String>),
-    ),
-> {
+/// One row of bge_models().
+struct ModelRow {
+    name: String,
+    kind: Option<String>,
+    architecture: Option<String>,
+    dimensions: Option<i32>,
+    max_tokens: Option<i32>,
+    pooling: Option<String>,
+    normalize: Option<bool>,
+    device: Option<String>,
+    isa: Option<String>,
+    precision: Option<String>,
+    loaded: bool,
+    load_ms: Option<f64>,
+    error: Option<String>,
+}
+
+fn model_rows() -> Vec<ModelRow> {
     let server_models = crate::server::client::active().then(crate::server::client::loaded_models);
-    let rows = registry::with_store(&gucs::model_dir(), |store| {
+    registry::with_store(&gucs::model_dir(), |store| {
         let names = store.installed().or_raise();
         names
             .into_iter()
@@ -143,24 +142,92 @@ fn bge_models() -> TableIterator<
                     }
                 };
                 match spec {
-                    Ok(s) => (
+                    Ok(s) => {
+                        let embedder = s.kind == ModelKind::Embedder;
+                        ModelRow {
+                            name,
+                            kind: Some(s.kind.name().into()),
+                            architecture: Some(s.architecture.clone()),
+                            // A reranker gives one score per pair: no vector, no pooling.
+                            dimensions: embedder.then(|| s.dimensions() as i32),
+                            max_tokens: Some(s.max_seq_length as i32),
+                            pooling: embedder.then(|| s.pooling.describe()),
+                            normalize: embedder.then_some(s.normalize),
+                            device: Some(device),
+                            isa,
+                            precision: Some(precision),
+                            loaded: copy.is_some(),
+                            load_ms: copy.map(|c| c.load_ms),
+                            error: None,
+                        }
+                    }
+                    Err(e) => ModelRow {
                         name,
-                        Some(s.architecture.clone()),
-                        Some(s.dimensions() as i32),
-                        Some(s.max_seq_length as i32),
-                        Some(s.pooling.describe()),
-                        Some(s.normalize),
-                        Some(device),
-                        isa,
-                        Some(precision),
-                        copy.is_some(),
-                        copy.map(|c| c.load_ms),
-                        None,
-                    ),
-                    Err(e) => (name, None, None, None, None, None, None, None, None, false, None, Some(crate::errors::for_caller(e.to_string()))),
+                        kind: None,
+                        architecture: None,
+                        dimensions: None,
+                        max_tokens: None,
+                        pooling: None,
+                        normalize: None,
+                        device: None,
+                        isa: None,
+                        precision: None,
+                        loaded: false,
+                        load_ms: None,
+                        error: Some(crate::errors::for_caller(e.to_string())),
+                    },
                 }
             })
-            .collect::<Vec<_>>()
-    });
-    TableIterator::new(rows)
+            .collect()
+    })
+}
+
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_safe, name = "bge_models")]
+fn bge_models_with_kind() -> TableIterator<
+    'static,
+    (
+        name!(name, String),
+        name!(kind, Option<String>),
+        name!(architecture, Option<String>),
+        name!(dimensions, Option<i32>),
+        name!(max_tokens, Option<i32>),
+        name!(pooling, Option<String>),
+        name!(normalize, Option<bool>),
+        name!(device, Option<String>),
+        name!(isa, Option<String>),
+        name!(precision, Option<String>),
+        name!(loaded, bool),
+        name!(load_ms, Option<f64>),
+        name!(error, Option<String>),
+    ),
+> {
+    TableIterator::new(model_rows().into_iter().map(|r| {
+        (r.name, r.kind, r.architecture, r.dimensions, r.max_tokens, r.pooling, r.normalize, r.device, r.isa, r.precision, r.loaded, r.load_ms, r.error)
+    }))
+}
+
+/// Release 0.1.0's bge_models() (without `kind`), kept for its SQL: the C symbol it names.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_safe, schema = "bge_internal", name = "bge_models_0_1")]
+fn bge_models() -> TableIterator<
+    'static,
+    (
+        name!(name, String),
+        name!(architecture, Option<String>),
+        name!(dimensions, Option<i32>),
+        name!(max_tokens, Option<i32>),
+        name!(pooling, Option<String>),
+        name!(normalize, Option<bool>),
+        name!(device, Option<String>),
+        name!(isa, Option<String>),
+        name!(precision, Option<String>),
+        name!(loaded, bool),
+        name!(load_ms, Option<f64>),
+        name!(error, Option<String>),
+    ),
+> {
+    TableIterator::new(model_rows().into_iter().map(|r| {
+        (r.name, r.architecture, r.dimensions, r.max_tokens, r.pooling, r.normalize, r.device, r.isa, r.precision, r.loaded, r.load_ms, r.error)
+    }))
 }

@@ -11,6 +11,7 @@ mod gucs;
 mod operators;
 mod planner;
 mod registry;
+mod rerank;
 mod server;
 mod sparse;
 mod vectorize;

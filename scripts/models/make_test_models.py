@@ -22,6 +22,11 @@ DEST/decoders/tiny-gemma2       the tiny random-weight Gemma2 decoder committed 
                                 Qwen3-shaped siblings tiny-mistral and tiny-qwen3: a model
                                 directory of their own (gemma2.sql points bge.model_dir at it),
                                 so the other tests' listings of installed models stay as they are
+DEST/rerankers/                 the tiny random-weight rerankers committed in engine/tests/models
+                                (tiny-reranker-bert, tiny-reranker-xlmr;
+                                scripts/goldens/make_reranker_goldens.py) beside the embedders a
+                                retrieve-then-rerank query uses (all-MiniLM-L6-v2, tiny-bge-m3):
+                                rerank.sql points bge.model_dir at it
 """
 import json
 import os
@@ -30,6 +35,7 @@ import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TINY_RERANKERS = ["tiny-reranker-bert", "tiny-reranker-xlmr"]
 TINY_M3 = os.path.join(os.path.dirname(os.path.dirname(HERE)), "engine", "tests", "models", "tiny-bge-m3")
 TINY_DECODERS = ["tiny-gemma2", "tiny-mistral", "tiny-qwen3"]
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "goldens"))
@@ -115,6 +121,12 @@ def main():
 
     for name in TINY_DECODERS:
         shutil.copytree(os.path.join(os.path.dirname(TINY_M3), name), os.path.join(dest, "decoders", name))
+
+    rerankers = os.path.join(dest, "rerankers")
+    for name in TINY_RERANKERS:
+        shutil.copytree(os.path.join(os.path.dirname(TINY_M3), name), os.path.join(rerankers, name))
+    shutil.copytree(TINY_M3, os.path.join(rerankers, "tiny-bge-m3"))
+    linked_copy(src, os.path.join(rerankers, "all-MiniLM-L6-v2"))
 
     for root, dirs, files in os.walk(dest):
         os.chmod(root, 0o755)

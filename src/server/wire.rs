@@ -2,11 +2,11 @@
 //! (model, directory, [`Output`], [`Target`]) and its sequences as 32-bit words: every length,
 //! then every token id, then every token type id. A result is one entry per sequence,
 //! `[count, count words]`: a dense vector as f32 bits, sparse weights as (id, weight bits)
-//! pairs, ColBERT vectors with their width first. Every decoder refuses what it does not know:
+//! pairs, ColBERT vectors with their width first, a reranker's score as one f32. Every decoder refuses what it does not know:
 //! a value is never read as a default.
 use bge_engine::backend::Precision;
-use bge_engine::colbert::ColbertVectors;
-use bge_engine::sparse::SparseWeights;
+use bge_engine::heads::colbert::ColbertVectors;
+use bge_engine::heads::sparse::SparseWeights;
 use bge_engine::tokenize::Encoded;
 
 use crate::gucs::Device;
@@ -20,6 +20,8 @@ pub enum Output {
     Sparse,
     /// BGE-M3 ColBERT vectors.
     Colbert,
+    /// A reranker's relevance score of each (query, passage) pair.
+    Score,
 }
 
 /// Which copy of the model computes: bge.device and the linear layers' precision.
@@ -29,7 +31,7 @@ pub struct Target {
     pub precision: Precision,
 }
 
-const OUTPUTS: [Output; 3] = [Output::Dense, Output::Sparse, Output::Colbert];
+const OUTPUTS: [Output; 4] = [Output::Dense, Output::Sparse, Output::Colbert, Output::Score];
 const DEVICES: [Device; 3] = [Device::Auto, Device::Cpu, Device::Cuda];
 
 /// `value`'s position in `all` as a byte.
@@ -109,6 +111,10 @@ pub fn colbert_words(c: &ColbertVectors) -> Vec<u32> {
     std::iter::once(c.dim as u32).chain(c.data.iter().map(|x| x.to_bits())).collect()
 }
 
+pub fn score_words(score: f32) -> Vec<u32> {
+    vec![score.to_bits()]
+}
+
 /// Appends one sequence's result to a request's result words.
 pub fn append_result(out: &mut Vec<u32>, values: &[u32]) {
     out.push(values.len() as u32);
@@ -141,6 +147,13 @@ pub fn sparse(words: Vec<u32>) -> Result<SparseWeights, String> {
         return Err("model server sparse result has an odd number of words".into());
     }
     Ok(SparseWeights { weights: words.chunks_exact(2).map(|p| (p[0], f32::from_bits(p[1]))).collect() })
+}
+
+pub fn score(words: Vec<u32>) -> Result<f32, String> {
+    match words.as_slice() {
+        &[bits] => Ok(f32::from_bits(bits)),
+        _ => Err("model server score result is not one word".into()),
+    }
 }
 
 pub fn colbert(words: Vec<u32>) -> Result<ColbertVectors, String> {

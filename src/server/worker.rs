@@ -541,6 +541,7 @@ impl Server {
             Output::Dense => model.embed_encoded(encoded, &opts, &mut interrupt)?.iter().map(|v| wire::dense_words(v)).collect(),
             Output::Sparse => model.sparse_encoded(encoded, &opts, &mut interrupt)?.iter().map(wire::sparse_words).collect(),
             Output::Colbert => model.colbert_encoded(encoded, &opts, &mut interrupt)?.iter().map(wire::colbert_words).collect(),
+            Output::Score => model.score_encoded(encoded, &opts, &mut interrupt)?.into_iter().map(wire::score_words).collect(),
         })
     }
 

@@ -1,4 +1,4 @@
-//! pooling.cu against bge_engine::pooling::pool: every combination of the four encoder pooling
+//! pooling.cu against bge_engine::heads::pooled::pool: every combination of the four encoder pooling
 //! modes, last-token pooling alone and with them,
 //! with and without L2 normalisation, hidden sizes below, at and above the 256-thread block,
 //! packed batches of 1 to 513 tokens per sequence, under both schedules.
@@ -25,7 +25,7 @@ fn pooling_matches_reference() {
             for bits in (1..16u32).chain([16, 31]) {
                 let pooling = Pooling { cls: bits & 1 != 0, max: bits & 2 != 0, mean: bits & 4 != 0, mean_sqrt_len: bits & 8 != 0, last_token: bits & 16 != 0 };
                 for normalize in [false, true] {
-                    let want: Vec<f32> = bge_engine::pooling::pool(&states, h, &batch, pooling, normalize).concat();
+                    let want: Vec<f32> = bge_engine::heads::pooled::pool(&states, h, &batch, pooling, normalize).concat();
                     under_each_schedule(|s| {
                         let mut out = emu.poisoned_f32(batch.num_seqs() * pooling.modes() * h);
                         k.pool_normalize(&emu.dev.stream, &d_states, &d_cu, batch.num_seqs(), t, h, pooling, normalize, &mut out).unwrap();
