@@ -113,7 +113,7 @@ done
 start=$SECONDS
 install_for 18
 echo "== SQL tests on PostgreSQL 18 through the model server, and pgvector (pg_regress)"
-regress_server 18 pg18 "${SQL_TESTS[@]}" server pgvector || status=1
+regress_server 18 pg18 "${SQL_TESTS[@]}" server pgvector rerank_rag || status=1
 echo "== dump and restore: pg_restore, --single-transaction, plain; without the model (tests/operations/dump_restore.sh)"
 tests/operations/dump_restore.sh "$WORK/models" || status=1
 echo "== PostgreSQL 18 build, install and tests took $((SECONDS - start)) s"
