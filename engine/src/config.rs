@@ -113,7 +113,7 @@ impl ModelKind {
 pub const RERANK_MAX_LENGTH: usize = 512;
 
 /// The shape of a causal decoder used as an embedder. Gemma2, Mistral and Qwen3 are one network
-/// (models/decoder.rs); they differ only in these settings.
+/// (models/decoder/); they differ only in these settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecoderSpec {
     pub num_kv_heads: usize,

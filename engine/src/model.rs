@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{cpu::Cpu, cuda::CudaDecoder, cuda::CudaEncoder, reference::Reference, BackendKind};
+use crate::backend::{cpu::Cpu, reference::Reference, BackendKind};
+use crate::models::decoder::cuda::CudaDecoder;
+use crate::models::encoder::cuda::CudaEncoder;
 use crate::batch::PackedBatch;
 use crate::heads::colbert::ColbertVectors;
 use crate::config::{ModelKind, ModelSpec};

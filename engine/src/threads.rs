@@ -52,3 +52,31 @@ fn block_signals() {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
+
+/// Whether work for `pool` should run on the calling thread: a one-thread pool would only add a
+/// hand-off to its worker and back per op (parallel-query processes run with one thread each).
+pub(crate) fn inline(pool: &rayon::ThreadPool) -> bool {
+    pool.current_num_threads() == 1
+}
+
+/// Times a thread outside a pool handed work to it (see [`in_pool`]).
+static POOL_TRIPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Runs `f` on `pool`: from outside it, a trip there and back (a wake-up and a hand-off each
+/// way, tens of microseconds); from one of its own threads, or for a one-thread pool (whose
+/// work runs on the caller, see [`inline`]), a plain call.
+pub fn in_pool<R: Send>(pool: &rayon::ThreadPool, f: impl FnOnce() -> R + Send) -> R {
+    if inline(pool) {
+        return f();
+    }
+    if pool.current_thread_index().is_none() {
+        POOL_TRIPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    pool.install(f)
+}
+
+/// How many trips into a pool this process made so far (tests check that a short forward pass
+/// makes one, not one per op).
+pub fn pool_trips() -> usize {
+    POOL_TRIPS.load(std::sync::atomic::Ordering::Relaxed)
+}

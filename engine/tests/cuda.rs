@@ -6,7 +6,7 @@
 //!   cannot be found, so CI cannot pass them by accident: run scripts/gpu/install_nvrtc.sh
 //!   first (it installs NVRTC into .cuda-tools, which this test finds; or set
 //!   BGE_CUDA_TOOLS to another such directory).
-//! - With a GPU: every kernel against backend/reference.rs (or pooling.rs) on random data of
+//! - With a GPU: every kernel against backend/reference.rs (or heads/pooled.rs) on random data of
 //!   awkward sizes, with outputs poisoned with NaN beforehand so an unwritten element shows;
 //!   the whole model against the CPU backend (cosine >= 0.9999); and batch invariance. They
 //!   print a loud SKIPPED line and return when there is no GPU.
@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bge_engine::backend::cuda::nvrtc::{self, Target, KERNEL_FILES};
-use bge_engine::backend::cuda::{self, probe, CudaEncoder, Device, Kernels, Half};
+use bge_engine::backend::cuda::{self, probe, Device, Half, Kernels};
+use bge_engine::models::encoder::cuda::CudaEncoder;
 use bge_engine::backend::{reference, BackendKind};
 use bge_engine::batch::PackedBatch;
 use bge_engine::config::{Activation, Pooling};

@@ -3,7 +3,8 @@
 //! trip counter is process-wide.
 mod common;
 
-use bge_engine::backend::cpu::{pool_trips, Cpu};
+use bge_engine::backend::cpu::Cpu;
+use bge_engine::threads::pool_trips;
 use bge_engine::batch::PackedBatch;
 use bge_engine::config::ModelSpec;
 use bge_engine::models::encoder::Encoder;

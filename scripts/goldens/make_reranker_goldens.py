@@ -49,7 +49,8 @@ sys.path[:0] = [HERE]
 from golden_texts import TEXTS  # noqa: E402
 from make_m3_goldens import corpus, load_flag_embedding, r, randomise  # noqa: E402
 
-HIDDEN, LAYERS, HEADS, INTERMEDIATE = 32, 2, 4, 64
+# Head dimension 32: the smallest the CUDA attention kernels take, so the GPU path runs them too.
+HIDDEN, LAYERS, HEADS, INTERMEDIATE = 64, 2, 2, 128
 MAX_LENGTH = 512
 
 

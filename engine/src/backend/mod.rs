@@ -1,4 +1,4 @@
-//! Backends run the encoder's op families. The encoder (models/encoder.rs) is written once over
+//! Backends run the encoder's op families. The encoder (models/encoder/) is written once over
 //! the [`Ops`] trait; [`reference`] is the plain scalar oracle every faster backend is tested
 //! against, [`cpu`] the SIMD + rayon one. [`cuda`] runs the same encoder on an NVIDIA GPU with its
 //! own forward pass over device buffers (models/mod.rs `Forward`), not through `Ops`.
@@ -93,7 +93,7 @@ pub trait Ops: Send + Sync + 'static {
     #[allow(clippy::too_many_arguments)]
     fn attention(&self, pool: &rayon::ThreadPool, qkv: &[f32], batch: &PackedBatch, num_heads: usize, head_dim: usize, out: &mut [f32], queries: std::ops::Range<usize>);
 
-    // The decoder's op families (models/decoder.rs); each documented at its reference function.
+    // The decoder's op families (models/decoder/); each documented at its reference function.
 
     /// [`reference::rms_norm`]: out (or out +=) RMSNorm(x) · gain, rows of width gain.len().
     fn rms_norm(&self, pool: &rayon::ThreadPool, x: &[f32], gain: &[f32], eps: f32, out: &mut [f32], accumulate: bool);

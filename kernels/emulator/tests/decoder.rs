@@ -6,7 +6,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use bge_engine::backend::cuda::{CudaDecoder, Half};
+use bge_engine::backend::cuda::Half;
+use bge_engine::models::decoder::cuda::CudaDecoder;
 use bge_engine::backend::{reference, BackendKind, CausalAttention};
 use bge_engine::config::Activation;
 use bge_engine::models::Forward;

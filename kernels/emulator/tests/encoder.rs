@@ -100,3 +100,38 @@ fn emulated_gpu_encoder_matches_goldens_cls512() {
     check(&dir, &g.texts, &g.cls512.embeddings, "CLS pooling, 512 tokens");
     let _ = std::fs::remove_dir_all(dir.parent().unwrap());
 }
+
+/// The rerankers' scores (the CUDA encoder, then the classification head on the host) against
+/// transformers' logits for FlagReranker's pairs (engine/tests/goldens/rerankers.json), at the
+/// bar fp16 GEMMs allow; short and long pairs of both layouts.
+#[test]
+fn emulated_gpu_rerankers_match_goldens() {
+    #[derive(Deserialize)]
+    struct Pair {
+        query: String,
+        passage: String,
+        score: f32,
+    }
+    #[derive(Deserialize)]
+    struct Reranker {
+        pairs: Vec<Pair>,
+    }
+    let path = repo().join("engine/tests/goldens/rerankers.json");
+    let all: std::collections::HashMap<String, Reranker> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    bge_cuda_emulator::device();
+    for name in ["tiny-reranker-bert", "tiny-reranker-xlmr"] {
+        let model = Model::load(name, &repo().join("engine/tests/models").join(name), BackendKind::Cuda).unwrap();
+        assert_eq!(model.backend, BackendKind::Cuda);
+        let launches = bge_cuda_emulator::launches();
+        // The first query's pairs (short ones) and the long pairs at the end.
+        let pairs: Vec<&Pair> = all[name].pairs.iter().take(6).chain(all[name].pairs.iter().rev().take(3)).collect();
+        let mut worst = 0f32;
+        for p in &pairs {
+            let got = model.rerank(&p.query, &[&p.passage], &RunOptions::default(), &mut || {}).unwrap()[0];
+            assert!((got - p.score).abs() < 2e-3, "{name}: {got} vs transformers {}", p.score);
+            worst = worst.max((got - p.score).abs());
+        }
+        assert!(bge_cuda_emulator::launches() > launches, "{name}: the scores were not computed by the emulated kernels");
+        eprintln!("{name}: {} pairs, largest difference {worst:e}", pairs.len());
+    }
+}

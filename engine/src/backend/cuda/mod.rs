@@ -15,15 +15,11 @@ use cudarc::driver::{CudaContext, CudaModule, CudaStream};
 
 use crate::error::{Error, Result};
 
-pub mod decoder;
-pub mod encoder;
 pub mod gemm;
 pub mod kernels;
 pub mod nvrtc;
 pub mod probe;
 
-pub use decoder::CudaDecoder;
-pub use encoder::CudaEncoder;
 pub use kernels::Kernels;
 
 /// What bge_models() reports for a GPU copy: models load with GEMM inputs in [`MODEL_HALF`].
@@ -121,7 +117,7 @@ fn open() -> std::result::Result<Arc<Device>, String> {
     Ok(Arc::new(Device { ctx, stream, name, sm, target, exec: Mutex::new(blas), modules: Mutex::new(HashMap::new()) }))
 }
 
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<String>()
         .cloned()

@@ -3,6 +3,9 @@
 //! x = LN(x + Wo·attn(Wqkv·x)), x = LN(x + W2·gelu(W1·x)).
 //! XLM-RoBERTa (BGE-M3) is the same network; only its position ids differ, and those come with
 //! the batch ([`crate::config::PositionIds`]).
+/// The same network on the GPU, over device buffers.
+pub mod cuda;
+
 use super::Forward;
 use crate::backend::Ops;
 use crate::batch::PackedBatch;
@@ -262,7 +265,7 @@ impl<O: Ops> Forward for Encoder<O> {
             // `interrupt` may call into PostgreSQL, so it runs here on the calling thread,
             // before and after; the pass takes about as long as one chunk between checks.
             interrupt();
-            let x = crate::backend::cpu::in_pool(pool, || {
+            let x = crate::threads::in_pool(pool, || {
                 self.ops.add_layer_norm(pool, &mut x, None, &self.emb_norm.gamma, &self.emb_norm.beta, self.eps);
                 self.layers(pool, batch, x, &mut || {})
             })?;

@@ -1,5 +1,5 @@
 //! Decoder embedders (Gemma2, Mistral, Qwen3) on the GPU: the same network as
-//! models/decoder.rs, over device buffers. Per layer, with x the f32 residual stream:
+//! models/decoder/mod.rs, over device buffers. Per layer, with x the f32 residual stream:
 //!   h16  = RMSNorm(x)·g_in                       (rms_norm.cu, 16-bit out)
 //!   qkv  = h16 · Wqkvᵀ                            (cuBLAS, f32 out)
 //!   qkv  = rope(qk_norm(qkv))                     (rope.cu, in place)
@@ -22,14 +22,14 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaSlice, CudaStream};
 
-use super::gemm::Blas;
-use super::kernels::CAUSAL_ATTENTION_MAX_HEAD_DIM;
-use super::{Device, Kernels, Half};
+use crate::backend::cuda::{self, gemm::Blas};
+use crate::backend::cuda::kernels::CAUSAL_ATTENTION_MAX_HEAD_DIM;
+use crate::backend::cuda::{Device, Half, Kernels};
 use crate::backend::{reference, CausalAttention};
 use crate::batch::PackedBatch;
 use crate::config::{Activation, DecoderSpec, ModelSpec, Pooling};
 use crate::error::{Error, Result};
-use crate::models::decoder::{decoder_spec, layer_attention, read_decoder_layer, read_gain, ANCHOR};
+use super::{decoder_spec, layer_attention, read_decoder_layer, read_gain, ANCHOR};
 use crate::models::Forward;
 use crate::weights::WeightFile;
 
@@ -99,13 +99,13 @@ fn internal(reason: impl std::fmt::Display) -> Error {
 
 impl CudaDecoder {
     pub fn load(spec: &ModelSpec, weights: &WeightFile) -> Result<CudaDecoder> {
-        Self::load_with(spec, weights, super::MODEL_HALF)
+        Self::load_with(spec, weights, cuda::MODEL_HALF)
     }
 
     /// Err(DeviceUnavailable) when there is no usable GPU or the model needs something the
     /// kernels lack; model-file errors are the same as on the CPU.
     pub fn load_with(spec: &ModelSpec, weights: &WeightFile, precision: Half) -> Result<CudaDecoder> {
-        let device = super::device()?;
+        let device = cuda::device()?;
         let d = decoder_spec(spec)?;
         if d.head_dim > CAUSAL_ATTENTION_MAX_HEAD_DIM {
             return Err(unavailable(format!(
@@ -115,7 +115,7 @@ impl CudaDecoder {
         }
         match catch_unwind(AssertUnwindSafe(|| Self::upload(device.clone(), spec, weights, precision))) {
             Ok(r) => r,
-            Err(panic) => Err(unavailable(format!("loading \"{}\" onto {} failed: {}", spec.name, device.name, super::panic_text(&panic)))),
+            Err(panic) => Err(unavailable(format!("loading \"{}\" onto {} failed: {}", spec.name, device.name, cuda::panic_text(&panic)))),
         }
     }
 

@@ -7,9 +7,12 @@
 //!     Gemma2:  x += post_attention_layernorm(a);  x += post_feedforward_layernorm(mlp(pre_feedforward_layernorm(x)))
 //!     others:  x += a;                            x += mlp(post_attention_layernorm(x))
 //!     mlp(h) = down(act(gate(h)) · up(h))
-//!   final norm; the embedding is the last token's row (pooling.rs).
+//!   final norm; the embedding is the last token's row (heads/pooled.rs).
 //! Sequences are packed without padding, positions count from 0 in each: what left or right
 //! padding with attention masks computes.
+/// The same network on the GPU, over device buffers.
+pub mod cuda;
+
 use super::encoder::row_chunks;
 use super::Forward;
 use crate::backend::{CausalAttention, Ops, RopeTable};

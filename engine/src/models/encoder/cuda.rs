@@ -1,4 +1,4 @@
-//! The BERT encoder on the GPU: the same network as models/encoder.rs (post-LayerNorm
+//! The BERT encoder on the GPU: the same network as models/encoder/mod.rs (post-LayerNorm
 //! transformer, Hugging Face's BertModel), over device buffers instead of the [`Ops`] trait,
 //! because its activations never leave the GPU between ops.
 //!
@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaSlice, CudaStream};
 
-use super::gemm::Blas;
-use super::{Device, Kernels, Half};
+use crate::backend::cuda::{self, gemm::Blas};
+use crate::backend::cuda::{Device, Half, Kernels};
 use crate::batch::PackedBatch;
 use crate::config::{Activation, ModelSpec, Pooling};
 use crate::error::{Error, Result};
-use crate::models::encoder::{read_layer, read_norm, LayerNorm, LinearTensors};
+use super::{read_layer, read_norm, LayerNorm, LinearTensors};
 use crate::models::Forward;
 use crate::weights::WeightFile;
 
@@ -101,25 +101,25 @@ fn internal(reason: impl std::fmt::Display) -> Error {
 impl CudaEncoder {
     /// Loads the model onto the GPU in f16 (the precision PyTorch's fp16 inference uses).
     pub fn load(spec: &ModelSpec, weights: &WeightFile) -> Result<CudaEncoder> {
-        Self::load_with(spec, weights, super::MODEL_HALF)
+        Self::load_with(spec, weights, cuda::MODEL_HALF)
     }
 
     /// Loads the model onto the GPU with GEMM inputs in `precision`. Err(DeviceUnavailable)
     /// when there is no usable GPU or the model needs something the kernels lack; model-file
     /// errors are the same as on the CPU.
     pub fn load_with(spec: &ModelSpec, weights: &WeightFile, precision: Half) -> Result<CudaEncoder> {
-        let device = super::device()?;
+        let device = cuda::device()?;
         let head_dim = spec.head_dim();
         if !Kernels::supports_head_dim(head_dim) {
             return Err(unavailable(format!(
                 "model \"{}\" has attention head dimension {head_dim}; the CUDA kernels support {:?}",
                 spec.name,
-                super::kernels::ATTENTION_HEAD_DIMS
+                cuda::kernels::ATTENTION_HEAD_DIMS
             )));
         }
         match catch_unwind(AssertUnwindSafe(|| Self::upload(device.clone(), spec, weights, precision))) {
             Ok(r) => r,
-            Err(panic) => Err(unavailable(format!("loading \"{}\" onto {} failed: {}", spec.name, device.name, super::panic_text(&panic)))),
+            Err(panic) => Err(unavailable(format!("loading \"{}\" onto {} failed: {}", spec.name, device.name, cuda::panic_text(&panic)))),
         }
     }
 
