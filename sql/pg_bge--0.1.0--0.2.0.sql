@@ -29,6 +29,7 @@ DECLARE
     src record;
     tgt record;
     dims integer;
+    model_kind text;
     model_name text := coalesce(model, current_setting('bge.model'));
 BEGIN
     SELECT c.relkind, c.relname INTO rel FROM pg_class c WHERE c.oid = tbl;
@@ -59,10 +60,13 @@ BEGIN
         RAISE EXCEPTION 'target column "%" is of type %, which takes no real[]', target, format_type(tgt.atttypid, tgt.atttypmod)
             USING ERRCODE = 'datatype_mismatch', HINT = 'Use real[], or pgvector''s vector or halfvec.';
     END IF;
-    SELECT m.dimensions INTO dims FROM @extschema@.bge_models() m WHERE m.name = model_name;
+    SELECT m.dimensions, m.kind INTO dims, model_kind FROM @extschema@.bge_models() m WHERE m.name = model_name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'model "%" is not installed', model_name USING ERRCODE = 'undefined_object',
             HINT = 'SELECT name FROM bge_models() lists the models under bge.model_dir.';
+    ELSIF model_kind = 'reranker' THEN
+        RAISE EXCEPTION 'model "%" is a reranker, not an embedder', model_name USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Fill embeddings with an embedder; a reranker scores (query, passage) pairs with bge_rerank.';
     END IF;
     IF tgt.typname IN ('vector', 'halfvec') AND tgt.atttypmod > 0 AND tgt.atttypmod <> dims THEN
         RAISE EXCEPTION 'target column "%" is %, but model "%" gives % dimensions', target, format_type(tgt.atttypid, tgt.atttypmod), model_name, dims

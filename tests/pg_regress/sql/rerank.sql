@@ -40,6 +40,10 @@ SELECT bge_embed('text', 'tiny-reranker-xlmr');
 SELECT bge_rerank('q', 'p', 'all-MiniLM-L6-v2');
 SELECT bge_rerank('q', ARRAY['p'], 'tiny-bge-m3');
 SELECT bge_rerank('q', 'p', 'no-such-reranker');
+CREATE TABLE rerank_docs (id int PRIMARY KEY, body text, emb real[]);
+SELECT bge_vectorize('rerank_docs', 'body', 'emb', 'tiny-reranker-bert');
+CALL bge_backfill('rerank_docs', 'body', 'emb', 'tiny-reranker-bert');
+DROP TABLE rerank_docs;
 SELECT pg_temp.sqlstate($$SELECT bge_embed('text', 'tiny-reranker-xlmr')$$) AS embed_reranker,
        pg_temp.sqlstate($$SELECT bge_rerank('q', 'p', 'all-MiniLM-L6-v2')$$) AS rerank_embedder,
        pg_temp.sqlstate($$SELECT bge_rerank('q', 'p', 'no-such-reranker')$$) AS unknown;
