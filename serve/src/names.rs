@@ -14,8 +14,8 @@ use crate::engine::ServedModel;
 
 pub struct ModelNames {
     models: Vec<Arc<ServedModel>>,
-    /// Alias key -> directory name, from aliases.json.
-    aliases: HashMap<String, String>,
+    /// Alias key -> (the alias as written, directory name), from aliases.json.
+    aliases: HashMap<String, (String, String)>,
 }
 
 /// The comparison key of a name: its last '/'-separated part, lower case, '_' as '-'.
@@ -38,7 +38,7 @@ impl ModelNames {
                         eprintln!("bge-serve: {}: alias target \"{target}\" is not a served model", path.display());
                     }
                 }
-                map.into_iter().map(|(alias, target)| (key(&alias), target)).collect()
+                map.into_iter().map(|(alias, target)| (key(&alias), (alias, target))).collect()
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
@@ -59,7 +59,7 @@ impl ModelNames {
         if wanted.is_empty() {
             return None;
         }
-        if let Some(target) = self.aliases.get(&wanted) {
+        if let Some((_, target)) = self.aliases.get(&wanted) {
             return self.models.iter().find(|m| &m.name == target).cloned();
         }
         // Models are sorted by directory name: the first of two that share a key wins.
@@ -68,7 +68,7 @@ impl ModelNames {
 
     /// The aliases that lead to `model` (from aliases.json), sorted.
     pub fn aliases_of(&self, model: &str) -> Vec<String> {
-        let mut found: Vec<String> = self.aliases.iter().filter(|(_, t)| t.as_str() == model).map(|(a, _)| a.clone()).collect();
+        let mut found: Vec<String> = self.aliases.values().filter(|(_, t)| t.as_str() == model).map(|(a, _)| a.clone()).collect();
         found.sort();
         found
     }
