@@ -102,7 +102,8 @@ impl Server {
             .route("/ai/run/{*model}", post(hosted::cloudflare))
             .route("/client/v4/accounts/{account}/ai/run/{*model}", post(hosted::cloudflare_account))
             .route("/rpc/2.0/ai_custom/v1/wenxinworkshop/embeddings/{model}", post(hosted::baidu))
-            .layer(DefaultBodyLimit::max(self.config.max_body_bytes));
+            .layer(DefaultBodyLimit::max(self.config.max_body_bytes))
+            .layer(middleware::from_fn_with_state(self.config.max_body_bytes, refuse_declared_oversize));
         #[allow(deprecated)] // with_status_code is not in every 0.6 release
         let timeout = tower_http::timeout::TimeoutLayer::new(self.config.request_timeout);
         Router::new()
@@ -133,6 +134,24 @@ async fn count_requests(State(state): State<Arc<AppState>>, request: Request, ne
     let timed = !matches!(route.as_str(), "/health" | "/metrics" | "/v1/models" | "unmatched");
     state.metrics.record_request(&route, response.status().as_u16(), timed.then(|| started.elapsed()));
     response
+}
+
+/// A body whose Content-Length is over the limit is refused before any of it is read (the body
+/// limit alone would wait for the bytes to arrive), in the error shape of its route.
+async fn refuse_declared_oversize(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        let error = ApiError::new(Kind::TooLarge, format!("the request body is too large: at most {limit} bytes"));
+        let path = request.uri().path();
+        return if path.starts_with("/rpc/") {
+            error.baidu()
+        } else if path.contains("/ai/run/") {
+            error.cloudflare()
+        } else {
+            error.openai()
+        };
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> Response {

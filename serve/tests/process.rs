@@ -96,6 +96,14 @@ fn clients_that_hang_up_mid_body_and_junk_connections_leave_the_server_serving()
         }
         let _ = s.shutdown(Shutdown::Both);
     }
+    // A declared 100 MB body is refused from its Content-Length, before any of it is sent.
+    let mut huge = TcpStream::connect(&server.addr).unwrap();
+    huge.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    huge.write_all(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n{").unwrap();
+    let mut answer = [0u8; 512];
+    let n = huge.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413") && answer.contains("invalid_request_error"), "{answer}");
     // Junk that is HTTP but not a request the server knows.
     let (status, _) = exchange(&server.addr, b"GARBAGE / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!((400..500).contains(&status), "status {status}");
