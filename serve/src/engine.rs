@@ -183,6 +183,9 @@ pub enum EngineFailure {
     ShuttingDown,
 }
 
+/// What a request waits on: its vectors in input order, or why there are none.
+pub type Reply = oneshot::Receiver<Result<Vec<Vec<f32>>, EngineFailure>>;
+
 /// The queue is full: the client should come back later.
 #[derive(Debug)]
 pub struct QueueFull;
@@ -233,7 +236,7 @@ impl Batcher {
 
     /// Queues `inputs` for `model`; the receiver gets their vectors in order. Dropping the
     /// receiver (the client went away) cancels what has not been computed yet.
-    pub fn submit(&self, model: Arc<ServedModel>, inputs: Vec<Encoded>) -> Result<oneshot::Receiver<Result<Vec<Vec<f32>>, EngineFailure>>, QueueFull> {
+    pub fn submit(&self, model: Arc<ServedModel>, inputs: Vec<Encoded>) -> Result<Reply, QueueFull> {
         let (reply, receiver) = oneshot::channel();
         if inputs.is_empty() {
             let _ = reply.send(Ok(Vec::new()));

@@ -464,10 +464,10 @@ async fn cloudflare_and_baidu_shapes() {
     assert_eq!(r.body["object"], "embedding_list");
     assert!(r.body["id"].as_str().is_some_and(|id| !id.is_empty()));
     assert!(r.body["created"].as_u64().unwrap() > 1_600_000_000);
-    for i in 0..2 {
+    for (i, vector) in expected.iter().enumerate() {
         assert_eq!(r.body["data"][i]["object"], "embedding");
         assert_eq!(r.body["data"][i]["index"], i);
-        assert_eq!(floats(&r.body["data"][i]["embedding"]), expected[i]);
+        assert_eq!(&floats(&r.body["data"][i]["embedding"]), vector);
     }
     assert!(r.body["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     assert_eq!(r.body["usage"]["prompt_tokens"], r.body["usage"]["total_tokens"]);
