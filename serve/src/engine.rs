@@ -291,8 +291,9 @@ impl Batcher {
 
     /// Answers a job and counts it off.
     fn finish(&self, job: Job, result: Result<Vec<Vec<f32>>, EngineFailure>) {
-        let _ = job.reply.send(result);
+        // Counted off first, so that a client that got its answer never sees itself pending.
         self.pending.fetch_sub(1, Ordering::SeqCst);
+        let _ = job.reply.send(result);
     }
 
     /// Waits for work and takes the next pass: inputs of the first waiting job's model, from

@@ -509,3 +509,25 @@ async fn an_unreadable_model_directory_is_the_only_fatal_error() {
     assert_eq!((r.status, r.body["status"].clone()), (StatusCode::SERVICE_UNAVAILABLE, json!("no_models")));
     server.shutdown();
 }
+
+#[tokio::test]
+async fn an_engine_error_or_panic_fails_its_requests_and_the_engine_thread_goes_on() {
+    let s = start();
+    let state = s.server.as_ref().unwrap().state.clone();
+    let model = state.names.resolve(MODEL).unwrap();
+    // Ids far outside the vocabulary, past the HTTP layer's check: the embedding lookup cannot
+    // serve them, and whether the engine errors or panics, the answer is a failure, not a crash.
+    let bad = bge_engine::tokenize::Encoded { ids: vec![0, 4_000_000_000, 2], type_ids: vec![0; 3] };
+    let reply = state.batcher.submit(model.clone(), vec![bad]).unwrap();
+    let outcome = reply.await.expect("the engine thread answers");
+    assert!(matches!(outcome, Err(bge_serve::engine::EngineFailure::Error(_))), "{outcome:?}");
+    // Token types missing: the engine indexes past them and panics; the panic is caught.
+    let broken = bge_engine::tokenize::Encoded { ids: vec![0, 5, 2], type_ids: vec![] };
+    let reply = state.batcher.submit(model.clone(), vec![broken]).unwrap();
+    let outcome = reply.await.expect("the engine thread answers");
+    assert!(matches!(outcome, Err(bge_serve::engine::EngineFailure::Panic)), "{outcome:?}");
+    assert_eq!(state.metrics.engine_panics.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(state.batcher.pending(), 0);
+    let r = post(&s.router, "/v1/embeddings", json!({"model": MODEL, "input": "after the failure"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
