@@ -126,6 +126,41 @@ impl Server {
     }
 }
 
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting and waits for
+/// the requests in flight. axum::serve would do, but it gives hyper no timer, so a client could
+/// hold a connection forever by sending its headers slowly; here headers must arrive within
+/// `header_timeout` (the router's own timeout covers the body and the answer).
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, header_timeout: Duration, shutdown: impl std::future::Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin or stop.
+                    eprintln!("bge-serve: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A connection's errors (resets, junk, timeouts) concern that client only.
+            let _ = watched.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
 /// Counts every answer by route and status, and times the embedding routes.
 async fn count_requests(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();

@@ -97,6 +97,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config, listen: String) -> ExitCode {
+    let header_timeout = config.request_timeout.min(Duration::from_secs(10));
     // Bind first, so a taken port fails before minutes of model loading.
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
@@ -120,17 +121,11 @@ async fn serve(config: Config, listen: String) -> ExitCode {
     let failed = server.state.failed.len();
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
     eprintln!("bge-serve: listening on http://{address} ({served} models served, {failed} failed to load)");
-    let outcome = axum::serve(listener, server.router()).with_graceful_shutdown(stop_signal()).await;
+    bge_serve::serve(listener, server.router(), header_timeout, stop_signal()).await;
     // In-flight requests have been answered; let the engine thread finish and stop.
     eprintln!("bge-serve: stopping");
     tokio::task::spawn_blocking(move || server.shutdown()).await.ok();
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bge-serve: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    ExitCode::SUCCESS
 }
 
 /// SIGTERM or Ctrl-C: stop accepting, finish what is in flight.

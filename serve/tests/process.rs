@@ -81,6 +81,15 @@ fn slow_senders_time_out_and_others_are_served_meanwhile() {
     let (status, _) = read_response(&mut slow);
     assert_eq!(status, 408, "a body that never completes ends in 408");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    // Headers that never complete: the connection is closed after the header timeout.
+    let mut slower = TcpStream::connect(&server.addr).unwrap();
+    slower.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    slower.write_all(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Le").unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let closed = slower.read_to_end(&mut rest);
+    assert!(closed.is_ok() || started.elapsed() < Duration::from_secs(10), "{closed:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "the connection stayed open {:?}", started.elapsed());
     embed_ok(&server.addr);
 }
 
