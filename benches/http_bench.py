@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """bge-serve against a peer HTTP embedding server on the same machine, in the same run:
 
-    python3 benches/http_bench.py MODEL_DIR [--infinity PATH_TO_infinity_emb] [--seconds 6] [--rounds 2]
+    python3 benches/http_bench.py MODEL_DIR [--infinity PATH_TO_infinity_emb] [--seconds 6] [--rounds 2] [--precisions fp32,int8]
 
 MODEL_DIR is a sentence-transformers directory (all-MiniLM-L6-v2). Starts target/release/bge-serve
-over it (fp32, --device cpu) and, with --infinity, Infinity (`infinity_emb v2`, torch engine on
+over it (--device cpu, one instance per --precisions entry) and, with --infinity, Infinity (`infinity_emb v2`, torch engine on
 the CPU) over the same directory, then for each server in turn (interleaved, `--rounds` times):
 - throughput with 1, 16 and 64 concurrent clients, each sending one passage of
   benches/corpus.txt per request (OpenAI /embeddings, encoding_format float) for `--seconds`;
@@ -108,6 +108,7 @@ def main():
     ap.add_argument("--infinity", help="path of infinity_emb (e.g. a venv's bin/infinity_emb)")
     ap.add_argument("--seconds", type=float, default=6)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--precisions", default="fp32", help="bge-serve instances to run, e.g. fp32,int8 (only fp32 equals SQL bitwise)")
     args = ap.parse_args()
     model_dir = os.path.abspath(args.model_dir)
     texts = [line.rstrip("\n") for line in open(os.path.join(ROOT, "benches", "corpus.txt")) if line.strip()]
@@ -115,6 +116,7 @@ def main():
 
     tokenizer = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
     max_len = json.load(open(os.path.join(model_dir, "sentence_bert_config.json")))["max_seq_length"]
+    tokenizer.no_padding()  # tokenizer.json may pad (all-MiniLM-L6-v2 pads to 128): count real tokens
     tokenizer.enable_truncation(max_len)
     tokens_of = [len(e.ids) for e in tokenizer.encode_batch(texts)]
 
@@ -122,17 +124,20 @@ def main():
     work = tempfile.mkdtemp(prefix="http_bench.")
     name = os.path.basename(model_dir.rstrip("/"))
     os.symlink(model_dir, os.path.join(work, name))
-    port = free_port()
-    procs.append(subprocess.Popen([os.path.join(ROOT, "target/release/bge-serve"), "--models", work, "--listen", f"127.0.0.1:{port}", "--device", "cpu"],
-                                  stderr=open(os.path.join(work, "bge-serve.log"), "w")))
-    wait_ready(port, "/health", procs[-1])
-    servers.append(("bge-serve (fp32)", port, "/v1/embeddings", name))
+    for precision in args.precisions.split(","):
+        port = free_port()
+        procs.append(subprocess.Popen([os.path.join(ROOT, "target/release/bge-serve"), "--models", work, "--listen", f"127.0.0.1:{port}", "--device", "cpu",
+                                       "--precision", precision], stderr=open(os.path.join(work, f"bge-serve-{precision}.log"), "w")))
+        wait_ready(port, "/health", procs[-1])
+        servers.append((f"bge-serve {precision}", port, "/v1/embeddings", name))
     if args.infinity:
         iport = free_port()
         procs.append(subprocess.Popen([args.infinity, "v2", "--model-id", model_dir, "--port", str(iport), "--engine", "torch", "--device", "cpu",
                                        "--no-bettertransformer"], stdout=open(os.path.join(work, "infinity.log"), "w"), stderr=subprocess.STDOUT))
         wait_ready(iport, "/health", procs[-1])
-        servers.append(("Infinity (torch, CPU)", iport, "/embeddings", model_dir))
+        venv_python = os.path.join(os.path.dirname(args.infinity), "python")
+        version = subprocess.run([venv_python, "-c", "import importlib.metadata as m; print(m.version('infinity_emb'))"], capture_output=True, text=True).stdout.strip()
+        servers.append((f"Infinity {version or '?'} (torch fp32)", iport, "/embeddings", model_dir))
     try:
         results = {(s[0], c): [] for s in servers for c in CONCURRENCY}
         for _ in range(args.rounds):
