@@ -85,10 +85,13 @@ pub struct Server {
 
 impl Server {
     /// Loads every model directory in `config.models_dir` and starts the engine thread. Fails
-    /// only when the directory itself (or its aliases.json) cannot be read.
+    /// only when the directory itself cannot be read.
     pub fn start(config: Config) -> Result<Server, String> {
-        let (models, failed) = engine::load_models(&config.models_dir, config.device, config.precision)?;
-        let names = ModelNames::new(models, &config.models_dir)?;
+        let (models, mut failed) = engine::load_models(&config.models_dir, config.device, config.precision)?;
+        let (names, alias_error) = ModelNames::new(models, &config.models_dir);
+        if let Some(error) = alias_error {
+            failed.push(LoadFailure { directory: "aliases.json".into(), error });
+        }
         let metrics = Arc::new(Metrics::default());
         let (batcher, engine_thread) = Batcher::start(config.max_batch_tokens, config.max_queue, metrics.clone());
         let state = Arc::new(AppState { names, failed, batcher, metrics, api_key: config.api_key.clone(), started: Instant::now() });

@@ -25,25 +25,31 @@ pub fn key(name: &str) -> String {
 }
 
 impl ModelNames {
-    /// The served models and the aliases of `dir`/aliases.json (a missing file means none; an
-    /// unreadable or invalid one is an error, so a typo does not silently drop every alias).
-    pub fn new(models: Vec<Arc<ServedModel>>, dir: &Path) -> Result<ModelNames, String> {
+    /// The served models and the aliases of `dir`/aliases.json. A missing file means no
+    /// aliases; an unreadable or invalid one also means none, and its error is returned beside
+    /// (the server reports it in /health rather than refusing to start).
+    pub fn new(models: Vec<Arc<ServedModel>>, dir: &Path) -> (ModelNames, Option<String>) {
         let path = dir.join("aliases.json");
-        let aliases = match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let map: HashMap<String, String> =
-                    serde_json::from_str(&text).map_err(|e| format!("{}: expected {{\"alias\": \"model directory\", ...}}: {e}", path.display()))?;
-                for target in map.values() {
-                    if !models.iter().any(|m| &m.name == target) {
-                        eprintln!("bge-serve: {}: alias target \"{target}\" is not a served model", path.display());
-                    }
-                }
-                map.into_iter().map(|(alias, target)| (key(&alias), (alias, target))).collect()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        let parsed = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str::<HashMap<String, String>>(&text)
+                .map_err(|e| format!("aliases.json: expected {{\"alias\": \"model directory\", ...}}: {e}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
+            Err(e) => Err(format!("aliases.json cannot be read: {e}")),
         };
-        Ok(ModelNames { models, aliases })
+        let (map, error) = match parsed {
+            Ok(map) => (map, None),
+            Err(e) => {
+                eprintln!("bge-serve: {e}; no aliases");
+                (HashMap::new(), Some(e))
+            }
+        };
+        for target in map.values() {
+            if !models.iter().any(|m| &m.name == target) {
+                eprintln!("bge-serve: aliases.json: alias target \"{target}\" is not a served model");
+            }
+        }
+        let aliases = map.into_iter().map(|(alias, target)| (key(&alias), (alias, target))).collect();
+        (ModelNames { models, aliases }, error)
     }
 
     pub fn models(&self) -> &[Arc<ServedModel>] {

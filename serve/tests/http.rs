@@ -497,7 +497,7 @@ async fn health_lists_served_and_failed_directories_and_models_lists_the_served(
 }
 
 #[tokio::test]
-async fn an_unreadable_model_directory_is_the_only_fatal_error() {
+async fn an_unreadable_model_directory_is_the_only_fatal_error_and_a_bad_aliases_file_is_reported() {
     let mut config = Config::new("/nonexistent/bge-serve-models");
     config.device = bge_serve::engine::Device::Cpu;
     let error = Server::start(config).err().expect("a missing directory is an error");
@@ -507,6 +507,21 @@ async fn an_unreadable_model_directory_is_the_only_fatal_error() {
     let server = Server::start(Config::new(dir.path())).unwrap();
     let r = send(&server.router(), Method::GET, "/health", &[], vec![]).await;
     assert_eq!((r.status, r.body["status"].clone()), (StatusCode::SERVICE_UNAVAILABLE, json!("no_models")));
+    server.shutdown();
+    // An invalid aliases.json loses its aliases, not the server; /health says why.
+    let dir = model_dir();
+    std::fs::write(dir.path().join("aliases.json"), "[\"not an object\"]").unwrap();
+    let mut config = Config::new(dir.path());
+    config.device = bge_serve::engine::Device::Cpu;
+    let server = Server::start(config).unwrap();
+    let router = server.router();
+    let r = send(&router, Method::GET, "/health", &[], vec![]).await;
+    let failed = r.body["failed"].as_array().unwrap();
+    assert!(failed.iter().any(|f| f["directory"] == "aliases.json" && f["error"].as_str().unwrap().contains("expected")), "{}", r.body);
+    let r = post(&router, "/v1/embeddings", json!({"model": "BAAI/bge-m3", "input": "a"})).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = post(&router, "/v1/embeddings", json!({"model": "TINY_BGE_M3", "input": "a"})).await;
+    assert_eq!(r.status, StatusCode::OK, "the name rule still applies: {}", r.body);
     server.shutdown();
 }
 
