@@ -431,6 +431,13 @@ async fn base64_dimensions_and_token_arrays() {
     let r = post(&s.router, "/v1/embeddings", json!({"model": MODEL, "input": [content, content]})).await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 2);
     assert_eq!(floats(&r.body["data"][1]["embedding"]), expected);
+    // Longer than max_seq_length (8192 with the special tokens): truncated like a text.
+    let long: Vec<u32> = (0..10_000).map(|i| 5 + i % 500).collect();
+    let r = post(&s.router, "/v1/embeddings", json!({"model": MODEL, "input": [long.clone()]})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["usage"]["prompt_tokens"], 8192);
+    let r2 = post(&s.router, "/v1/embeddings", json!({"model": MODEL, "input": [&long[..8190]]})).await;
+    assert_eq!(r.body["data"][0]["embedding"], r2.body["data"][0]["embedding"]);
     let r = post(&s.router, "/v1/embeddings", json!({"model": MODEL, "input": [579]})).await;
     assert_openai_error(&r, StatusCode::BAD_REQUEST, "invalid_request_error");
 }
