@@ -115,8 +115,9 @@ impl Server {
             .route("/health", get(health))
             .route("/metrics", get(metrics_text))
             .fallback(not_found)
-            .layer(middleware::from_fn_with_state(self.state.clone(), count_requests))
             .layer(timeout)
+            // Outside the timeout, so that 408s are counted too.
+            .layer(middleware::from_fn_with_state(self.state.clone(), count_requests))
             .with_state(self.state.clone())
     }
 

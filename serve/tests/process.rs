@@ -91,6 +91,8 @@ fn slow_senders_time_out_and_others_are_served_meanwhile() {
     assert!(closed.is_ok() || started.elapsed() < Duration::from_secs(10), "{closed:?}");
     assert!(started.elapsed() < Duration::from_secs(10), "the connection stayed open {:?}", started.elapsed());
     embed_ok(&server.addr);
+    let (_, metrics) = exchange(&server.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(metrics.contains("bge_serve_requests_total{route=\"/v1/embeddings\",status=\"408\"} 1"), "{metrics}");
 }
 
 #[test]
