@@ -107,8 +107,7 @@ impl Server {
             .route("/rpc/2.0/ai_custom/v1/wenxinworkshop/embeddings/{model}", post(hosted::baidu))
             .layer(DefaultBodyLimit::max(self.config.max_body_bytes))
             .layer(middleware::from_fn_with_state(self.config.max_body_bytes, refuse_declared_oversize));
-        #[allow(deprecated)] // with_status_code is not in every 0.6 release
-        let timeout = tower_http::timeout::TimeoutLayer::new(self.config.request_timeout);
+        let timeout = tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, self.config.request_timeout);
         Router::new()
             .merge(embedding_routes)
             .route("/v1/models", get(openai::models))
