@@ -133,7 +133,8 @@ def main():
     if args.infinity:
         iport = free_port()
         procs.append(subprocess.Popen([args.infinity, "v2", "--model-id", model_dir, "--port", str(iport), "--engine", "torch", "--device", "cpu",
-                                       "--no-bettertransformer"], stdout=open(os.path.join(work, "infinity.log"), "w"), stderr=subprocess.STDOUT))
+                                       "--no-bettertransformer"], stdout=open(os.path.join(work, "infinity.log"), "w"), stderr=subprocess.STDOUT,
+                                      cwd=work))  # Infinity writes .infinity_cache into its working directory
         wait_ready(iport, "/health", procs[-1])
         venv_python = os.path.join(os.path.dirname(args.infinity), "python")
         version = subprocess.run([venv_python, "-c", "import importlib.metadata as m; print(m.version('infinity_emb'))"], capture_output=True, text=True).stdout.strip()
