@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -157,6 +158,7 @@ def main():
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"\n{len(texts)} passages of benches/corpus.txt, one per request, {args.seconds:.0f} s per setting, median of {args.rounds} interleaved rounds\n")
     print("| server | clients | texts/s | tokens/s | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|")
