@@ -114,6 +114,7 @@ impl Server {
             .route("/health", get(health))
             .route("/metrics", get(metrics_text))
             .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
             .layer(timeout)
             // Outside the timeout, so that 408s are counted too.
             .layer(middleware::from_fn_with_state(self.state.clone(), count_requests))
@@ -190,6 +191,12 @@ async fn refuse_declared_oversize(State(limit): State<usize>, request: Request, 
         };
     }
     next.run(request).await
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response = ApiError::invalid("this route takes another method (the embedding routes take POST)", None).openai();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
 }
 
 async fn not_found() -> Response {

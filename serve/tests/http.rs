@@ -245,7 +245,9 @@ async fn unknown_models_and_routes_are_404() {
     let r = post(&s.router, "/rpc/2.0/ai_custom/v1/wenxinworkshop/embeddings/bge_large_en", json!({"input": ["a"]})).await;
     assert_eq!((r.status, r.body["error_code"].clone()), (StatusCode::NOT_FOUND, json!(336005)));
     let r = post(&s.router, "/v2/nothing", json!({})).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_openai_error(&r, StatusCode::NOT_FOUND, "invalid_request_error");
+    let r = send(&s.router, Method::GET, "/v1/embeddings", &[], vec![]).await;
+    assert_openai_error(&r, StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error");
 }
 
 #[tokio::test]
