@@ -12,6 +12,8 @@ pub enum Kind {
     Authentication,
     /// No served model by that name: 404.
     UnknownModel,
+    /// No such route: 404.
+    NoRoute,
     /// A body over the size limit: 413.
     TooLarge,
     /// The queue is full: 429 with Retry-After.
@@ -46,7 +48,7 @@ impl ApiError {
         match self.kind {
             Kind::InvalidRequest => StatusCode::BAD_REQUEST,
             Kind::Authentication => StatusCode::UNAUTHORIZED,
-            Kind::UnknownModel => StatusCode::NOT_FOUND,
+            Kind::UnknownModel | Kind::NoRoute => StatusCode::NOT_FOUND,
             Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::Busy => StatusCode::TOO_MANY_REQUESTS,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -57,7 +59,7 @@ impl ApiError {
     /// OpenAI's error body: `type` and `code` as the OpenAI API uses them.
     pub fn openai(&self) -> Response {
         let (kind, code) = match self.kind {
-            Kind::InvalidRequest | Kind::TooLarge => ("invalid_request_error", None),
+            Kind::InvalidRequest | Kind::TooLarge | Kind::NoRoute => ("invalid_request_error", None),
             Kind::Authentication => ("invalid_request_error", Some("invalid_api_key")),
             Kind::UnknownModel => ("invalid_request_error", Some("model_not_found")),
             Kind::Busy => ("rate_limit_error", Some("rate_limit_exceeded")),
@@ -72,7 +74,7 @@ impl ApiError {
         let code = match self.kind {
             Kind::InvalidRequest | Kind::TooLarge => 5006,
             Kind::Authentication => 10000,
-            Kind::UnknownModel => 5007,
+            Kind::UnknownModel | Kind::NoRoute => 5007,
             Kind::Busy => 3040,
             Kind::Internal | Kind::Unavailable => 3043,
         };
@@ -86,7 +88,7 @@ impl ApiError {
         let code = match self.kind {
             Kind::InvalidRequest | Kind::TooLarge => 336003,
             Kind::Authentication => 110,
-            Kind::UnknownModel => 336005,
+            Kind::UnknownModel | Kind::NoRoute => 336005,
             Kind::Busy => 18,
             Kind::Internal | Kind::Unavailable => 336000,
         };

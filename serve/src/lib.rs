@@ -200,7 +200,7 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn not_found() -> Response {
-    ApiError::new(Kind::UnknownModel, "no such route; see docs/http.md for the endpoints").openai()
+    ApiError::new(Kind::NoRoute, "no such route; see docs/http.md for the endpoints").openai()
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
