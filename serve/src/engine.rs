@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use bge_engine::backend::{BackendKind, Precision};
+use bge_engine::error::ErrorKind;
 use bge_engine::tokenize::Encoded;
 use bge_engine::{Model, RunOptions, TextRole};
 use tokio::sync::oneshot;
@@ -175,7 +176,10 @@ impl ServedModel {
 /// Why a request's inputs were not computed.
 #[derive(Debug, Clone)]
 pub enum EngineFailure {
-    /// The engine returned an error.
+    /// The engine refused the request's inputs or model as invalid for this use (its
+    /// `ErrorKind::InvalidParameter` or `InputTooLong`): the client's mistake, a 400.
+    Refused(String),
+    /// The engine returned any other error.
     Error(String),
     /// The engine panicked on a pass holding this request's inputs.
     Panic,
@@ -366,7 +370,10 @@ impl Batcher {
                 }
                 return;
             }
-            Ok(Err(e)) => EngineFailure::Error(e.to_string()),
+            Ok(Err(e)) => match e.kind() {
+                ErrorKind::InvalidParameter | ErrorKind::InputTooLong => EngineFailure::Refused(e.to_string()),
+                _ => EngineFailure::Error(e.to_string()),
+            },
             Err(_) => {
                 self.metrics.engine_panics.fetch_add(1, Ordering::Relaxed);
                 EngineFailure::Panic

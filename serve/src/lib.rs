@@ -310,6 +310,7 @@ pub async fn embed(state: &AppState, model: Arc<ServedModel>, inputs: Inputs) ->
         .map_err(|_| ApiError::new(Kind::Busy, "the server's queue is full; retry after a second"))?;
     let vectors = match receiver.await {
         Ok(Ok(vectors)) => vectors,
+        Ok(Err(EngineFailure::Refused(e))) => return Err(ApiError::invalid(e, Some("input"))),
         Ok(Err(EngineFailure::Error(e))) => return Err(ApiError::new(Kind::Internal, format!("the engine failed: {e}"))),
         Ok(Err(EngineFailure::Panic)) => return Err(ApiError::new(Kind::Internal, "the engine failed on this batch (internal error); the request was not computed")),
         Ok(Err(EngineFailure::ShuttingDown)) | Err(_) => return Err(ApiError::new(Kind::Unavailable, "the server is shutting down")),
