@@ -32,7 +32,7 @@ WORK=$(mktemp -d /tmp/pg_bge_http.XXXXXX)
 SERVER_PID=
 cleanup() {
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
-    [ -z "$PSQL_COMMAND" ] && [ -n "${STARTED_CLUSTER:-}" ] && scripts/postgres/cluster.sh stop
+    [ -n "${STARTED_CLUSTER:-}" ] && scripts/postgres/cluster.sh stop
     rm -rf "$WORK"
 }
 trap cleanup EXIT
