@@ -105,6 +105,8 @@ echo "== upgrade from release 0.1.0 with only this library installed (tests/oper
 tests/operations/upgrade.sh "$WORK/models" || status=1
 echo "== a streaming standby and a logical-replication subscriber (tests/operations/replication.sh)"
 tests/operations/replication.sh "$WORK/models" || status=1
+echo "== the HTTP server bge-serve: openai client, hosted shapes, junk, bitwise against SQL (tests/http/run.sh)"
+tests/http/run.sh "$WORK/models" || status=1
 for isa in "${ISAS[@]:1}"; do
     echo "== SQL goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
     BGE_CPU_ISA=$isa regress 15 "$isa" setup embed goldens m3 m3_goldens || status=1
