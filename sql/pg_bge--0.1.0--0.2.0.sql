@@ -272,6 +272,10 @@ BEGIN
     END IF;
     -- The arguments and the model, checked by bge_chunk itself (22023, 42704).
     PERFORM FROM @extschema@.bge_chunk('x'::pg_catalog.text, model, max_tokens, overlap);
+    IF (SELECT m.kind FROM @extschema@.bge_models() m WHERE m.name = model) = 'reranker' THEN
+        RAISE EXCEPTION 'model "%" is a reranker, not an embedder', model USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Embed chunks with an embedder; a reranker scores (query, passage) pairs with bge_rerank.';
+    END IF;
     overlap := coalesce(overlap, 0);
     SELECT array_agg(a.attname ORDER BY k.ord), array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.ord),
            array_agg(format('OPERATOR(%I.%s)', opn.nspname, op.oprname) ORDER BY k.ord)
@@ -391,8 +395,8 @@ END $chunks$;
 COMMENT ON FUNCTION bge_vectorize_chunks(regclass, name, name, text, integer, integer, text) IS
     'Keeps chunk_table (created in tbl''s schema if missing: tbl''s primary key, seq, chunk, start_char, end_char, tokens, embedding) equal to bge_chunk(source, model, max_tokens, overlap) for every row of tbl, through a trigger on tbl; the vectorizer fills each chunk''s embedding with bge_embed(chunk, model). bge_unvectorize(tbl) stops it; the chunk table stays.';
 
--- Rerankers (0.2.0): bge_models() gains a kind column (release 0.1.0's function stays, as
--- bge_internal.bge_models_0_1, for the C symbol its SQL names), and bge_rerank.
+-- Rerankers (0.2.0): bge_models() gains a kind column (the library keeps release 0.1.0's C
+-- symbol, bge_models_wrapper, for a database not updated yet), and bge_rerank.
 DROP FUNCTION bge_models();
 CREATE FUNCTION bge_models() RETURNS TABLE (
 	"name" TEXT,
@@ -413,23 +417,6 @@ STRICT VOLATILE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'bge_models_with_kind_wrapper';
 ALTER FUNCTION bge_models() ROWS 10;
-CREATE FUNCTION bge_internal."bge_models_0_1"() RETURNS TABLE (
-	"name" TEXT,
-	"architecture" TEXT,
-	"dimensions" INT,
-	"max_tokens" INT,
-	"pooling" TEXT,
-	"normalize" bool,
-	"device" TEXT,
-	"isa" TEXT,
-	"precision" TEXT,
-	"loaded" bool,
-	"load_ms" double precision,
-	"error" TEXT
-)
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c
-AS 'MODULE_PATHNAME', 'bge_models_wrapper';
 CREATE FUNCTION "bge_rerank"("query" TEXT, "passage" TEXT, "model" TEXT, "normalize" bool DEFAULT false) RETURNS double precision
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c
@@ -448,5 +435,3 @@ COMMENT ON FUNCTION bge_rerank(text, text, text, boolean) IS
     'Relevance of passage to query by a cross-encoder (reranker) model: its raw logit, as FlagReranker.compute_score returns it (normalize => true applies its sigmoid). The query keeps its first max_length * 3 / 4 tokens and the passage what fits beside it in max_length (512, or fewer positions of the model). IMMUTABLE: always fp32.';
 COMMENT ON FUNCTION bge_rerank(text, text[], text, boolean) IS
     'bge_rerank of query with every element of passages in one batched pass, in input order: NULL elements give NULL; each score bitwise the single form''s.';
-COMMENT ON FUNCTION bge_internal.bge_models_0_1() IS
-    'Release 0.1.0''s bge_models() (without the kind column), kept for the C symbol that release''s SQL names.';

@@ -120,8 +120,6 @@ COMMENT ON FUNCTION bge_rerank(text, text, text, boolean) IS
     'Relevance of passage to query by a cross-encoder (reranker) model: its raw logit, as FlagReranker.compute_score returns it (normalize => true applies its sigmoid). The query keeps its first max_length * 3 / 4 tokens and the passage what fits beside it in max_length (512, or fewer positions of the model). IMMUTABLE: always fp32.';
 COMMENT ON FUNCTION bge_rerank(text, text[], text, boolean) IS
     'bge_rerank of query with every element of passages in one batched pass, in input order: NULL elements give NULL; each score bitwise the single form''s.';
-COMMENT ON FUNCTION bge_internal.bge_models_0_1() IS
-    'Release 0.1.0''s bge_models() (without the kind column), kept for the C symbol that release''s SQL names.';
 COMMENT ON FUNCTION bge_server_status() IS
     'The model server (shared_preload_libraries = ''pg_bge''): whether it runs, its pid, start time and uptime, request slots, requests waiting and in flight, requests, forward passes (batches) and texts per pass since it started, tokens and tokens/s, and the models it holds (device, precision, resident bytes, load time) as jsonb. One row with running = false when pg_bge is not preloaded.';
 COMMENT ON FUNCTION bge_cosine_distance(real[], real[]) IS
@@ -367,6 +365,10 @@ BEGIN
     END IF;
     -- The arguments and the model, checked by bge_chunk itself (22023, 42704).
     PERFORM FROM @extschema@.bge_chunk('x'::pg_catalog.text, model, max_tokens, overlap);
+    IF (SELECT m.kind FROM @extschema@.bge_models() m WHERE m.name = model) = 'reranker' THEN
+        RAISE EXCEPTION 'model "%" is a reranker, not an embedder', model USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Embed chunks with an embedder; a reranker scores (query, passage) pairs with bge_rerank.';
+    END IF;
     overlap := coalesce(overlap, 0);
     SELECT array_agg(a.attname ORDER BY k.ord), array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.ord),
            array_agg(format('OPERATOR(%I.%s)', opn.nspname, op.oprname) ORDER BY k.ord)

@@ -207,9 +207,10 @@ fn bge_models_with_kind() -> TableIterator<
     }))
 }
 
-/// Release 0.1.0's bge_models() (without `kind`), kept for its SQL: the C symbol it names.
+/// Release 0.1.0's bge_models() (without `kind`): the C symbol (bge_models_wrapper) its SQL
+/// names, which no SQL of this release creates.
 #[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_safe, schema = "bge_internal", name = "bge_models_0_1")]
+#[pg_extern(sql = false)]
 fn bge_models() -> TableIterator<
     'static,
     (

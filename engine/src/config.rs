@@ -635,7 +635,8 @@ impl ModelSpec {
         }
 
         let pooling = match &pooling_dir {
-            None if modules.is_some() => return Err(unsupported("modules.json has no Pooling module".into())),
+            // A cross-encoder saved by sentence-transformers lists its Transformer alone.
+            None if modules.is_some() && shape.kind == ModelKind::Embedder => return Err(unsupported("modules.json has no Pooling module".into())),
             // A bare decoder directory: its embedding is the last token's (as every decoder
             // embedder pools), normalised.
             None if shape.decoder.is_some() => Pooling::LAST_TOKEN,
@@ -698,7 +699,8 @@ impl ModelSpec {
             layer_norm_eps: shape.eps,
             activation: shape.activation,
             max_seq_length,
-            do_lower_case: sbert.do_lower_case,
+            // FlagReranker reads only the tokenizer's files.
+            do_lower_case: sbert.do_lower_case && shape.kind == ModelKind::Embedder,
             pooling,
             normalize,
             model_type,

@@ -33,10 +33,11 @@ pub enum Error {
     #[error("model \"{model}\" is not supported: {reason}")]
     Unsupported { model: String, reason: String },
 
-    /// A combination of settings this build cannot honour (e.g. a precision the GPU lacks).
+    /// A reranker asked for embeddings, or an embedder for scores.
     #[error("model \"{model}\" is {}, not {}", article(is), article(needs))]
     WrongModelKind { model: String, is: &'static str, needs: &'static str },
 
+    /// A combination of settings this build cannot honour (e.g. a precision the GPU lacks).
     #[error("{reason}")]
     UnsupportedSetting { reason: String, hint: String },
 

@@ -122,13 +122,14 @@ impl Frontend {
     /// ([`TextTokenizer::encode_pair`]).
     pub fn encode_pairs(&self, query: &str, passages: &[&str], interrupt: &mut dyn FnMut()) -> Result<Vec<Encoded>> {
         self.require(ModelKind::Reranker)?;
-        passages
-            .iter()
-            .map(|p| {
-                interrupt();
-                self.tokenizer.encode_pair(query, p, interrupt)
-            })
-            .collect()
+        let query = self.tokenizer.pair_query(query, interrupt)?;
+        let mut encoded = Vec::new();
+        encoded.try_reserve_exact(passages.len()).map_err(|_| Error::out_of_memory(passages.len() * std::mem::size_of::<Encoded>()))?;
+        for p in passages {
+            interrupt();
+            encoded.push(self.tokenizer.encode_pair_with(&query, p, interrupt)?);
+        }
+        Ok(encoded)
     }
 
     /// An error unless the model is of `kind` (a reranker cannot embed, an embedder cannot

@@ -12,7 +12,7 @@ use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{Encoding, Model, PostProcessor, Tokenizer, TruncationDirection};
 
-use crate::config::ModelSpec;
+use crate::config::{ModelKind, ModelSpec};
 use crate::error::{invalid_file, Error, Result};
 
 pub struct TextTokenizer {
@@ -145,6 +145,12 @@ impl TextTokenizer {
             &[cls, sep] => Some(PairLayout { cls, sep, roberta: spec.model_type == "xlm-roberta" }),
             _ => None,
         });
+        if pair.is_none() && spec.kind == ModelKind::Reranker {
+            return Err(Error::Unsupported {
+                model: spec.name.clone(),
+                reason: "a reranker whose tokenizer does not wrap a text as cls … sep (its post-processor), so no pair can be built".into(),
+            });
+        }
         Ok(TextTokenizer {
             model: spec.name.clone(),
             full,
@@ -260,36 +266,57 @@ impl TextTokenizer {
         Ok(())
     }
 
-    /// A (query, passage) pair for a cross-encoder, as FlagReranker.compute_score tokenises
-    /// it with max_length = max_seq_length: the query's tokens without special tokens cut to
-    /// max_length × 3 ÷ 4, the passage's cut so that the pair with its special tokens fits
-    /// max_length, joined as [`PairLayout`] says.
+    /// A (query, passage) pair for a cross-encoder, as FlagReranker.compute_score tokenises it
+    /// with max_length = max_seq_length ([`TextTokenizer::pair_query`], then
+    /// [`TextTokenizer::encode_pair_with`]).
     pub fn encode_pair(&self, query: &str, passage: &str, interrupt: &mut dyn FnMut()) -> Result<Encoded> {
-        let layout = self.pair.ok_or_else(|| Error::Tokenizer(format!("the tokenizer of model \"{}\" does not wrap a text as cls … sep, so it cannot join a pair", self.model)))?;
-        let window = self.window_bytes();
-        let max_length = self.max_seq_length;
-        let (q, _) = self.scan("", query, max_length * 3 / 4, false, window, interrupt)?;
-        let room = max_length.saturating_sub(q.len() + layout.added_tokens());
-        let (p, _) = self.scan("", passage, room, false, window, interrupt)?;
-        let (q, p) = (q.get_ids(), p.get_ids());
-        if p.is_empty() {
-            // FlagReranker hands the cut passage to the tokenizer as text, and "" is no pair.
-            let ids: Vec<u32> = std::iter::once(layout.cls).chain(q.iter().copied()).chain([layout.sep]).collect();
+        let query = self.pair_query(query, interrupt)?;
+        self.encode_pair_with(&query, passage, interrupt)
+    }
+
+    /// A pair's query tokens (no special tokens): its first max_length × 3 ÷ 4 tokens, decoded
+    /// and tokenised again. FlagReranker (under transformers 5, which has no id-level
+    /// prepare_for_model) cuts the ids, decodes them and tokenises the text pair again, which
+    /// can differ from the cut ids (an `<unk>` read back from its text, a trailing "▁" dropped).
+    pub fn pair_query(&self, query: &str, interrupt: &mut dyn FnMut()) -> Result<Vec<u32>> {
+        self.cut_and_read_again(query, self.max_seq_length * 3 / 4, interrupt).map(|(ids, _)| ids)
+    }
+
+    /// The pair of `query` (from [`TextTokenizer::pair_query`]) and `passage`: the passage's
+    /// first max_length tokens, decoded and tokenised again, cut so that the pair with its
+    /// special tokens fits max_length, joined as [`PairLayout`] says. A passage that decodes to
+    /// no text leaves the query alone, as the tokenizer makes no pair of "".
+    pub fn encode_pair_with(&self, query: &[u32], passage: &str, interrupt: &mut dyn FnMut()) -> Result<Encoded> {
+        let layout = self.pair.ok_or_else(|| Error::Internal(format!("model \"{}\" has no pair layout", self.model)))?;
+        let (mut p, text) = self.cut_and_read_again(passage, self.max_seq_length, interrupt)?;
+        if text.is_empty() {
+            let ids: Vec<u32> = std::iter::once(layout.cls).chain(query.iter().copied()).chain([layout.sep]).collect();
             return Ok(Encoded { type_ids: vec![0; ids.len()], ids });
         }
-        let mut ids = Vec::with_capacity(q.len() + p.len() + layout.added_tokens());
+        p.truncate(self.max_seq_length.saturating_sub(query.len() + layout.added_tokens()));
+        let mut ids = Vec::with_capacity(query.len() + p.len() + layout.added_tokens());
         ids.push(layout.cls);
-        ids.extend_from_slice(q);
+        ids.extend_from_slice(query);
         ids.push(layout.sep);
         if layout.roberta {
             ids.push(layout.sep);
         }
         let first = ids.len();
-        ids.extend_from_slice(p);
+        ids.extend_from_slice(&p);
         ids.push(layout.sep);
         let second_type = u32::from(!layout.roberta);
         let type_ids = (0..ids.len()).map(|i| if i < first { 0 } else { second_type }).collect();
         Ok(Encoded { ids, type_ids })
+    }
+
+    /// The first `keep` tokens of `text` (no special tokens), decoded with special tokens kept
+    /// and tokenised again: the ids and the decoded text.
+    fn cut_and_read_again(&self, text: &str, keep: usize, interrupt: &mut dyn FnMut()) -> Result<(Vec<u32>, String)> {
+        let window = self.window_bytes();
+        let (cut, _) = self.scan("", text, keep, false, window, interrupt)?;
+        let decoded = self.full.decode(cut.get_ids(), false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let (again, _) = self.scan("", &decoded, usize::MAX, false, window, interrupt)?;
+        Ok((again.get_ids().to_vec(), decoded))
     }
 
     pub fn encode(&self, text: &str, truncate: bool) -> Result<Encoded> {

@@ -13,19 +13,15 @@ published rerankers are:
     tiny-bge-m3's Unigram tokenizer, 514 positions, one token type.
 
 GOLDENS_JSON (default engine/tests/goldens/rerankers.json) holds, per model and pair:
-  - the pair's token ids and token types by FlagReranker's rule, computed here from the
-    tokenizer's own calls (the query's tokens without special tokens cut to
-    max_length * 3 // 4, the passage's to max_length, then the pair built with truncation of
-    the passage only);
-  - `score`: the model's logit for those tokens (transformers, fp32): what FlagReranker.compute_score
-    returns (max_length 512, no normalisation) when it builds pairs with transformers 4's
-    prepare_for_model;
-  - `flag_reranker`: what the installed FlagReranker returned; equal to `score` unless it took
-    its transformers 5 path, which decodes the cut ids and tokenises the text again, and that
-    gave other ids (`flag_reranker_retokenises`: text the tiny vocabularies lack);
+  - the pair's token ids and token types exactly as FlagReranker.compute_score builds them
+    (max_length 512): the query's tokens without special tokens cut to max_length * 3 // 4,
+    the passage's to max_length, then FlagEmbedding's own prepare_for_model_compat, which under
+    transformers 5 decodes the cut ids and tokenises the text pair again with truncation of the
+    passage only (a passage that decodes to "" leaves the query alone);
+  - `score`: the model's logit for those ids (transformers, fp32), and `flag_reranker`: what
+    FlagReranker returned (the same within 1e-5, asserted);
   - for pairs CrossEncoder tokenises alike (no truncation, a passage with tokens),
-    sentence-transformers' CrossEncoder.predict
-    with an identity activation (the raw logit).
+    sentence-transformers' CrossEncoder.predict with an identity activation (the raw logit).
 Long queries and long passages are among the pairs, so the truncation rule is tested.
 
 Needs (CPU is enough): python3 -m pip install torch transformers sentence-transformers
@@ -121,37 +117,21 @@ def pairs_for(tokenizer):
     return pairs
 
 
-def rule_inputs(tokenizer, query, passage, model_type):
-    """FlagReranker's pair, built from the tokenizer's own calls (transformers 4's
-    prepare_for_model with truncation='only_second')."""
-    q = tokenizer(query, add_special_tokens=False, truncation=True, max_length=MAX_LENGTH * 3 // 4)["input_ids"]
-    p = tokenizer(passage, add_special_tokens=False, truncation=True, max_length=MAX_LENGTH)["input_ids"]
-    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-    if not p:
-        # FlagReranker passes the passage as text, and a passage without tokens as "": the
-        # tokenizer then builds the query alone.
-        return [cls] + q + [sep], [0] * (len(q) + 2)
-    middle = [sep, sep] if model_type == "xlm-roberta" else [sep]
-    room = MAX_LENGTH - len(q) - len(middle) - 2
-    p = p[:room]
-    ids = [cls] + q + middle + p + [sep]
-    first = 1 + len(q) + len(middle)
-    types = [0] * first + [0 if model_type == "xlm-roberta" else 1] * (len(ids) - first)
+def flag_inputs(tokenizer, query, passage):
+    """The pair's ids and token types as FlagReranker.compute_score builds them: its own
+    tokenizer calls and FlagEmbedding's prepare_for_model_compat (under transformers 5 that
+    decodes the cut ids and tokenises the text pair again)."""
+    from FlagEmbedding.utils.tokenizer_compat import prepare_for_model_compat
+
+    q = tokenizer([query], add_special_tokens=False, max_length=MAX_LENGTH * 3 // 4, truncation=True)["input_ids"][0]
+    p = tokenizer([passage], add_special_tokens=False, max_length=MAX_LENGTH, truncation=True)["input_ids"][0]
+    item = prepare_for_model_compat(tokenizer, q, p, truncation="only_second", max_length=MAX_LENGTH, padding=False)
+    ids = list(item["input_ids"])
+    types = list(item.get("token_type_ids") or [0] * len(ids))
     return ids, types
 
 
-def flag_roundtrip_ids(tokenizer, ids, query, passage):
-    """The ids FlagReranker feeds the model when it takes its transformers 5 path
-    (FlagEmbedding.utils.tokenizer_compat.prepare_for_model_compat), or `ids` under 4."""
-    if callable(getattr(tokenizer, "prepare_for_model", None)):
-        return ids
-    q = tokenizer(query, add_special_tokens=False, truncation=True, max_length=MAX_LENGTH * 3 // 4)["input_ids"]
-    p = tokenizer(passage, add_special_tokens=False, truncation=True, max_length=MAX_LENGTH)["input_ids"]
-    decode = lambda t: tokenizer.decode(t, skip_special_tokens=False, clean_up_tokenization_spaces=False)  # noqa: E731
-    return tokenizer(decode(q), decode(p), truncation="only_second", max_length=MAX_LENGTH)["input_ids"]
-
-
-def goldens(name, model_dir, model_type, FlagReranker, CrossEncoder):
+def goldens(name, model_dir, FlagReranker, CrossEncoder):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -162,19 +142,12 @@ def goldens(name, model_dir, model_type, FlagReranker, CrossEncoder):
     cross = CrossEncoder(model_dir, device="cpu", max_length=MAX_LENGTH, activation_fn=torch.nn.Identity())
     out = []
     for (query, passage), flag_score in zip(pairs, flag_scores):
-        ids, types = rule_inputs(tokenizer, query, passage, model_type)
+        ids, types = flag_inputs(tokenizer, query, passage)
         with torch.no_grad():
             score = model(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([types])).logits.view(-1)[0].item()
+        # These ids are FlagReranker's input: the same score, up to its batching with padding.
+        assert abs(score - flag_score) < 1e-5, (name, query[:40], passage[:40], score, flag_score)
         entry = {"query": query, "passage": passage, "ids": ids, "type_ids": types, "score": r(score), "flag_reranker": r(flag_score)}
-        # Under transformers 5 (no prepare_for_model) FlagEmbedding decodes the cut token ids
-        # and tokenises the text pair again; where that gives the rule's ids it must give the
-        # rule's score, else the pair is marked (text the tiny vocabulary lacks decodes to
-        # <unk> markers that tokenise otherwise).
-        again = flag_roundtrip_ids(tokenizer, ids, query, passage)
-        if again == ids:
-            assert abs(score - flag_score) < 1e-5, (name, query[:40], passage[:40], score, flag_score)
-        else:
-            entry["flag_reranker_retokenises"] = True
         # CrossEncoder truncates both texts (longest first) and joins an empty passage too.
         if tokenizer([query], [passage])["input_ids"][0] == ids:
             entry["cross_encoder"] = r(float(cross.predict([(query, passage)])[0]))
@@ -191,11 +164,11 @@ def main():
     from sentence_transformers import CrossEncoder
 
     result = {}
-    for name, build, model_type in [("tiny-reranker-bert", build_bert, "bert"), ("tiny-reranker-xlmr", build_xlmr, "xlm-roberta")]:
+    for name, build in [("tiny-reranker-bert", build_bert), ("tiny-reranker-xlmr", build_xlmr)]:
         model_dir = os.path.join(models_dir, name)
         model, tokenizer = build()
         save(model, tokenizer, model_dir)
-        result[name] = goldens(name, model_dir, model_type, FlagReranker, CrossEncoder)
+        result[name] = goldens(name, model_dir, FlagReranker, CrossEncoder)
         print(f"{name}: {len(result[name]['pairs'])} pairs")
     with open(out_path, "w", encoding="utf-8") as f:
         json.dump(result, f, ensure_ascii=False, indent=1)

@@ -43,6 +43,7 @@ SELECT bge_rerank('q', 'p', 'no-such-reranker');
 CREATE TABLE rerank_docs (id int PRIMARY KEY, body text, emb real[]);
 SELECT bge_vectorize('rerank_docs', 'body', 'emb', 'tiny-reranker-bert');
 CALL bge_backfill('rerank_docs', 'body', 'emb', 'tiny-reranker-bert');
+SELECT bge_vectorize_chunks('rerank_docs', 'body', 'rerank_chunks', 'tiny-reranker-bert', embedding_type => 'real[]');
 DROP TABLE rerank_docs;
 SELECT pg_temp.sqlstate($$SELECT bge_embed('text', 'tiny-reranker-xlmr')$$) AS embed_reranker,
        pg_temp.sqlstate($$SELECT bge_rerank('q', 'p', 'all-MiniLM-L6-v2')$$) AS rerank_embedder,
