@@ -96,6 +96,18 @@ impl ApiError {
         self.respond(body)
     }
 
+    /// text-embeddings-inference's error body `{"error", "error_type"}` (its error types).
+    pub fn tei(&self) -> Response {
+        let error_type = match self.kind {
+            Kind::InvalidRequest | Kind::TooLarge | Kind::UnknownModel | Kind::NoRoute => "Validation",
+            Kind::Authentication => "Unauthorized",
+            Kind::Busy => "Overloaded",
+            Kind::Internal => "Backend",
+            Kind::Unavailable => "Unhealthy",
+        };
+        self.respond(json!({"error": self.message, "error_type": error_type}))
+    }
+
     fn respond(&self, body: serde_json::Value) -> Response {
         let mut response = (self.status(), axum::Json(body)).into_response();
         if self.kind == Kind::Busy {
