@@ -40,6 +40,7 @@ pub struct ServedModel {
     pub name: String,
     /// An embedder (the embedding routes) or a reranker (`/rerank`).
     pub kind: ModelKind,
+    /// An embedding's length (a reranker's hidden size, which /health does not show).
     pub dimensions: usize,
     /// max_seq_length: longer inputs are truncated (as `bge_embed(text, model)`).
     pub max_tokens: usize,
@@ -90,11 +91,13 @@ pub fn load_models(dir: &Path, device: Device, precision: Precision) -> Result<(
         let started = Instant::now();
         match catch_unwind(|| load_one(&name, &path, device, precision)) {
             Ok(Ok(m)) => {
+                let shape = match m.kind {
+                    ModelKind::Embedder => format!("{} dimensions", m.dimensions),
+                    ModelKind::Reranker => "reranker".to_string(),
+                };
                 eprintln!(
-                    "bge-serve: loaded {} ({}, {} dimensions, {} tokens, {} {}) in {:.1}s",
+                    "bge-serve: loaded {} ({shape}, {} tokens, {} {}) in {:.1}s",
                     m.name,
-                    m.kind.name(),
-                    m.dimensions,
                     m.max_tokens,
                     m.backend,
                     m.precision,

@@ -216,7 +216,8 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         .models()
         .iter()
         .map(|m| {
-            json!({"name": m.name, "kind": m.kind.name(), "dimensions": m.dimensions, "max_tokens": m.max_tokens, "backend": m.backend,
+            json!({"name": m.name, "kind": m.kind.name(),
+                   "dimensions": (m.kind == ModelKind::Embedder).then_some(m.dimensions), "max_tokens": m.max_tokens, "backend": m.backend,
                    "precision": m.precision, "aliases": state.names.aliases_of(&m.name)})
         })
         .collect();
