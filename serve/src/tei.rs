@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn sigmoid_is_computed_in_f64_from_the_f32_logit() {
         assert_eq!(sigmoid(0.0), 0.5);
-        let x = -0.172837228f32;
+        let x = -0.172_837_23_f32;
         assert_eq!(sigmoid(x), 1.0 / (1.0 + (-(x as f64)).exp()));
         assert!(sigmoid(40.0) <= 1.0 && sigmoid(-40.0) > 0.0);
     }
