@@ -785,3 +785,34 @@ async fn one_reranker_served_needs_no_model_and_pairs_batched_with_embeddings_ge
     let metrics = send(&s.router, Method::GET, "/metrics", &[], vec![]).await;
     assert!(metrics.body.as_str().unwrap().contains("bge_serve_requests_total{route=\"/rerank\",status=\"200\"} 12"), "{}", metrics.body);
 }
+
+#[tokio::test]
+async fn rerank_behind_a_full_queue_is_429_overloaded_and_an_oversize_declaration_413() {
+    let s = start_rerankers(&RERANKERS[1..], |c| {
+        c.max_queue = 1;
+        c.max_batch_tokens = 256;
+        c.max_body_bytes = 1 << 20;
+    });
+    let state = s.server.as_ref().unwrap().state.clone();
+    // Long pairs keep the engine busy (each is cut to 512 tokens).
+    let long = "Tables hold rows and the rows hold text. ".repeat(60);
+    let big = json!({"query": "what do tables hold?", "texts": vec![long; 256]});
+    let router = s.router.clone();
+    let first = tokio::spawn(async move { post(&router, "/rerank", big).await });
+    let mut waited = 0;
+    while state.batcher.pending() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        waited += 1;
+        assert!(waited < 4000, "the first request never reached the queue");
+    }
+    let r = post(&s.router, "/rerank", json!({"query": "q", "texts": ["one more"]})).await;
+    assert_tei_error(&r, StatusCode::TOO_MANY_REQUESTS, "Overloaded");
+    assert_eq!(r.headers.get(header::RETRY_AFTER).unwrap(), "1");
+    let first = first.await.unwrap();
+    assert_eq!(ranking(&first).len(), 256);
+    // A Content-Length over the limit is refused before the body is read, in TEI's shape.
+    let r = send(&s.router, Method::POST, "/rerank", &[("content-length", "10000000")], vec![]).await;
+    assert_tei_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "Validation");
+    let r = post(&s.router, "/rerank", json!({"query": "q", "texts": ["one more"]})).await;
+    assert_eq!(ranking(&r).len(), 1);
+}
