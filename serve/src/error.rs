@@ -1,5 +1,6 @@
 //! A request's failure, and how each API shape writes it: OpenAI's `{"error": {...}}`,
-//! Cloudflare's `{"success": false, "errors": [...]}`, Baidu's `{"error_code", "error_msg"}`.
+//! Cloudflare's `{"success": false, "errors": [...]}`, Baidu's `{"error_code", "error_msg"}`,
+//! text-embeddings-inference's `{"error", "error_type"}` (for `/rerank`).
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
