@@ -1,12 +1,14 @@
 //! Every call bge-serve makes into bge-engine lives here: loading the model directories,
 //! tokenising, and the one engine thread that runs forward passes for all requests
-//! (continuous batching). A rerank entry point belongs here too once the engine has rerankers.
+//! (continuous batching), embedding texts or scoring a reranker's (query, passage) pairs.
 //!
 //! Why one thread: the engine's CPU kernels already use every core through their rayon pool, so
 //! two passes at once would only fight over the cores. Instead the thread drains a shared queue
 //! and packs the inputs of many requests into each pass, up to `max_batch_tokens` tokens. A row's
 //! vector does not depend on its batch (the kernels guarantee it), so a request gets bitwise what
-//! `bge_embed(text, model)` gives in SQL whoever else it was batched with.
+//! `bge_embed(text, model)` gives in SQL whoever else it was batched with. A pass holds the work
+//! of one model and one kind (embedding or scoring); a pair's score likewise does not depend on
+//! its batch, so it is bitwise `bge_rerank(query, passage, model)`.
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use bge_engine::backend::{BackendKind, Precision};
+use bge_engine::config::ModelKind;
 use bge_engine::error::ErrorKind;
 use bge_engine::tokenize::Encoded;
 use bge_engine::{Model, RunOptions, TextRole};
@@ -35,6 +38,9 @@ pub enum Device {
 pub struct ServedModel {
     /// The directory's name: the model's canonical name, as in SQL.
     pub name: String,
+    /// An embedder (the embedding routes) or a reranker (`/rerank`).
+    pub kind: ModelKind,
+    /// An embedding's length (a reranker's hidden size, which /health does not show).
     pub dimensions: usize,
     /// max_seq_length: longer inputs are truncated (as `bge_embed(text, model)`).
     pub max_tokens: usize,
@@ -85,10 +91,13 @@ pub fn load_models(dir: &Path, device: Device, precision: Precision) -> Result<(
         let started = Instant::now();
         match catch_unwind(|| load_one(&name, &path, device, precision)) {
             Ok(Ok(m)) => {
+                let shape = match m.kind {
+                    ModelKind::Embedder => format!("{} dimensions", m.dimensions),
+                    ModelKind::Reranker => "reranker".to_string(),
+                };
                 eprintln!(
-                    "bge-serve: loaded {} ({} dimensions, {} tokens, {} {}) in {:.1}s",
+                    "bge-serve: loaded {} ({shape}, {} tokens, {} {}) in {:.1}s",
                     m.name,
-                    m.dimensions,
                     m.max_tokens,
                     m.backend,
                     m.precision,
@@ -127,6 +136,7 @@ fn load_one(name: &str, dir: &Path, device: Device, precision: Precision) -> Res
     let (special_prefix, special_suffix) = special_tokens(&model)?;
     Ok(ServedModel {
         name: name.to_string(),
+        kind: model.spec.kind,
         dimensions: model.spec.dimensions(),
         max_tokens: model.spec.max_seq_length,
         vocab_size: model.spec.vocab_size,
@@ -160,6 +170,14 @@ impl ServedModel {
             .map_err(|e| e.to_string())
     }
 
+    /// A reranker's (query, passage) pairs tokenised as `bge_rerank(query, passage, model)` and
+    /// FlagReranker do (the pair cut to max_seq_length). A panic in the tokenizer is an error.
+    pub fn tokenize_pairs(&self, query: &str, passages: &[&str]) -> Result<Vec<Encoded>, String> {
+        catch_unwind(AssertUnwindSafe(|| self.model.encode_pairs(query, passages, &mut || {})))
+            .unwrap_or_else(|_| Err(bge_engine::Error::Tokenizer("the tokenizer panicked".into())))
+            .map_err(|e| e.to_string())
+    }
+
     /// A token-array input: the ids as given, between the model's special tokens, truncated
     /// like a text to max_seq_length. Ids must be below the vocabulary size.
     pub fn wrap_token_ids(&self, ids: &[u32]) -> Encoded {
@@ -187,7 +205,17 @@ pub enum EngineFailure {
     ShuttingDown,
 }
 
-/// What a request waits on: its vectors in input order, or why there are none.
+/// What a request asks of its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Each input's embedding.
+    Embed,
+    /// Each (query, passage) pair's relevance logit, as a one-value vector.
+    Score,
+}
+
+/// What a request waits on: its vectors in input order (a score is a one-value vector), or why
+/// there are none.
 pub type Reply = oneshot::Receiver<Result<Vec<Vec<f32>>, EngineFailure>>;
 
 /// The queue is full: the client should come back later.
@@ -196,6 +224,7 @@ pub struct QueueFull;
 
 struct Job {
     model: Arc<ServedModel>,
+    work: Work,
     inputs: Vec<Encoded>,
     /// Inputs before this index were handed to a pass already.
     next: usize,
@@ -238,9 +267,9 @@ impl Batcher {
         (batcher, handle)
     }
 
-    /// Queues `inputs` for `model`; the receiver gets their vectors in order. Dropping the
-    /// receiver (the client went away) cancels what has not been computed yet.
-    pub fn submit(&self, model: Arc<ServedModel>, inputs: Vec<Encoded>) -> Result<Reply, QueueFull> {
+    /// Queues `inputs` for `model`; the receiver gets their vectors (or scores) in order.
+    /// Dropping the receiver (the client went away) cancels what has not been computed yet.
+    pub fn submit(&self, model: Arc<ServedModel>, work: Work, inputs: Vec<Encoded>) -> Result<Reply, QueueFull> {
         let (reply, receiver) = oneshot::channel();
         if inputs.is_empty() {
             let _ = reply.send(Ok(Vec::new()));
@@ -257,7 +286,7 @@ impl Batcher {
         }
         self.pending.fetch_add(1, Ordering::SeqCst);
         let results = Vec::with_capacity(inputs.len());
-        state.jobs.push_back(Job { model, inputs, next: 0, results, reply });
+        state.jobs.push_back(Job { model, work, inputs, next: 0, results, reply });
         self.metrics.queue_depth.store(state.jobs.len() as u64, Ordering::Relaxed);
         drop(state);
         self.wake.notify_one();
@@ -322,11 +351,12 @@ impl Batcher {
             state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         let model = state.jobs[0].model.clone();
+        let work = state.jobs[0].work;
         let budget = self.options.max_batch_tokens.max(1);
-        let mut pass = Pass { model: model.clone(), jobs: Vec::new(), inputs: Vec::new(), owners: Vec::new(), tokens: 0 };
+        let mut pass = Pass { model: model.clone(), work, jobs: Vec::new(), inputs: Vec::new(), owners: Vec::new(), tokens: 0 };
         let mut index = 0;
         while index < state.jobs.len() {
-            if !Arc::ptr_eq(&state.jobs[index].model, &model) {
+            if !Arc::ptr_eq(&state.jobs[index].model, &model) || state.jobs[index].work != work {
                 index += 1;
                 continue;
             }
@@ -361,7 +391,10 @@ impl Batcher {
     fn compute(&self, pass: &mut Pass) {
         let started = Instant::now();
         let model = pass.model.model.clone();
-        let outcome = catch_unwind(AssertUnwindSafe(|| model.embed_encoded(&pass.inputs, &self.options, &mut || {})));
+        let outcome = catch_unwind(AssertUnwindSafe(|| match pass.work {
+            Work::Embed => model.embed_encoded(&pass.inputs, &self.options, &mut || {}),
+            Work::Score => model.score_encoded(&pass.inputs, &self.options, &mut || {}).map(|s| s.into_iter().map(|x| vec![x]).collect()),
+        }));
         self.metrics.record_pass(pass.inputs.len(), pass.tokens, started.elapsed());
         let failure = match outcome {
             Ok(Ok(vectors)) => {
@@ -388,6 +421,7 @@ impl Batcher {
 /// The inputs of one forward pass and the jobs they came from.
 struct Pass {
     model: Arc<ServedModel>,
+    work: Work,
     jobs: Vec<Job>,
     inputs: Vec<Encoded>,
     /// For each input, its job's index in `jobs` (inputs of a job are consecutive and in order).

@@ -1,5 +1,6 @@
 //! A request's failure, and how each API shape writes it: OpenAI's `{"error": {...}}`,
-//! Cloudflare's `{"success": false, "errors": [...]}`, Baidu's `{"error_code", "error_msg"}`.
+//! Cloudflare's `{"success": false, "errors": [...]}`, Baidu's `{"error_code", "error_msg"}`,
+//! text-embeddings-inference's `{"error", "error_type"}` (for `/rerank`).
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -94,6 +95,18 @@ impl ApiError {
         };
         let body = json!({"error_code": code, "error_msg": self.message});
         self.respond(body)
+    }
+
+    /// text-embeddings-inference's error body `{"error", "error_type"}` (its error types).
+    pub fn tei(&self) -> Response {
+        let error_type = match self.kind {
+            Kind::InvalidRequest | Kind::TooLarge | Kind::UnknownModel | Kind::NoRoute => "Validation",
+            Kind::Authentication => "Unauthorized",
+            Kind::Busy => "Overloaded",
+            Kind::Internal => "Backend",
+            Kind::Unavailable => "Unhealthy",
+        };
+        self.respond(json!({"error": self.message, "error_type": error_type}))
     }
 
     fn respond(&self, body: serde_json::Value) -> Response {

@@ -1,8 +1,9 @@
 //! bge-serve: the pg_bge engine behind HTTP, in the request shapes of the hosted BGE APIs
-//! (OpenAI-compatible `/v1/embeddings`, Cloudflare Workers AI, Baidu Qianfan). docs/http.md
+//! (OpenAI-compatible `/v1/embeddings`, Cloudflare Workers AI, Baidu Qianfan) and
+//! text-embeddings-inference's `/rerank` for cross-encoder rerankers. docs/http.md
 //! is the user's guide.
 //!
-//! `engine.rs` is the only module that calls bge-engine; `openai.rs` and `hosted.rs` read and
+//! `engine.rs` is the only module that calls bge-engine; `openai.rs`, `hosted.rs` and `tei.rs` read and
 //! write the wire formats; this file holds the shared state, the router and what every
 //! embedding route does (auth, body, tokenise, queue, wait).
 pub mod engine;
@@ -11,6 +12,7 @@ pub mod hosted;
 pub mod metrics;
 pub mod names;
 pub mod openai;
+pub mod tei;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,7 +29,9 @@ use axum::{Json, Router};
 use bge_engine::backend::Precision;
 use serde_json::json;
 
-use crate::engine::{Batcher, Device, EngineFailure, LoadFailure, ServedModel};
+use bge_engine::config::ModelKind;
+
+use crate::engine::{Batcher, Device, EngineFailure, LoadFailure, ServedModel, Work};
 use crate::error::{ApiError, Kind};
 use crate::metrics::Metrics;
 use crate::names::ModelNames;
@@ -105,6 +109,7 @@ impl Server {
             .route("/ai/run/{*model}", post(hosted::cloudflare))
             .route("/client/v4/accounts/{account}/ai/run/{*model}", post(hosted::cloudflare_account))
             .route("/rpc/2.0/ai_custom/v1/wenxinworkshop/embeddings/{model}", post(hosted::baidu))
+            .route("/rerank", post(tei::rerank))
             .layer(DefaultBodyLimit::max(self.config.max_body_bytes))
             .layer(middleware::from_fn_with_state(self.config.max_body_bytes, refuse_declared_oversize));
         let timeout = tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, self.config.request_timeout);
@@ -182,7 +187,9 @@ async fn refuse_declared_oversize(State(limit): State<usize>, request: Request, 
     if declared.is_some_and(|n| n > limit as u64) {
         let error = ApiError::new(Kind::TooLarge, format!("the request body is too large: at most {limit} bytes"));
         let path = request.uri().path();
-        return if path.starts_with("/rpc/") {
+        return if path == "/rerank" {
+            error.tei()
+        } else if path.starts_with("/rpc/") {
             error.baidu()
         } else if path.contains("/ai/run/") {
             error.cloudflare()
@@ -194,7 +201,7 @@ async fn refuse_declared_oversize(State(limit): State<usize>, request: Request, 
 }
 
 async fn method_not_allowed() -> Response {
-    let mut response = ApiError::invalid("this route takes another method (the embedding routes take POST)", None).openai();
+    let mut response = ApiError::invalid("this route takes another method (the embedding routes and /rerank take POST)", None).openai();
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
 }
@@ -209,7 +216,8 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         .models()
         .iter()
         .map(|m| {
-            json!({"name": m.name, "dimensions": m.dimensions, "max_tokens": m.max_tokens, "backend": m.backend,
+            json!({"name": m.name, "kind": m.kind.name(),
+                   "dimensions": (m.kind == ModelKind::Embedder).then_some(m.dimensions), "max_tokens": m.max_tokens, "backend": m.backend,
                    "precision": m.precision, "aliases": state.names.aliases_of(&m.name)})
         })
         .collect();
@@ -285,6 +293,12 @@ pub struct Embedded {
 /// Tokenises `inputs` (off the async threads), queues them for the engine thread and waits.
 /// If the client goes away this future is dropped, and so is the queued work.
 pub async fn embed(state: &AppState, model: Arc<ServedModel>, inputs: Inputs) -> Result<Embedded, ApiError> {
+    if model.kind != ModelKind::Embedder {
+        return Err(ApiError::invalid(
+            format!("model {} is a {}, not an embedder: it scores (query, passage) pairs at POST /rerank", model.name, model.kind.name()),
+            Some("model"),
+        ));
+    }
     if inputs.is_empty() {
         return Err(ApiError::invalid("input must not be empty", Some("input")));
     }
@@ -302,11 +316,19 @@ pub async fn embed(state: &AppState, model: Arc<ServedModel>, inputs: Inputs) ->
     .await
     .map_err(|e| ApiError::new(Kind::Internal, format!("tokenising failed: {e}")))?
     .map_err(|e| ApiError::new(Kind::Internal, format!("tokenising failed: {e}")))?;
+    let tokens = encoded.iter().map(|e| e.ids.len()).sum();
+    let vectors = compute(state, model, Work::Embed, encoded).await?;
+    Ok(Embedded { vectors, tokens })
+}
+
+/// Queues tokenised inputs for the engine thread and waits for their vectors (or scores, as
+/// one-value vectors).
+pub async fn compute(state: &AppState, model: Arc<ServedModel>, work: Work, encoded: Vec<bge_engine::tokenize::Encoded>) -> Result<Vec<Vec<f32>>, ApiError> {
     let count = encoded.len();
     let tokens = encoded.iter().map(|e| e.ids.len()).sum();
     let receiver = state
         .batcher
-        .submit(model, encoded)
+        .submit(model, work, encoded)
         .map_err(|_| ApiError::new(Kind::Busy, "the server's queue is full; retry after a second"))?;
     let vectors = match receiver.await {
         Ok(Ok(vectors)) => vectors,
@@ -316,5 +338,5 @@ pub async fn embed(state: &AppState, model: Arc<ServedModel>, inputs: Inputs) ->
         Ok(Err(EngineFailure::ShuttingDown)) | Err(_) => return Err(ApiError::new(Kind::Unavailable, "the server is shutting down")),
     };
     state.metrics.record_embedded(count, tokens);
-    Ok(Embedded { vectors, tokens })
+    Ok(vectors)
 }

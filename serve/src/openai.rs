@@ -204,7 +204,7 @@ pub async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
     if let Err(e) = check_key(&state, &headers, None) {
         return e.openai();
     }
-    let data: Vec<Value> = state.names.models().iter().map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": "pg_bge"})).collect();
+    let data: Vec<Value> = state.names.models().iter().map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": "pg_bge", "kind": m.kind.name()})).collect();
     Json(json!({"object": "list", "data": data})).into_response()
 }
 

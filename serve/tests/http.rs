@@ -1,7 +1,9 @@
 //! bge-serve through its router, in process (tower's `oneshot`), on the tiny random-weight
 //! BGE-M3-shaped model committed in engine/tests/models, plus a broken model directory. Hostile
 //! requests first, then the three API shapes against sentence-transformers' goldens and against
-//! the engine called directly (what SQL's bge_embed(text, model) computes), bitwise.
+//! the engine called directly (what SQL's bge_embed(text, model) computes), bitwise. Then
+//! `/rerank` on the tiny rerankers, hostile first, against transformers' goldens and bitwise
+//! against `Model::rerank` (what SQL's bge_rerank(query, passage, model) computes).
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -495,6 +497,7 @@ async fn health_lists_served_and_failed_directories_and_models_lists_the_served(
     assert_eq!(r.body["status"], "degraded");
     assert_eq!(r.body["models"][0]["name"], MODEL);
     assert_eq!(r.body["models"][0]["dimensions"], 32);
+    assert_eq!(r.body["models"][0]["kind"], "embedder");
     assert_eq!(r.body["models"][0]["aliases"], json!(["BAAI/bge-m3", "bge_m3_hosted"]));
     let failed = r.body["failed"].as_array().unwrap();
     assert_eq!(failed.len(), 1, "{}", r.body);
@@ -502,7 +505,7 @@ async fn health_lists_served_and_failed_directories_and_models_lists_the_served(
     let error = failed[0]["error"].as_str().unwrap();
     assert!(error.contains("config.json") && !error.contains(&std::env::temp_dir().display().to_string()), "{error}");
     let r = send(&s.router, Method::GET, "/v1/models", &[], vec![]).await;
-    assert_eq!(r.body["data"], json!([{"id": MODEL, "object": "model", "created": 0, "owned_by": "pg_bge"}]));
+    assert_eq!(r.body["data"], json!([{"id": MODEL, "object": "model", "created": 0, "owned_by": "pg_bge", "kind": "embedder"}]));
 }
 
 #[tokio::test]
@@ -542,16 +545,274 @@ async fn an_engine_error_or_panic_fails_its_requests_and_the_engine_thread_goes_
     // Ids far outside the vocabulary, past the HTTP layer's check: the embedding lookup cannot
     // serve them, and whether the engine errors or panics, the answer is a failure, not a crash.
     let bad = bge_engine::tokenize::Encoded { ids: vec![0, 4_000_000_000, 2], type_ids: vec![0; 3] };
-    let reply = state.batcher.submit(model.clone(), vec![bad]).unwrap();
+    let reply = state.batcher.submit(model.clone(), bge_serve::engine::Work::Embed, vec![bad]).unwrap();
     let outcome = reply.await.expect("the engine thread answers");
     assert!(matches!(outcome, Err(bge_serve::engine::EngineFailure::Refused(_) | bge_serve::engine::EngineFailure::Error(_))), "{outcome:?}");
     // Token types missing: the engine indexes past them and panics; the panic is caught.
     let broken = bge_engine::tokenize::Encoded { ids: vec![0, 5, 2], type_ids: vec![] };
-    let reply = state.batcher.submit(model.clone(), vec![broken]).unwrap();
+    let reply = state.batcher.submit(model.clone(), bge_serve::engine::Work::Embed, vec![broken]).unwrap();
     let outcome = reply.await.expect("the engine thread answers");
     assert!(matches!(outcome, Err(bge_serve::engine::EngineFailure::Panic)), "{outcome:?}");
     assert_eq!(state.metrics.engine_panics.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(state.batcher.pending(), 0);
     let r = post(&s.router, "/v1/embeddings", json!({"model": MODEL, "input": "after the failure"})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+// ---- /rerank (text-embeddings-inference's shape) ----
+
+const RERANKERS: [&str; 2] = ["tiny-reranker-bert", "tiny-reranker-xlmr"];
+
+/// A server over the embedder and `rerankers` (linked from engine/tests/models).
+fn start_rerankers(rerankers: &[&str], adjust: impl FnOnce(&mut Config)) -> TestServer {
+    let dir = tempdir::TempDir::new();
+    for name in std::iter::once(MODEL).chain(rerankers.iter().copied()) {
+        std::os::unix::fs::symlink(engine_models().join(name), dir.path().join(name)).unwrap();
+    }
+    let mut config = Config::new(dir.path());
+    config.device = bge_serve::engine::Device::Cpu;
+    adjust(&mut config);
+    let server = Server::start(config).expect("server starts");
+    TestServer { router: server.router(), server: Some(server), _dir: dir }
+}
+
+/// A TEI error reply: the status and `{"error": str, "error_type": str}`, nothing else.
+fn assert_tei_error(reply: &Reply, status: StatusCode, error_type: &str) -> String {
+    assert_eq!(reply.status, status, "body: {}", reply.body);
+    assert_eq!(reply.body["error_type"], error_type, "body: {}", reply.body);
+    assert_eq!(reply.body.as_object().map(|o| o.len()), Some(2), "body: {}", reply.body);
+    let message = reply.body["error"].as_str().expect("error is a string").to_string();
+    assert!(!message.is_empty());
+    message
+}
+
+/// The engine called as SQL's bge_rerank(query, passage, model) calls it: one pair, fp32 CPU.
+fn engine_logits(name: &str, query: &str, passages: &[&str]) -> Vec<f32> {
+    let model = Model::load(name, &engine_models().join(name), BackendKind::Cpu).unwrap();
+    passages.iter().map(|p| model.rerank(query, &[p], &RunOptions::default(), &mut || {}).unwrap()[0]).collect()
+}
+
+fn sigmoid(x: f32) -> f64 {
+    1.0 / (1.0 + (-(x as f64)).exp())
+}
+
+/// A ranking's (index, score as f32 for raw / f64 otherwise) in reply order, checked sorted.
+fn ranking(reply: &Reply) -> Vec<(usize, f64)> {
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let items = reply.body.as_array().expect("a JSON array");
+    let ranked: Vec<(usize, f64)> = items.iter().map(|i| (i["index"].as_u64().unwrap() as usize, i["score"].as_f64().unwrap())).collect();
+    for w in ranked.windows(2) {
+        assert!(w[0].1 > w[1].1 || (w[0].1 == w[1].1 && w[0].0 < w[1].0), "not sorted by score then index: {ranked:?}");
+    }
+    let mut indexes: Vec<usize> = ranked.iter().map(|r| r.0).collect();
+    indexes.sort();
+    assert_eq!(indexes, (0..items.len()).collect::<Vec<_>>(), "every index once");
+    ranked
+}
+
+#[tokio::test]
+async fn rerank_refuses_junk_wrong_types_and_too_many_texts_in_teis_error_shape() {
+    let s = start_rerankers(&RERANKERS, |c| c.max_body_bytes = 1 << 20);
+    for junk in [&b"{\"query\": \"a\", \"texts\": "[..], b"", b"not json", b"[1,2", b"\xff\xfe\x00garbage", b"\"just a string\"", b"[]", b"null"] {
+        let r = send(&s.router, Method::POST, "/rerank", &[], junk.to_vec()).await;
+        assert_tei_error(&r, StatusCode::BAD_REQUEST, "Validation");
+    }
+    let m = RERANKERS[0];
+    let cases = [
+        json!({"texts": ["a"], "model": m}),
+        json!({"query": "q", "model": m}),
+        json!({"query": null, "texts": ["a"], "model": m}),
+        json!({"query": 5, "texts": ["a"], "model": m}),
+        json!({"query": ["q"], "texts": ["a"], "model": m}),
+        json!({"query": "q", "texts": [], "model": m}),
+        json!({"query": "q", "texts": "a", "model": m}),
+        json!({"query": "q", "texts": ["a", 1], "model": m}),
+        json!({"query": "q", "texts": [["a"]], "model": m}),
+        json!({"query": "q", "texts": [null], "model": m}),
+        json!({"query": "q", "texts": ["a"], "raw_scores": "yes", "model": m}),
+        json!({"query": "q", "texts": ["a"], "return_text": 1, "model": m}),
+        json!({"query": "q", "texts": ["a"], "truncate": "false", "model": m}),
+        json!({"query": "q", "texts": ["a"], "model": 7}),
+        json!({"query": "q", "texts": vec!["a"; 2049], "model": m}),
+    ];
+    for body in cases {
+        let r = post(&s.router, "/rerank", body.clone()).await;
+        assert_tei_error(&r, StatusCode::BAD_REQUEST, "Validation");
+    }
+    // 10,000 texts: refused by count, before any tokenising, quickly.
+    let started = std::time::Instant::now();
+    let r = post(&s.router, "/rerank", json!({"query": "q", "texts": vec!["a passage"; 10_000], "model": m})).await;
+    let message = assert_tei_error(&r, StatusCode::BAD_REQUEST, "Validation");
+    assert!(message.contains("10000") && message.contains("2048"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Over the body limit: 413 in TEI's shape, declared or not.
+    let big = "x".repeat(2 << 20);
+    let r = post(&s.router, "/rerank", json!({"query": "q", "texts": [big], "model": m})).await;
+    assert_tei_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "Validation");
+    // Two rerankers served: `model` is needed, and the reply names them.
+    let r = post(&s.router, "/rerank", json!({"query": "q", "texts": ["a"]})).await;
+    let message = assert_tei_error(&r, StatusCode::BAD_REQUEST, "Validation");
+    assert!(message.contains("model") && message.contains(RERANKERS[0]) && message.contains(RERANKERS[1]), "{message}");
+    // An unknown model is 404; an embedder is 400 saying it is an embedder.
+    let r = post(&s.router, "/rerank", json!({"query": "q", "texts": ["a"], "model": "bge-reranker-v2-m3"})).await;
+    let message = assert_tei_error(&r, StatusCode::NOT_FOUND, "Validation");
+    assert!(message.contains("bge-reranker-v2-m3") && message.contains(RERANKERS[0]), "{message}");
+    let r = post(&s.router, "/rerank", json!({"query": "q", "texts": ["a"], "model": MODEL})).await;
+    let message = assert_tei_error(&r, StatusCode::BAD_REQUEST, "Validation");
+    assert!(message.contains(MODEL) && message.contains("embedder"), "{message}");
+    // Wrong method, and the server is fine afterwards.
+    let r = send(&s.router, Method::GET, "/rerank", &[], vec![]).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    let r = post(&s.router, "/rerank", json!({"query": "q", "texts": ["a"], "model": m})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn rerank_requires_the_api_key_when_configured() {
+    let s = start_rerankers(&RERANKERS[..1], |c| c.api_key = Some("sekrit".into()));
+    let body = json!({"query": "q", "texts": ["a"]}).to_string().into_bytes();
+    let r = send(&s.router, Method::POST, "/rerank", &[], body.clone()).await;
+    assert_tei_error(&r, StatusCode::UNAUTHORIZED, "Unauthorized");
+    let r = send(&s.router, Method::POST, "/rerank", &[("authorization", "Bearer sekrit")], body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_reranker_given_to_the_embedding_routes_is_a_400_saying_so() {
+    let s = start_rerankers(&RERANKERS, |_| {});
+    for name in RERANKERS {
+        let r = post(&s.router, "/v1/embeddings", json!({"model": name, "input": "a"})).await;
+        assert_openai_error(&r, StatusCode::BAD_REQUEST, "invalid_request_error");
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(name) && message.contains("reranker") && message.contains("/rerank"), "{message}");
+        assert_eq!(r.body["error"]["param"], "model");
+        let r = post(&s.router, &format!("/ai/run/@cf/baai/{name}"), json!({"text": ["a"]})).await;
+        assert_eq!((r.status, r.body["success"].clone()), (StatusCode::BAD_REQUEST, json!(false)), "{}", r.body);
+        let r = post(&s.router, &format!("/rpc/2.0/ai_custom/v1/wenxinworkshop/embeddings/{name}"), json!({"input": ["a"]})).await;
+        assert_eq!((r.status, r.body["error_code"].clone()), (StatusCode::BAD_REQUEST, json!(336003)), "{}", r.body);
+    }
+    // /health and /v1/models say which model is which.
+    let r = send(&s.router, Method::GET, "/health", &[], vec![]).await;
+    let kinds: Vec<(String, String)> = r.body["models"].as_array().unwrap().iter().map(|m| (m["name"].as_str().unwrap().into(), m["kind"].as_str().unwrap().into())).collect();
+    assert_eq!(kinds, [(MODEL.into(), "embedder".into()), (RERANKERS[0].into(), "reranker".into()), (RERANKERS[1].into(), "reranker".into())]);
+    let r = send(&s.router, Method::GET, "/v1/models", &[], vec![]).await;
+    let kinds: Vec<&str> = r.body["data"].as_array().unwrap().iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["embedder", "reranker", "reranker"]);
+}
+
+#[tokio::test]
+async fn rerank_scores_are_bge_rerank_bitwise_sorted_with_index_and_text() {
+    let s = start_rerankers(&RERANKERS, |_| {});
+    let query = "what is the capital of France?";
+    let passages = ["Paris is the capital of France.", "The Eiffel Tower is in Paris.", "", "Bananas are yellow.", "Paris is the capital of France.", &"Berlin is the capital of Germany. ".repeat(200)];
+    for name in RERANKERS {
+        let expected = engine_logits(name, query, &passages);
+        // raw_scores: the f32 logit, parsed back bitwise.
+        let r = post(&s.router, "/rerank", json!({"query": query, "texts": passages, "raw_scores": true, "model": name})).await;
+        let ranked = ranking(&r);
+        for (index, score) in &ranked {
+            assert_eq!((*score as f32).to_bits(), expected[*index].to_bits(), "{name} text {index}");
+        }
+        assert!(r.body.as_array().unwrap().iter().all(|i| i.get("text").is_none()), "no text unless asked: {}", r.body);
+        // Identical passages score identically and keep input order.
+        let pos = |i: usize| ranked.iter().position(|r| r.0 == i).unwrap();
+        assert!(pos(0) < pos(4));
+        // Default: the sigmoid of the logit, in f64; return_text gives each text back.
+        let r = post(&s.router, "/rerank", json!({"query": query, "texts": passages, "return_text": true, "truncate": true, "model": name})).await;
+        let ranked2 = ranking(&r);
+        for (item, (index, score)) in r.body.as_array().unwrap().iter().zip(&ranked2) {
+            assert_eq!(score.to_bits(), sigmoid(expected[*index]).to_bits(), "{name} text {index}");
+            assert_eq!(item["text"], passages[*index]);
+        }
+        assert_eq!(ranked.iter().map(|r| r.0).collect::<Vec<_>>(), ranked2.iter().map(|r| r.0).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test]
+async fn rerank_scores_match_transformers_goldens() {
+    let s = start_rerankers(&RERANKERS, |c| c.max_batch_tokens = 1024);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/goldens/rerankers.json");
+    let goldens: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for name in RERANKERS {
+        let pairs = goldens[name]["pairs"].as_array().unwrap();
+        // One request per query with all of its passages (the longest pair is cut to 512 tokens).
+        let mut queries: Vec<&str> = pairs.iter().map(|p| p["query"].as_str().unwrap()).collect();
+        queries.sort();
+        queries.dedup();
+        let mut checked = 0;
+        let mut longest = 0;
+        for query in queries {
+            let mine: Vec<&Value> = pairs.iter().filter(|p| p["query"] == query).collect();
+            let texts: Vec<&str> = mine.iter().map(|p| p["passage"].as_str().unwrap()).collect();
+            let r = post(&s.router, "/rerank", json!({"query": query, "texts": texts, "raw_scores": true, "model": name})).await;
+            for (index, score) in ranking(&r) {
+                let golden = mine[index]["score"].as_f64().unwrap();
+                assert!((score - golden).abs() <= 1e-4, "{name}: {query:?} / text {index}: {score} vs transformers {golden}");
+                longest = longest.max(mine[index]["ids"].as_array().unwrap().len());
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, pairs.len());
+        assert_eq!(longest, 512, "{name}: the goldens include a pair cut to max_length");
+    }
+}
+
+#[tokio::test]
+async fn one_reranker_served_needs_no_model_and_pairs_batched_with_embeddings_get_their_own_scores() {
+    let name = RERANKERS[1];
+    let s = start_rerankers(&[name], |c| c.max_batch_tokens = 256);
+    let passages: Vec<String> = (0..12).map(|i| format!("passage {i}: {}", "rows and tables and indexes ".repeat(i % 5 + 1))).collect();
+    let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+    let expected = engine_logits(name, "how are rows stored?", &refs);
+    let vectors = engine_vectors(&refs);
+    let mut tasks = Vec::new();
+    for i in 0..passages.len() {
+        let router = s.router.clone();
+        let (p, q) = (passages[i].clone(), passages.clone());
+        tasks.push(tokio::spawn(async move {
+            let rerank = post(&router, "/rerank", json!({"query": "how are rows stored?", "texts": q, "raw_scores": true})).await;
+            let embed = post(&router, "/v1/embeddings", json!({"model": MODEL, "input": p})).await;
+            (i, rerank, embed)
+        }));
+    }
+    for task in tasks {
+        let (i, rerank, embed) = task.await.unwrap();
+        for (index, score) in ranking(&rerank) {
+            assert_eq!((score as f32).to_bits(), expected[index].to_bits(), "request {i} text {index}");
+        }
+        assert_eq!(floats(&embed.body["data"][0]["embedding"]), vectors[i], "request {i}");
+    }
+    let metrics = send(&s.router, Method::GET, "/metrics", &[], vec![]).await;
+    assert!(metrics.body.as_str().unwrap().contains("bge_serve_requests_total{route=\"/rerank\",status=\"200\"} 12"), "{}", metrics.body);
+}
+
+#[tokio::test]
+async fn rerank_behind_a_full_queue_is_429_overloaded_and_an_oversize_declaration_413() {
+    let s = start_rerankers(&RERANKERS[1..], |c| {
+        c.max_queue = 1;
+        c.max_batch_tokens = 256;
+        c.max_body_bytes = 1 << 20;
+    });
+    let state = s.server.as_ref().unwrap().state.clone();
+    // Long pairs keep the engine busy (each is cut to 512 tokens).
+    let long = "Tables hold rows and the rows hold text. ".repeat(60);
+    let big = json!({"query": "what do tables hold?", "texts": vec![long; 256]});
+    let router = s.router.clone();
+    let first = tokio::spawn(async move { post(&router, "/rerank", big).await });
+    let mut waited = 0;
+    while state.batcher.pending() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        waited += 1;
+        assert!(waited < 4000, "the first request never reached the queue");
+    }
+    let r = post(&s.router, "/rerank", json!({"query": "q", "texts": ["one more"]})).await;
+    assert_tei_error(&r, StatusCode::TOO_MANY_REQUESTS, "Overloaded");
+    assert_eq!(r.headers.get(header::RETRY_AFTER).unwrap(), "1");
+    let first = first.await.unwrap();
+    assert_eq!(ranking(&first).len(), 256);
+    // A Content-Length over the limit is refused before the body is read, in TEI's shape.
+    let r = send(&s.router, Method::POST, "/rerank", &[("content-length", "10000000")], vec![]).await;
+    assert_tei_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "Validation");
+    let r = post(&s.router, "/rerank", json!({"query": "q", "texts": ["one more"]})).await;
+    assert_eq!(ranking(&r).len(), 1);
 }

@@ -2,6 +2,7 @@
 """Checks a running bge-serve (tests/http/run.sh starts it) from the outside:
 
     check.py BASE_URL API_KEY SERVER_PID GOLDENS_JSON [PSQL_COMMAND]
+    check.py --rerank BASE_URL API_KEY RERANK_GOLDENS_JSON [PSQL_COMMAND RERANKER_DIR]
 
 - the official `openai` client, unchanged but for base_url: vectors equal sentence-transformers'
   (the committed goldens, engine/tests/goldens/all-MiniLM-L6-v2.json) within 1e-5, base64 and
@@ -12,11 +13,18 @@
   each gets alone; the server's memory stays flat over thousands of such requests;
 - with PSQL_COMMAND (a shell command running psql on a database where pg_bge is installed and
   bge.model_dir holds the same models): every vector equals SQL's bge_embed(text, model) bitwise.
+
+With --rerank, a server over scripts/models/make_test_models.py's DIR/rerankers: POST /rerank in
+text-embeddings-inference's request shape, its scores against transformers' goldens
+(engine/tests/goldens/rerankers.json) within 1e-4, the sigmoid of raw_scores, sorting, TEI's error
+body; and with PSQL_COMMAND (a superuser session; RERANKER_DIR becomes its bge.model_dir) every
+raw score equal, as an f32, to SQL's bge_rerank(query, passage, 'tiny-reranker-xlmr').
 Exits 1 on the first failure.
 """
 import base64
 import concurrent.futures
 import json
+import math
 import shlex
 import socket
 import struct
@@ -30,8 +38,13 @@ import urllib.request
 import numpy as np
 import openai
 
-BASE, KEY, PID, GOLDENS = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-PSQL = sys.argv[5] if len(sys.argv) > 5 else None
+RERANK = sys.argv[1] == "--rerank"
+if RERANK:
+    BASE, KEY, GOLDENS, PID = sys.argv[2], sys.argv[3], sys.argv[4], None
+    PSQL, RERANKER_DIR = (sys.argv[5], sys.argv[6]) if len(sys.argv) > 6 else (None, None)
+else:
+    BASE, KEY, PID, GOLDENS = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    PSQL = sys.argv[5] if len(sys.argv) > 5 else None
 MODEL = "all-MiniLM-L6-v2"
 HOST, PORT = urllib.parse.urlparse(BASE).hostname, urllib.parse.urlparse(BASE).port
 
@@ -70,6 +83,90 @@ def rss_kib():
                 return int(line.split()[1])
     return 0
 
+
+def f32(x):
+    """A JSON or SQL number as the f32 it spells (exactly, for an f32 written in full)."""
+    return struct.unpack("<f", struct.pack("<f", float(x)))[0]
+
+
+def rerank_checks():
+    reranker = "tiny-reranker-xlmr"
+    status, health, _ = request("GET", "/health")
+    kinds = {m["name"]: m["kind"] for m in health["models"]}
+    check(kinds.get(reranker) == "reranker" and kinds.get("tiny-reranker-bert") == "reranker" and kinds.get(MODEL) == "embedder", f"/health kinds: {kinds}")
+    status, models, _ = request("GET", "/v1/models")
+    check(status == 200 and {m["id"]: m["kind"] for m in models["data"]} == kinds, f"/v1/models kinds: {models}")
+
+    pairs = json.load(open(GOLDENS))[reranker]["pairs"]
+    by_query = {}
+    for p in pairs:
+        by_query.setdefault(p["query"], []).append(p)
+    logits = {}  # (query, passage) -> the server's raw score, as an f32
+    for query, mine in by_query.items():
+        body = {"query": query, "texts": [p["passage"] for p in mine], "model": reranker}
+        status, raw, _ = request("POST", "/rerank", dict(body, raw_scores=True, return_text=True))
+        check(status == 200 and isinstance(raw, list) and len(raw) == len(mine), f"/rerank raw_scores: {status} {str(raw)[:300]}")
+        status, norm, _ = request("POST", "/rerank", body)
+        check(status == 200 and len(norm) == len(mine), f"/rerank: {status} {str(norm)[:300]}")
+        for ranked in (raw, norm):
+            check(sorted(r["index"] for r in ranked) == list(range(len(mine))), f"indexes: {ranked}")
+            keys = [(-r["score"], r["index"]) for r in ranked]
+            check(keys == sorted(keys), f"not sorted by score, then index: {keys}")
+        check(all("text" not in r for r in norm), "text without return_text")
+        for r in raw:
+            p = mine[r["index"]]
+            check(r["text"] == p["passage"], f"return_text: {r['index']}")
+            check(abs(r["score"] - p["score"]) <= 1e-4, f"{query!r} / text {r['index']}: {r['score']} vs transformers {p['score']}")
+            logits[(query, p["passage"])] = f32(r["score"])
+        normalized = {r["index"]: r["score"] for r in norm}
+        for r in raw:
+            expect = 1.0 / (1.0 + math.exp(-f32(r["score"])))
+            check(abs(normalized[r["index"]] - expect) <= 1e-15 and 0.0 <= expect <= 1.0, f"sigmoid of {r['score']}: {normalized[r['index']]} vs {expect}")
+    longest = max(len(p["ids"]) for p in pairs)
+    check(longest == 512, "the goldens hold a pair cut to 512 tokens")
+    print(f"ok: /rerank (TEI shape): {len(pairs)} pairs of {reranker} within 1e-4 of transformers (longest {longest} tokens), sorted, sigmoid of raw_scores")
+
+    for body, code, what in [
+        ({"query": "q", "texts": ["a"]}, 400, "two rerankers served: model needed"),
+        ({"query": "q", "texts": ["a"], "model": MODEL}, 400, "an embedder"),
+        ({"query": "q", "texts": ["a"], "model": "bge-reranker-v2-m3"}, 404, "an unknown model"),
+        ({"query": "q", "texts": [], "model": reranker}, 400, "empty texts"),
+        ({"query": "q", "texts": ["a", 3], "model": reranker}, 400, "a number in texts"),
+        ({"texts": ["a"], "model": reranker}, 400, "no query"),
+        ({"query": "q", "texts": ["a"] * 10000, "model": reranker}, 400, "10,000 texts"),
+    ]:
+        status, err, _ = request("POST", "/rerank", body)
+        check(status == code and isinstance(err, dict) and set(err) == {"error", "error_type"} and err["error_type"] == "Validation",
+              f"{what}: {status} {str(err)[:300]}")
+    status, err, _ = request("POST", "/rerank", raw=b'{"query": "q", "texts": [')
+    check(status == 400 and err.get("error_type") == "Validation", f"junk: {status} {err}")
+    status, err, _ = request("POST", "/rerank", {"query": "q", "texts": ["a"], "model": reranker}, headers={"Authorization": None})
+    check(status == 401 and set(err) == {"error", "error_type"}, f"no key: {status} {err}")
+    status, err, _ = request("POST", "/v1/embeddings", {"model": reranker, "input": "a"})
+    check(status == 400 and "reranker" in err["error"]["message"], f"a reranker given to /v1/embeddings: {status} {err}")
+    print("ok: /rerank refuses junk, empty or too many texts, embedders and unknown models in TEI's error shape")
+
+    if PSQL:
+        items = sorted(logits.items())
+        values = ",".join(f"({i}, $q${q}$q$, $p${p}$p$)" for i, ((q, p), _) in enumerate(items))
+        query = (f"SET bge.model_dir = '{RERANKER_DIR}';\nCREATE EXTENSION IF NOT EXISTS pg_bge;\n"
+                 f"SELECT i, bge_rerank(q, p, '{reranker}') FROM (VALUES {values}) v(i, q, p) ORDER BY i;\n")
+        out = subprocess.run(shlex.split(PSQL) + ["-qAtX", "-v", "ON_ERROR_STOP=1"], input=query, capture_output=True, text=True)
+        check(out.returncode == 0, f"psql: {out.stderr}")
+        sql = {int(line.split("|", 1)[0]): line.split("|", 1)[1] for line in out.stdout.split("\n") if "|" in line}
+        check(len(sql) == len(items), f"psql returned {len(sql)} rows")
+        for i, ((q, p), server) in enumerate(items):
+            mine = f32(sql[i])
+            check(struct.pack("<f", mine) == struct.pack("<f", server), f"pair {i}: the server's raw score {server!r} is not SQL's bge_rerank {sql[i]}")
+        print(f"ok: {len(items)} raw scores equal SQL's bge_rerank(query, passage, '{reranker}') as f32, bitwise")
+    else:
+        print("SKIPPED: the bitwise comparison of /rerank with SQL's bge_rerank (no scratch cluster)")
+    print("rerank checks passed")
+
+
+if RERANK:
+    rerank_checks()
+    sys.exit(0)
 
 golden = json.load(open(GOLDENS))
 texts = golden["texts"]
