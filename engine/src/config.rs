@@ -36,6 +36,8 @@ pub struct Pooling {
 impl Pooling {
     /// Last-token pooling alone, what decoder embedders use.
     pub const LAST_TOKEN: Pooling = Pooling { cls: false, max: false, mean: false, mean_sqrt_len: false, last_token: true };
+    /// The first token's hidden state: what a reranker's classification head reads.
+    pub const CLS: Pooling = Pooling { cls: true, max: false, mean: false, mean_sqrt_len: false, last_token: false };
 
     pub fn modes(&self) -> usize {
         [self.cls, self.max, self.mean, self.mean_sqrt_len, self.last_token].iter().filter(|m| **m).count()

@@ -8,7 +8,7 @@ use crate::models::decoder::cuda::CudaDecoder;
 use crate::models::encoder::cuda::CudaEncoder;
 use crate::batch::PackedBatch;
 use crate::heads::colbert::ColbertVectors;
-use crate::config::{ModelKind, ModelSpec};
+use crate::config::{ModelKind, ModelSpec, Pooling};
 use crate::heads::classifier::Classifier;
 use crate::error::{Error, Result};
 use crate::models::decoder::Decoder;
@@ -340,13 +340,11 @@ impl Model {
         self.require(ModelKind::Reranker)?;
         let head = self.classifier.as_ref().ok_or_else(|| Error::Internal("a reranker was loaded without its classifier".into()))?;
         let pool = threads::pool(opts.threads)?;
-        let h = self.spec.hidden_size;
         self.in_batches(encoded, opts, interrupt, |batch, interrupt| {
-            let hidden = self.network.forward(&pool, batch, interrupt)?;
-            Ok((0..batch.num_seqs()).map(|s| {
-                let first = batch.seq_range(s).start;
-                head.score(&hidden[first * h..(first + 1) * h])
-            }).collect())
+            // The first token's row of each pair, taken where the hidden states are (a GPU
+            // copies back one row per pair).
+            let firsts = self.network.embed(&pool, batch, self.spec.hidden_size, Pooling::CLS, false, interrupt)?;
+            Ok(firsts.iter().map(|first| head.score(first)).collect())
         })
     }
 
