@@ -38,7 +38,7 @@ echo "== CUDA kernels on the CPU: kernels/*.cu on the emulated device (cargo tes
 cargo test -p bge-cuda-emulator
 for isa in "${ISAS[@]:1}"; do
     echo "== engine goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
-    BGE_CPU_ISA=$isa cargo test -p bge-engine --test goldens --test m3 --test batching --test ops --test gemma2 --test decoder_ops
+    BGE_CPU_ISA=$isa cargo test -p bge-engine --test goldens --test m3 --test batching --test ops --test gemma2 --test decoder_ops --test rerank
 done
 
 # install_for MAJOR: builds pg_bge for that major (cargo pgrx picks the pgNN feature from its
@@ -109,7 +109,7 @@ echo "== the HTTP server bge-serve: openai client, hosted shapes, junk, bitwise 
 tests/http/run.sh "$WORK/models" || status=1
 for isa in "${ISAS[@]:1}"; do
     echo "== SQL goldens on the $isa kernels (BGE_CPU_ISA=$isa)"
-    BGE_CPU_ISA=$isa regress 15 "$isa" setup embed goldens m3 m3_goldens || status=1
+    BGE_CPU_ISA=$isa regress 15 "$isa" setup embed goldens m3 m3_goldens rerank_goldens || status=1
 done
 
 start=$SECONDS
