@@ -43,6 +43,16 @@ fn goldens(name: &str) -> Goldens {
     all.remove(name).unwrap()
 }
 
+/// A scratch copy of the committed model `name`, to edit.
+fn copy_of(name: &str, tag: &str) -> PathBuf {
+    let dir = common::temp_dir(tag);
+    for entry in std::fs::read_dir(model_dir(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
 const RERANKERS: [&str; 2] = ["tiny-reranker-bert", "tiny-reranker-xlmr"];
 
 #[test]
@@ -117,12 +127,7 @@ fn the_wrong_kind_of_model_is_an_invalid_parameter() {
 
 #[test]
 fn classifiers_with_more_labels_are_refused() {
-    let dir = common::temp_dir("reranker-labels");
-    let src = model_dir("tiny-reranker-bert");
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
+    let dir = copy_of("tiny-reranker-bert", "reranker-labels");
     let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     config["id2label"] = serde_json::json!({"0": "irrelevant", "1": "relevant"});
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
@@ -135,12 +140,8 @@ fn classifiers_with_more_labels_are_refused() {
 fn a_reranker_saved_by_sentence_transformers_loads_alike() {
     // CrossEncoder.save writes modules.json with the Transformer alone and its own configs,
     // none of which FlagReranker reads.
-    let dir = common::temp_dir("reranker-st");
+    let dir = copy_of("tiny-reranker-bert", "reranker-st");
     let src = model_dir("tiny-reranker-bert");
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
     std::fs::write(dir.join("modules.json"), r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}]"#).unwrap();
     std::fs::write(dir.join("sentence_bert_config.json"), r#"{"max_seq_length": 128, "do_lower_case": true}"#).unwrap();
     let saved = Model::load("saved", &dir, BackendKind::Cpu).unwrap();
