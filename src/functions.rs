@@ -33,11 +33,16 @@ fn bge_embed_array(
     model: default!(Option<&str>, "NULL"),
 ) -> SetOfIterator<'static, Option<Vec<f32>>> {
     let Some(inputs) = inputs else { return SetOfIterator::new(Vec::new()) };
+    SetOfIterator::new(per_element(&inputs, |present| embed_texts(present, model)))
+}
+
+/// `compute` over an array's non-NULL elements in one call (none when all are NULL), its results
+/// put back in the elements' places; NULL elements give None.
+pub(crate) fn per_element<T>(inputs: &Array<'_, &str>, compute: impl FnOnce(&[&str]) -> Vec<T>) -> Vec<Option<T>> {
     let items: Vec<Option<&str>> = inputs.iter().collect();
     let present: Vec<&str> = items.iter().flatten().copied().collect();
-    let mut vectors = if present.is_empty() { Vec::new() } else { embed_texts(&present, model) }.into_iter();
-    let rows: Vec<Option<Vec<f32>>> = items.iter().map(|item| item.and_then(|_| vectors.next())).collect();
-    SetOfIterator::new(rows)
+    let mut results = if present.is_empty() { Vec::new() } else { compute(&present) }.into_iter();
+    items.iter().map(|item| item.and_then(|_| results.next())).collect()
 }
 
 /// With the model's query prompt (engine: ModelSpec::query_prompt).

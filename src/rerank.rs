@@ -4,6 +4,7 @@
 use pgrx::prelude::*;
 
 use crate::compute::Call;
+use crate::functions::per_element;
 
 /// FlagReranker's normalisation: 1 / (1 + e^-x) of the f32 logit, in double precision.
 fn scored(logit: f32, normalize: bool) -> f64 {
@@ -29,9 +30,6 @@ fn bge_rerank_array(
     model: &str,
     normalize: default!(bool, false),
 ) -> SetOfIterator<'static, Option<f64>> {
-    let items: Vec<Option<&str>> = passages.iter().collect();
-    let present: Vec<&str> = items.iter().flatten().copied().collect();
-    let mut scores = if present.is_empty() { Vec::new() } else { Call::new(Some(model)).rerank(query, &present) }.into_iter();
-    let rows: Vec<Option<f64>> = items.iter().map(|item| item.and_then(|_| scores.next()).map(|s| scored(s, normalize))).collect();
-    SetOfIterator::new(rows)
+    let scores = per_element(&passages, |present| Call::new(Some(model)).rerank(query, present));
+    SetOfIterator::new(scores.into_iter().map(move |s| s.map(|s| scored(s, normalize))))
 }

@@ -109,6 +109,14 @@ impl ModelKind {
             ModelKind::Reranker => "reranker",
         }
     }
+
+    /// "an embedder", "a reranker" (for messages).
+    pub fn with_article(self) -> &'static str {
+        match self {
+            ModelKind::Embedder => "an embedder",
+            ModelKind::Reranker => "a reranker",
+        }
+    }
 }
 
 /// The longest (query, passage) pair a reranker reads: FlagReranker's default max_length.

@@ -2,6 +2,8 @@
 //! [`ErrorKind`] to a SQLSTATE and turns `hint()` into the ERROR's HINT.
 use std::path::PathBuf;
 
+use crate::config::ModelKind;
+
 pub type Result<T> = std::result::Result<T, Error>;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +36,8 @@ pub enum Error {
     Unsupported { model: String, reason: String },
 
     /// A reranker asked for embeddings, or an embedder for scores.
-    #[error("model \"{model}\" is {}, not {}", article(is), article(needs))]
-    WrongModelKind { model: String, is: &'static str, needs: &'static str },
+    #[error("model \"{model}\" is {}, not {}", is.with_article(), needs.with_article())]
+    WrongModelKind { model: String, is: ModelKind, needs: ModelKind },
 
     /// A combination of settings this build cannot honour (e.g. a precision the GPU lacks).
     #[error("{reason}")]
@@ -70,12 +72,6 @@ pub enum Error {
 
     #[error("{0}")]
     Internal(String),
-}
-
-/// "an embedder", "a reranker".
-fn article(kind: &str) -> String {
-    let an = kind.starts_with(['a', 'e', 'i', 'o', 'u']);
-    format!("{} {kind}", if an { "an" } else { "a" })
 }
 
 impl Error {
@@ -174,7 +170,7 @@ impl Error {
             Error::Unsupported { .. } => {
                 Some("pg_bge runs BERT and XLM-RoBERTa encoders (BertModel, XLMRobertaModel), their rerankers (BertForSequenceClassification, XLMRobertaForSequenceClassification with one label) and Gemma2, Mistral and Qwen3 decoder embedders (Gemma2Model, MistralModel, Qwen3Model) exported for sentence-transformers.".into())
             }
-            Error::WrongModelKind { is, .. } => Some(if *is == "reranker" {
+            Error::WrongModelKind { is, .. } => Some(if *is == ModelKind::Reranker {
                 "A reranker scores (query, passage) pairs: bge_rerank(query, passage, model). Embeddings come from an embedder; the kind column of bge_models() tells them apart.".into()
             } else {
                 "bge_rerank needs a cross-encoder (…ForSequenceClassification with one label, e.g. bge-reranker-base); the kind column of bge_models() tells them apart.".into()

@@ -138,7 +138,7 @@ impl Frontend {
         if self.spec.kind == kind {
             return Ok(());
         }
-        Err(Error::WrongModelKind { model: self.spec.name.clone(), is: self.spec.kind.name(), needs: kind.name() })
+        Err(Error::WrongModelKind { model: self.spec.name.clone(), is: self.spec.kind, needs: kind })
     }
 
     /// Tokens of `texts` with no prompt (BGE-M3's sparse and ColBERT output take none).

@@ -35,10 +35,9 @@ pub struct TextTokenizer {
     pair: Option<PairLayout>,
 }
 
-/// A pair as transformers' build_inputs_with_special_tokens and
-/// create_token_type_ids_from_sequences make it (what FlagReranker feeds the model), whatever
-/// tokenizer.json's pair template says: BERT `[CLS] q [SEP] p [SEP]` with token types 0 then 1,
-/// XLM-RoBERTa `<s> q </s></s> p </s>` with types 0.
+/// How a cross-encoder's pair is joined, as the BERT and XLM-RoBERTa tokenizers join one for
+/// FlagReranker: BERT `[CLS] q [SEP] p [SEP]` with token types 0 then 1, XLM-RoBERTa
+/// `<s> q </s></s> p </s>` with types 0 (its model takes no token types).
 #[derive(Debug, Clone, Copy)]
 struct PairLayout {
     cls: u32,

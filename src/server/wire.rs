@@ -2,8 +2,8 @@
 //! (model, directory, [`Output`], [`Target`]) and its sequences as 32-bit words: every length,
 //! then every token id, then every token type id. A result is one entry per sequence,
 //! `[count, count words]`: a dense vector as f32 bits, sparse weights as (id, weight bits)
-//! pairs, ColBERT vectors with their width first, a reranker's score as one f32. Every decoder refuses what it does not know:
-//! a value is never read as a default.
+//! pairs, ColBERT vectors with their width first, a reranker's score as one f32. Every decoder
+//! refuses what it does not know: a value is never read as a default.
 use bge_engine::backend::Precision;
 use bge_engine::heads::colbert::ColbertVectors;
 use bge_engine::heads::sparse::SparseWeights;
