@@ -6,16 +6,16 @@ use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, Returns
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-use crate::errors::raise_with;
+use crate::errors::{raise_with, OrRaise};
 use crate::compute::check_interrupts;
 use crate::operators::float4_array;
 
 /// A 2-D real[] ([rows, cols], lower bounds 1) returned to SQL; its SQL type is Vec<f32>'s
 /// (real[]), which pgrx only builds one-dimensional.
-struct RealMatrix(pg_sys::Datum);
+pub(crate) struct RealMatrix(pub(crate) pg_sys::Datum);
 
 impl RealMatrix {
-    fn new(v: &ColbertVectors) -> RealMatrix {
+    pub(crate) fn new(v: &ColbertVectors) -> RealMatrix {
         let mut datums: Vec<pg_sys::Datum> = v.data.iter().map(|x| x.into_datum().expect("float4 datum")).collect();
         let mut dims = [v.rows() as i32, v.dim as i32];
         let mut lower_bounds = [1, 1];
@@ -53,7 +53,7 @@ unsafe impl BoxRet for RealMatrix {
 }
 
 fn colbert(input: &str, model: Option<&str>) -> RealMatrix {
-    RealMatrix::new(&crate::compute::Call::new(model).colbert(&[input]).remove(0))
+    RealMatrix::new(&crate::compute::Call::new(model).colbert(&[input]).or_raise().remove(0))
 }
 
 #[pg_extern(stable, strict, parallel_safe, name = "bge_embed_colbert")]

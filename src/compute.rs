@@ -1,6 +1,8 @@
 //! Where a call's embeddings are computed: by the model server when it runs (this backend
 //! tokenises and ships token ids), else in this backend. Both give bitwise the same results.
-//! A call's settings are read once, into a [`Call`].
+//! A call's settings are read once, into a [`Call`]. Its computations return the engine's
+//! errors unraised (callers raise them; the executor's batching node falls back to row-by-row
+//! calls, so an error is raised at the row that causes it).
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -62,70 +64,73 @@ impl Call {
 
     /// The model's spec and tokenizer (without its weights when the model server computes).
     pub fn frontend(&self) -> Arc<Frontend> {
+        self.try_frontend().or_raise()
+    }
+
+    fn try_frontend(&self) -> bge_engine::Result<Arc<Frontend>> {
         registry::frontend(self)
     }
 
     /// The model loaded in this backend.
-    fn model(&self) -> Arc<Model> {
+    fn model(&self) -> bge_engine::Result<Arc<Model>> {
         registry::model(self)
     }
 
     /// Dense embeddings of `texts` in `role`, in input order.
-    pub fn dense(&self, texts: &[&str], role: TextRole) -> Vec<Vec<f32>> {
+    pub fn dense(&self, texts: &[&str], role: TextRole) -> bge_engine::Result<Vec<Vec<f32>>> {
         if !self.on_server {
-            let m = self.model();
+            let m = self.model()?;
             return match role {
                 TextRole::Passage => m.embed(texts, &self.opts, &mut check_interrupts),
                 TextRole::Query => m.embed_queries(texts, &self.opts, &mut check_interrupts),
-            }
-            .or_raise();
+            };
         }
-        let encoded = self.frontend().encode_all(texts, role, self.opts.truncate, &mut check_interrupts).or_raise();
-        self.on_server(Output::Dense, &encoded).into_iter().map(wire::dense).collect()
+        let encoded = self.try_frontend()?.encode_all(texts, role, self.opts.truncate, &mut check_interrupts)?;
+        Ok(self.on_server(Output::Dense, &encoded).into_iter().map(wire::dense).collect())
     }
 
     /// Dense embeddings of search queries `texts` phrased for task instruction `task` (the
     /// model's query template filled in; engine: ModelSpec::prompt_for_task), in input order.
-    pub fn dense_for_task(&self, texts: &[&str], task: &str) -> Vec<Vec<f32>> {
+    pub fn dense_for_task(&self, texts: &[&str], task: &str) -> bge_engine::Result<Vec<Vec<f32>>> {
         if !self.on_server {
-            return self.model().embed_queries_for_task(texts, task, &self.opts, &mut check_interrupts).or_raise();
+            return self.model()?.embed_queries_for_task(texts, task, &self.opts, &mut check_interrupts);
         }
-        let front = self.frontend();
-        let encoded = front.encode_all_prompted(texts, &front.spec.prompt_for_task(task), self.opts.truncate, &mut check_interrupts).or_raise();
-        self.on_server(Output::Dense, &encoded).into_iter().map(wire::dense).collect()
+        let front = self.try_frontend()?;
+        let encoded = front.encode_all_prompted(texts, &front.spec.prompt_for_task(task), self.opts.truncate, &mut check_interrupts)?;
+        Ok(self.on_server(Output::Dense, &encoded).into_iter().map(wire::dense).collect())
     }
 
     /// BGE-M3 sparse weights of `texts`, in input order.
-    pub fn sparse(&self, texts: &[&str]) -> Vec<SparseWeights> {
+    pub fn sparse(&self, texts: &[&str]) -> bge_engine::Result<Vec<SparseWeights>> {
         if !self.on_server {
-            return self.model().embed_sparse(texts, &self.opts, &mut check_interrupts).or_raise();
+            return self.model()?.embed_sparse(texts, &self.opts, &mut check_interrupts);
         }
-        let encoded = self.frontend().encode_bare(texts, self.opts.truncate, &mut check_interrupts).or_raise();
-        self.on_server(Output::Sparse, &encoded).into_iter().map(|w| wire::sparse(w).unwrap_or_else(wire_bug)).collect()
+        let encoded = self.try_frontend()?.encode_bare(texts, self.opts.truncate, &mut check_interrupts)?;
+        Ok(self.on_server(Output::Sparse, &encoded).into_iter().map(|w| wire::sparse(w).unwrap_or_else(wire_bug)).collect())
     }
 
     /// BGE-M3 ColBERT vectors of `texts`, in input order.
-    pub fn colbert(&self, texts: &[&str]) -> Vec<ColbertVectors> {
+    pub fn colbert(&self, texts: &[&str]) -> bge_engine::Result<Vec<ColbertVectors>> {
         if !self.on_server {
-            return self.model().embed_colbert(texts, &self.opts, &mut check_interrupts).or_raise();
+            return self.model()?.embed_colbert(texts, &self.opts, &mut check_interrupts);
         }
-        let encoded = self.frontend().encode_bare(texts, self.opts.truncate, &mut check_interrupts).or_raise();
-        self.on_server(Output::Colbert, &encoded).into_iter().map(|w| wire::colbert(w).unwrap_or_else(wire_bug)).collect()
+        let encoded = self.try_frontend()?.encode_bare(texts, self.opts.truncate, &mut check_interrupts)?;
+        Ok(self.on_server(Output::Colbert, &encoded).into_iter().map(|w| wire::colbert(w).unwrap_or_else(wire_bug)).collect())
     }
 
     /// A reranker's relevance logits of (`query`, passage) for every passage, in input order.
-    pub fn rerank(&self, query: &str, passages: &[&str]) -> Vec<f32> {
+    pub fn rerank(&self, query: &str, passages: &[&str]) -> bge_engine::Result<Vec<f32>> {
         if !self.on_server {
-            return self.model().rerank(query, passages, &self.opts, &mut check_interrupts).or_raise();
+            return self.model()?.rerank(query, passages, &self.opts, &mut check_interrupts);
         }
-        let encoded = self.frontend().encode_pairs(query, passages, &mut check_interrupts).or_raise();
-        self.on_server(Output::Score, &encoded).into_iter().map(|w| wire::score(w).unwrap_or_else(wire_bug)).collect()
+        let encoded = self.try_frontend()?.encode_pairs(query, passages, &mut check_interrupts)?;
+        Ok(self.on_server(Output::Score, &encoded).into_iter().map(|w| wire::score(w).unwrap_or_else(wire_bug)).collect())
     }
 
     /// Dense embeddings of texts tokenised already (by [`Call::frontend`]), in input order.
     pub fn dense_encoded(&self, encoded: &[Encoded], interrupt: &mut dyn FnMut()) -> Vec<Vec<f32>> {
         if !self.on_server {
-            return self.model().embed_encoded(encoded, &self.opts, interrupt).or_raise();
+            return self.model().and_then(|m| m.embed_encoded(encoded, &self.opts, interrupt)).or_raise();
         }
         self.on_server(Output::Dense, encoded).into_iter().map(wire::dense).collect()
     }

@@ -9,7 +9,7 @@ use crate::server::LoadedCopy;
 use crate::{gucs, registry};
 
 fn embed_texts(texts: &[&str], model: Option<&str>) -> Vec<Vec<f32>> {
-    Call::new(model).dense(texts, TextRole::Passage)
+    Call::new(model).dense(texts, TextRole::Passage).or_raise()
 }
 
 fn embed_one(input: &str, model: Option<&str>) -> Vec<f32> {
@@ -47,7 +47,7 @@ pub(crate) fn per_element<T>(inputs: &Array<'_, &str>, compute: impl FnOnce(&[&s
 
 /// With the model's query prompt (engine: ModelSpec::query_prompt).
 fn embed_query(input: &str, model: Option<&str>) -> Vec<f32> {
-    Call::new(model).dense(&[input], TextRole::Query).remove(0)
+    Call::new(model).dense(&[input], TextRole::Query).or_raise().remove(0)
 }
 
 #[pg_extern(stable, strict, parallel_safe, name = "bge_embed_query")]
@@ -64,7 +64,7 @@ fn bge_embed_query_model(input: &str, model: &str) -> Vec<f32> {
 /// `<instruct>{task}\n<query>`; for encoders the instruction is the prompt).
 #[pg_extern(immutable, strict, parallel_safe, name = "bge_embed_query")]
 fn bge_embed_query_task(input: &str, model: &str, instruction: &str) -> Vec<f32> {
-    Call::new(Some(model)).dense_for_task(&[input], instruction).remove(0)
+    Call::new(Some(model)).dense_for_task(&[input], instruction).or_raise().remove(0)
 }
 
 fn token_count(input: &str, model: Option<&str>, role: TextRole) -> i32 {

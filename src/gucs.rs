@@ -35,6 +35,7 @@ static TRUNCATE: GucSetting<bool> = GucSetting::<bool>::new(true);
 static THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(4096);
 static SERVER: GucSetting<bool> = GucSetting::<bool>::new(true);
+static EXECUTOR_BATCHING: GucSetting<bool> = GucSetting::<bool>::new(true);
 static VECTORIZE_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5000);
 static SERVER_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(64);
 static SERVER_SLOT_KB: GucSetting<i32> = GucSetting::<i32>::new(256);
@@ -111,6 +112,14 @@ pub fn init(preloading: bool) {
         c"Compute embeddings in the model server (when shared_preload_libraries has pg_bge).",
         c"on: the model server background worker holds every model once for the whole cluster and batches requests across connections; off: this session loads its own copy and computes in its own process. Without preloading, every session computes in its own process.",
         &SERVER,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"bge.executor_batching",
+        c"Batch pg_bge's per-row calls across rows in the executor.",
+        c"on: a statement that calls bge_embed, bge_embed_query, bge_embed_sparse, bge_sparse_text, bge_embed_colbert or bge_rerank once per row (in a SELECT list, an aggregate's argument, UPDATE, INSERT ... SELECT, CREATE TABLE AS) gets a BGE Batch node that computes many rows in one pass, with the same results; off: one call per row.",
+        &EXECUTOR_BATCHING,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -202,6 +211,10 @@ pub fn server_slot_bytes() -> usize {
 /// meaning every core (the server computes for all connections).
 pub fn server_threads() -> usize {
     THREADS.get().max(0) as usize
+}
+
+pub fn executor_batching() -> bool {
+    EXECUTOR_BATCHING.get()
 }
 
 pub fn max_batch_tokens() -> usize {

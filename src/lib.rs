@@ -2,6 +2,7 @@
 //! pgrx; it parses arguments, reads settings and maps errors. All math lives in bge-engine.
 use pgrx::prelude::*;
 
+mod batch;
 mod chunk;
 mod colbert;
 mod compute;
@@ -31,6 +32,7 @@ pub extern "C-unwind" fn _PG_init() {
     let preloading = unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress };
     gucs::init(preloading);
     planner::init();
+    batch::init();
     if preloading {
         server::init();
         vectorize::worker::register_launcher();

@@ -10,7 +10,6 @@ use bge_engine::backend::{cuda, BackendKind, Precision};
 use bge_engine::{Frontend, Model, ModelStore};
 
 use crate::compute::Call;
-use crate::errors::OrRaise;
 use crate::gucs::{self, Device};
 use crate::server::{LoadedCopy, Target};
 
@@ -108,19 +107,19 @@ pub fn resolve(store: &mut ModelStore, name: &str, target: Target) -> bge_engine
 }
 
 /// The copy of `call`'s model it computes with, loaded in this backend.
-pub fn model(call: &Call) -> Arc<Model> {
+pub fn model(call: &Call) -> bge_engine::Result<Arc<Model>> {
     require_utf8();
-    with_store(&call.dir, |store| resolve(store, &call.model, call.target)).or_raise()
+    with_store(&call.dir, |store| resolve(store, &call.model, call.target))
 }
 
 /// The spec and tokenizer of `call`'s model: without loading its weights when the model
 /// server computes, else from the model this backend loads.
-pub fn frontend(call: &Call) -> Arc<Frontend> {
+pub fn frontend(call: &Call) -> bge_engine::Result<Arc<Frontend>> {
     if !call.on_server {
-        return model(call).front.clone();
+        return Ok(model(call)?.front.clone());
     }
     require_utf8();
-    with_store(&call.dir, |store| store.frontend(&call.model)).or_raise()
+    with_store(&call.dir, |store| store.frontend(&call.model))
 }
 
 /// Tokenizers work on UTF-8; text from a database in another encoding would be misread.

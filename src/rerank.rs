@@ -4,10 +4,11 @@
 use pgrx::prelude::*;
 
 use crate::compute::Call;
+use crate::errors::OrRaise;
 use crate::functions::per_element;
 
 /// FlagReranker's normalisation: 1 / (1 + e^-x) of the f32 logit, in double precision.
-fn scored(logit: f32, normalize: bool) -> f64 {
+pub(crate) fn scored(logit: f32, normalize: bool) -> f64 {
     let x = f64::from(logit);
     if normalize {
         1.0 / (1.0 + (-x).exp())
@@ -18,7 +19,7 @@ fn scored(logit: f32, normalize: bool) -> f64 {
 
 #[pg_extern(immutable, strict, parallel_safe, name = "bge_rerank")]
 fn bge_rerank(query: &str, passage: &str, model: &str, normalize: default!(bool, false)) -> f64 {
-    scored(Call::new(Some(model)).rerank(query, &[passage]).remove(0), normalize)
+    scored(Call::new(Some(model)).rerank(query, &[passage]).or_raise().remove(0), normalize)
 }
 
 /// One batched engine call (or model-server request) over the array; NULL elements give NULL;
@@ -30,6 +31,6 @@ fn bge_rerank_array(
     model: &str,
     normalize: default!(bool, false),
 ) -> SetOfIterator<'static, Option<f64>> {
-    let scores = per_element(&passages, |present| Call::new(Some(model)).rerank(query, present));
+    let scores = per_element(&passages, |present| Call::new(Some(model)).rerank(query, present).or_raise());
     SetOfIterator::new(scores.into_iter().map(move |s| s.map(|s| scored(s, normalize))))
 }

@@ -1,5 +1,6 @@
 //! BGE-M3 sparse (lexical) weights in SQL: as jsonb keyed by token text, and as pgvector's
 //! sparsevec text. The rule lives in bge_engine::sparse.
+use bge_engine::heads::sparse::SparseWeights;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
@@ -10,7 +11,12 @@ use crate::compute::Call;
 /// FlagEmbedding's convert_id_to_token gives them; ids that decode alike share one key.
 fn weights_by_token(input: &str, model: Option<&str>) -> JsonB {
     let call = Call::new(model);
-    let weights = call.sparse(&[input]).remove(0);
+    let weights = call.sparse(&[input]).or_raise().remove(0);
+    jsonb_of(&call, &weights)
+}
+
+/// bge_embed_sparse's value of `weights` computed by `call`.
+pub(crate) fn jsonb_of(call: &Call, weights: &SparseWeights) -> JsonB {
     let front = call.frontend();
     let by_token = weights.by_token_text(|id| front.tokenizer.token_text(id)).or_raise();
     let map: serde_json::Map<String, serde_json::Value> = by_token
@@ -33,7 +39,12 @@ fn bge_embed_sparse_model(input: &str, model: &str) -> JsonB {
 
 fn sparsevec_text(input: &str, model: Option<&str>) -> String {
     let call = Call::new(model);
-    let weights = call.sparse(&[input]).remove(0);
+    let weights = call.sparse(&[input]).or_raise().remove(0);
+    sparsevec_of(&call, &weights)
+}
+
+/// bge_sparse_text's value of `weights` computed by `call`.
+pub(crate) fn sparsevec_of(call: &Call, weights: &SparseWeights) -> String {
     weights.sparsevec_literal(call.frontend().spec.vocab_size)
 }
 
