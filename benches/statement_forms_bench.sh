@@ -15,6 +15,9 @@
 # of B to E, then runs the rounds interleaved (A B C D E, A B C D E, ...), timed with psql's
 # \timing; the fastest round of each form is reported. Parallel workers of a parallel plan are
 # new processes: in-process, each loads its own copy of the model inside the timed statement.
+# Through the model server each form's line also shows the server's counters over its fastest
+# round (bge_server_status(): requests, forward passes, tokens). The title of each mode shows
+# bge.executor_batching (per-row calls batched by the executor), which the plans reflect.
 #
 #   bash benches/statement_forms_bench.sh [ROUNDS=5] [CORPUS=benches/corpus.txt]
 # PG_BGE_PG picks the major (default 15), THREADS sets bge.threads (default 2; in the model
@@ -93,6 +96,8 @@ SQL
         echo "SET application_name = 'statement_forms_bench';"
         echo "SELECT count(*) FROM bge_embed((SELECT array_agg(body ORDER BY id) FROM (SELECT id, body FROM t ORDER BY id LIMIT 16) w), $M);"
         echo "SELECT count(bge_embed(body, $M)) FROM (SELECT body FROM t ORDER BY id LIMIT 4) w;"
+        echo "SELECT coalesce(current_setting('bge.executor_batching', true), '(not a setting)') AS batching \\gset"
+        echo "\\echo BATCHING :batching"
         echo '\pset format unaligned'
         echo '\pset tuples_only on'
         echo "\\o $WORK/$name.plans"
@@ -153,7 +158,8 @@ for mode, title in modes:
             _, r, f, r0, b0, k0, r1, b1, k1 = line.split()
             server[f].append((int(r1) - int(r0), int(b1) - int(b0), int(k1) - int(k0)))
     assert all(len(times[f]) == rounds for f in forms), times
-    print(f"\n== {title}")
+    batching = next(l.split(None, 1)[1] for l in lines if l.startswith("BATCHING "))
+    print(f"\n== {title}, bge.executor_batching = {batching}")
     print("plans, EXPLAIN (COSTS OFF):")
     for l in open(os.path.join(work, f"{mode}.plans")).read().splitlines():
         if l.strip():
