@@ -29,10 +29,13 @@ SQL
 
 {
     echo "SELECT bge_embed('warm up');"
+    # One call per row: the executor's batching (bge.executor_batching) off.
+    echo "SET bge.executor_batching = off;"
     echo '\timing on'
     for _ in $(seq "$REPEATS"); do
         echo "SELECT bge_embed(body) FROM t;"
     done
+    echo "RESET bge.executor_batching;"
     for _ in $(seq "$REPEATS"); do
         echo "SELECT e FROM bge_embed((SELECT array_agg(body ORDER BY id) FROM t)) AS e;"
     done
