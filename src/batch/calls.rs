@@ -8,6 +8,9 @@ use pgrx::prelude::*;
 
 use crate::compute::Call;
 
+/// pg_language's OID of C (ClanguageId).
+const C_LANGUAGE: pg_sys::Oid = pg_sys::Oid::from_u32(13);
+
 /// A per-row pg_bge function the node batches, told apart by the C symbol of its pg_proc row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -33,7 +36,7 @@ impl Kind {
     /// other types would be someone else's).
     pub fn of(funcid: pg_sys::Oid, arg_types: &[pg_sys::Oid]) -> Option<Kind> {
         let proc = PgProc::new(funcid)?;
-        if proc.prolang() != pg_sys::Oid::from(13u32) /* ClanguageId */ || proc.proretset() || !proc.proisstrict() {
+        if proc.prolang() != C_LANGUAGE || proc.proretset() || !proc.proisstrict() {
             return None;
         }
         let library = proc.probin()?;
