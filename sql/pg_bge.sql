@@ -496,6 +496,9 @@ BEGIN
     IF NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = tbl), 'USAGE') THEN
         RAISE EXCEPTION 'must be owner of table %', tbl USING ERRCODE = 'insufficient_privilege';
     END IF;
+    -- The table before its registrations, the order the vectorizer worker takes them in (a
+    -- batch writes the table, then its registration row), so the two never deadlock.
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
     -- Chunk tables of tbl (bge_vectorize_chunks; target names the chunk table): the trigger
     -- and its function go, and the chunk table's embedding registration; the chunk table stays.
     -- Only what bge_vectorize_chunks made: its function in tbl's schema, of tbl's owner, and the
