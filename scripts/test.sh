@@ -82,7 +82,7 @@ regress_server() {
     regress "$@"
 }
 
-SQL_TESTS=(setup embed goldens operators generated chunk chunks errors m3 m3_goldens hardening planner batch vectorize gemma2 rerank rerank_goldens)
+SQL_TESTS=(setup embed goldens operators generated chunk chunks errors m3 m3_goldens hardening planner vectorize gemma2 rerank rerank_goldens batch)
 status=0
 install_for 15
 echo "== SQL tests on PostgreSQL 15 (pg_regress), every call in its own backend"
