@@ -32,30 +32,35 @@ pub enum Kind {
 
 impl Kind {
     /// The kind of function `funcid`, if it is one of pg_bge's per-row functions with the
-    /// argument types this release gives it (a C function pointing at one of its symbols with
-    /// other types would be someone else's).
+    /// arguments and result this release gives its C symbol (a C function pointing at one of
+    /// its symbols with other types would be someone else's), and without a SET clause or
+    /// SECURITY DEFINER (the node calls the engine directly, outside the function's settings).
     pub fn of(funcid: pg_sys::Oid, arg_types: &[pg_sys::Oid]) -> Option<Kind> {
+        use pg_sys::{BOOLOID, FLOAT4ARRAYOID, FLOAT8OID, JSONBOID, TEXTOID};
         let proc = PgProc::new(funcid)?;
-        if proc.prolang() != C_LANGUAGE || proc.proretset() || !proc.proisstrict() {
+        if proc.prolang() != C_LANGUAGE || proc.proretset() || !proc.proisstrict() || proc.prosecdef() || proc.proconfig().is_some() {
             return None;
         }
         let library = proc.probin()?;
         if !(library == "$libdir/pg_bge" || library.ends_with("/pg_bge") || library.ends_with("/pg_bge.so")) {
             return None;
         }
-        let (kind, arity): (Kind, &[usize]) = match proc.prosrc().as_str() {
-            "bge_embed_wrapper" | "bge_embed_model_wrapper" => (Kind::Passage, &[1, 2]),
-            "bge_embed_query_wrapper" | "bge_embed_query_model_wrapper" => (Kind::Query, &[1, 2]),
-            "bge_embed_query_task_wrapper" => (Kind::QueryTask, &[3]),
-            "bge_embed_sparse_wrapper" | "bge_embed_sparse_model_wrapper" => (Kind::SparseJson, &[1, 2]),
-            "bge_sparse_text_wrapper" | "bge_sparse_text_model_wrapper" => (Kind::SparseText, &[1, 2]),
-            "bge_embed_colbert_wrapper" | "bge_embed_colbert_model_wrapper" => (Kind::Colbert, &[1, 2]),
-            "bge_rerank_wrapper" => (Kind::Rerank, &[4]),
+        let (kind, args, result): (Kind, &[pg_sys::Oid], pg_sys::Oid) = match proc.prosrc().as_str() {
+            "bge_embed_wrapper" => (Kind::Passage, &[TEXTOID], FLOAT4ARRAYOID),
+            "bge_embed_model_wrapper" => (Kind::Passage, &[TEXTOID, TEXTOID], FLOAT4ARRAYOID),
+            "bge_embed_query_wrapper" => (Kind::Query, &[TEXTOID], FLOAT4ARRAYOID),
+            "bge_embed_query_model_wrapper" => (Kind::Query, &[TEXTOID, TEXTOID], FLOAT4ARRAYOID),
+            "bge_embed_query_task_wrapper" => (Kind::QueryTask, &[TEXTOID, TEXTOID, TEXTOID], FLOAT4ARRAYOID),
+            "bge_embed_sparse_wrapper" => (Kind::SparseJson, &[TEXTOID], JSONBOID),
+            "bge_embed_sparse_model_wrapper" => (Kind::SparseJson, &[TEXTOID, TEXTOID], JSONBOID),
+            "bge_sparse_text_wrapper" => (Kind::SparseText, &[TEXTOID], TEXTOID),
+            "bge_sparse_text_model_wrapper" => (Kind::SparseText, &[TEXTOID, TEXTOID], TEXTOID),
+            "bge_embed_colbert_wrapper" => (Kind::Colbert, &[TEXTOID], FLOAT4ARRAYOID),
+            "bge_embed_colbert_model_wrapper" => (Kind::Colbert, &[TEXTOID, TEXTOID], FLOAT4ARRAYOID),
+            "bge_rerank_wrapper" => (Kind::Rerank, &[TEXTOID, TEXTOID, TEXTOID, BOOLOID], FLOAT8OID),
             _ => return None,
         };
-        let texts = if kind == Kind::Rerank { 3 } else { arg_types.len() };
-        let typed = arg_types.iter().take(texts).all(|&t| t == pg_sys::TEXTOID) && (kind != Kind::Rerank || arg_types.get(3) == Some(&pg_sys::BOOLOID));
-        (arity.contains(&arg_types.len()) && typed).then_some(kind)
+        (arg_types == args && proc.prorettype() == result).then_some(kind)
     }
 
     /// The argument that varies from row to row in one engine call (the others group rows).

@@ -10,8 +10,8 @@
 //! BGE Batch node between it and its input, and its arguments read the batch's columns.
 //!
 //! Only calls that every row evaluates are batched: not those under CASE, COALESCE, AND/OR,
-//! a FILTER clause or a subplan, and not those whose arguments are volatile (they would run
-//! ahead of the rows returned).
+//! a FILTER clause or a subplan. Nor where a volatile function would run for rows read ahead of
+//! those returned: in the calls' arguments, in quals, in the input's plan.
 use std::ffi::c_void;
 
 use pgrx::pg_sys;
@@ -20,13 +20,21 @@ use pgrx::prelude::*;
 use super::calls::Kind;
 use super::{list_len, list_ptrs};
 
-static mut PREVIOUS: pg_sys::ExecutorStart_hook_type = None;
+static mut PREVIOUS_START: pg_sys::ExecutorStart_hook_type = None;
+static mut PREVIOUS_END: pg_sys::ExecutorEnd_hook_type = None;
+
+thread_local! {
+    /// The rewritten copies of plans the executor runs now, with the plans they replace.
+    static ORIGINALS: std::cell::RefCell<Vec<(*mut pg_sys::PlannedStmt, *mut pg_sys::PlannedStmt)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 pub fn init() {
     // SAFETY: _PG_init runs once per process, on the main thread.
     unsafe {
-        PREVIOUS = pg_sys::ExecutorStart_hook;
+        PREVIOUS_START = pg_sys::ExecutorStart_hook;
         pg_sys::ExecutorStart_hook = Some(executor_start);
+        PREVIOUS_END = pg_sys::ExecutorEnd_hook;
+        pg_sys::ExecutorEnd_hook = Some(executor_end);
     }
 }
 
@@ -34,22 +42,54 @@ pub fn init() {
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
     // SAFETY: the executor's own arguments. A parallel worker runs the leader's rewritten plan.
     unsafe {
+        let mut memory = std::ptr::null_mut();
         if crate::gucs::executor_batching() && pg_sys::ParallelWorkerNumber < 0 {
-            if let Some(stmt) = batched((*query_desc).plannedstmt, eflags) {
-                (*query_desc).plannedstmt = stmt;
+            let original = (*query_desc).plannedstmt;
+            if let Some((copy, copy_memory)) = batched(original, eflags) {
+                (*query_desc).plannedstmt = copy;
+                memory = copy_memory;
+                ORIGINALS.with(|o| o.borrow_mut().push((copy, original)));
             }
         }
-        match PREVIOUS {
+        match PREVIOUS_START {
             Some(previous) => previous(query_desc, eflags),
             None => pg_sys::standard_ExecutorStart(query_desc, eflags),
+        }
+        // The copy lives as long as the executor's state (a SQL function starts its statements
+        // again on every call, under memory that lasts as long as the calling query).
+        if !memory.is_null() && !(*query_desc).estate.is_null() {
+            pg_sys::MemoryContextSetParent(memory, (*(*query_desc).estate).es_query_cxt);
         }
     }
 }
 
-/// A copy of `stmt` with BGE Batch nodes, or None where it has nothing to batch.
-unsafe fn batched(stmt: *mut pg_sys::PlannedStmt, eflags: i32) -> Option<*mut pg_sys::PlannedStmt> {
+#[pg_guard]
+unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
+    // SAFETY: the executor's own argument. The original plan outlives the query; the copy goes
+    // with the executor's state.
+    unsafe {
+        let copy = (*query_desc).plannedstmt;
+        if let Some(original) = ORIGINALS.with(|o| o.borrow().iter().find(|(c, _)| *c == copy).map(|&(_, original)| original)) {
+            (*query_desc).plannedstmt = original;
+        }
+        match PREVIOUS_END {
+            Some(previous) => previous(query_desc),
+            None => pg_sys::standard_ExecutorEnd(query_desc),
+        }
+    }
+}
+
+/// Forgets a copy when its memory goes (at the query's end, or when an ERROR frees it).
+unsafe extern "C-unwind" fn forget_copy(copy: *mut c_void) {
+    ORIGINALS.with(|o| o.borrow_mut().retain(|&(c, _)| c as *mut c_void != copy));
+}
+
+/// A copy of `stmt` with BGE Batch nodes, in memory of its own, or None where it has nothing to
+/// batch.
+unsafe fn batched(stmt: *mut pg_sys::PlannedStmt, eflags: i32) -> Option<(*mut pg_sys::PlannedStmt, pg_sys::MemoryContext)> {
     use pg_sys::CmdType::*;
-    // SAFETY: a finished plan, valid while the executor runs it.
+    // SAFETY: a finished plan, valid while the executor runs it; the copy is made in a new
+    // memory context, deleted again when nothing changed.
     unsafe {
         let command = (*stmt).commandType;
         if !matches!(command, CMD_SELECT | CMD_INSERT | CMD_UPDATE | CMD_DELETE) || !(*stmt).utilityStmt.is_null() {
@@ -59,6 +99,14 @@ unsafe fn batched(stmt: *mut pg_sys::PlannedStmt, eflags: i32) -> Option<*mut pg
         if !roots().any(|p| has_calls(p)) {
             return None;
         }
+        // A scrollable cursor gets a Material above (the batch node reads forward only), which
+        // would replay volatile functions' values where a rescan computes them again.
+        let backward = eflags & pg_sys::EXEC_FLAG_BACKWARD as i32 != 0;
+        if backward && roots().any(|p| volatile_in_tree(p)) {
+            return None;
+        }
+        let memory = pg_sys::AllocSetContextCreateInternal(pg_sys::CurrentMemoryContext, c"BGE Batch plan".as_ptr(), 0, 8 * 1024, 8 * 1024 * 1024);
+        let old = pg_sys::MemoryContextSwitchTo(memory);
         let copy = pg_sys::copyObjectImpl(stmt as *const c_void) as *mut pg_sys::PlannedStmt;
         let mut rewrite = Rewrite { next_id: 0, changed: false };
         for root in std::iter::once((*copy).planTree).chain(list_ptrs::<pg_sys::Plan>((*copy).subplans)) {
@@ -71,15 +119,43 @@ unsafe fn batched(stmt: *mut pg_sys::PlannedStmt, eflags: i32) -> Option<*mut pg
                 (*cell).ptr_value = rewrite.plan((*cell).ptr_value as *mut pg_sys::Plan, false) as *mut c_void;
             }
         }
-        if !rewrite.changed {
-            return None;
-        }
-        // A scrollable cursor: the batch node reads forward only, so a Material keeps the rows.
-        if eflags & pg_sys::EXEC_FLAG_BACKWARD as i32 != 0 && !absorbs_backward((*copy).planTree) {
+        if rewrite.changed && backward && !absorbs_backward((*copy).planTree) {
             (*copy).planTree = rewrite.material((*copy).planTree);
         }
-        Some(copy)
+        pg_sys::MemoryContextSwitchTo(old);
+        if !rewrite.changed {
+            pg_sys::MemoryContextDelete(memory);
+            return None;
+        }
+        let callback = pg_sys::MemoryContextAlloc(memory, std::mem::size_of::<pg_sys::MemoryContextCallback>()) as *mut pg_sys::MemoryContextCallback;
+        (*callback).func = Some(forget_copy);
+        (*callback).arg = copy as *mut c_void;
+        pg_sys::MemoryContextRegisterResetCallback(memory, callback);
+        Some((copy, memory))
     }
+}
+
+/// Whether an expression a node evaluates per row (its target list, quals, a function scan's
+/// functions, a VALUES list) calls a volatile function.
+unsafe fn volatile_in_node(plan: *mut pg_sys::Plan, with_target_list: bool) -> bool {
+    use pg_sys::NodeTag::*;
+    // SAFETY: a plan node of the tag it carries.
+    unsafe {
+        let volatile = |list: *mut pg_sys::List| pg_sys::contain_volatile_functions(list as *mut pg_sys::Node);
+        let own = match (*plan).type_ {
+            T_FunctionScan => volatile((*(plan as *mut pg_sys::FunctionScan)).functions),
+            T_ValuesScan => volatile((*(plan as *mut pg_sys::ValuesScan)).values_lists),
+            T_NestLoop | T_MergeJoin | T_HashJoin => volatile((*(plan as *mut pg_sys::Join)).joinqual),
+            _ => false,
+        };
+        own || volatile((*plan).qual) || (with_target_list && volatile((*plan).targetlist))
+    }
+}
+
+/// Whether any node of the tree evaluates a volatile function per row.
+unsafe fn volatile_in_tree(plan: *mut pg_sys::Plan) -> bool {
+    // SAFETY: a plan tree.
+    unsafe { volatile_in_node(plan, true) || children(plan).into_iter().any(|c| volatile_in_tree(c)) }
 }
 
 /// Whether any node of the tree has a pg_bge call in its target list (a cheap test before the
@@ -234,10 +310,12 @@ impl Rewrite {
             let tlist = (*plan).targetlist;
             let mut finder = Finder::new(Mode::OutsideAggregates);
             walk(tlist as *mut pg_sys::Node, &mut finder);
-            // Volatile quals would run ahead of the rows returned; subplans and set-returning
+            // Volatile functions below the target list (quals, the input's own target lists)
+            // would run for rows read ahead of those returned; subplans and set-returning
             // functions are evaluated where they are.
             if finder.calls.is_empty()
-                || pg_sys::contain_volatile_functions((*plan).qual as *mut pg_sys::Node)
+                || volatile_in_node(plan, false)
+                || children(plan).into_iter().any(|c| volatile_in_tree(c))
                 || pg_sys::contain_subplans(tlist as *mut pg_sys::Node)
                 || pg_sys::expression_returns_set(tlist as *mut pg_sys::Node)
             {
