@@ -83,6 +83,21 @@ SELECT * FROM pg_temp.plan('SELECT CASE WHEN id > 100 THEN bge_embed(body, ''all
 SELECT * FROM pg_temp.plan('SELECT COALESCE(e, bge_embed(''x'' || id, ''all-MiniLM-L6-v2'')) FROM ins');
 -- Volatile arguments would run ahead of the rows returned: not batched.
 SELECT * FROM pg_temp.plan('SELECT bge_embed(body || random()::text, ''all-MiniLM-L6-v2'') FROM docs');
+-- Nor where a volatile function below the call would run for rows read ahead: the input's
+-- nextval counts the rows returned, as without batching.
+CREATE SEQUENCE below;
+SELECT count(*) AS rows FROM (SELECT id, bge_embed(body, 'all-MiniLM-L6-v2') FROM (SELECT id, body, nextval('below') FROM docs ORDER BY id OFFSET 0) s LIMIT 4) l;
+SELECT last_value AS nextval_calls_below FROM below;
+SELECT * FROM pg_temp.plan('SELECT bge_embed(body, ''all-MiniLM-L6-v2'') FROM (SELECT id, body, nextval(''below'') FROM docs ORDER BY id OFFSET 0) s LIMIT 4');
+-- A SET clause on the function is honoured: such a function is not batched.
+ALTER FUNCTION bge_embed(text) SET bge.model = 'tiny-bge-m3';
+SELECT * FROM pg_temp.plan('SELECT bge_embed(body) FROM docs');
+SELECT count(*) FILTER (WHERE bge_embed(body) IS NOT DISTINCT FROM bge_embed(body, 'tiny-bge-m3')) AS set_clause_honoured, count(*) FROM docs WHERE id <= 20;
+ALTER FUNCTION bge_embed(text) RESET ALL;
+-- A C function on one of pg_bge's symbols, declared with other arguments, is not taken for it.
+CREATE FUNCTION public.not_bge_embed(text, text) RETURNS real[] AS '$libdir/pg_bge', 'bge_embed_wrapper' LANGUAGE C IMMUTABLE STRICT;
+SELECT * FROM pg_temp.plan('SELECT not_bge_embed(body, ''tiny-bge-m3'') FROM docs');
+DROP FUNCTION public.not_bge_embed(text, text);
 -- Off: no node.
 SET bge.executor_batching = off;
 SELECT * FROM pg_temp.plan('SELECT count(bge_embed(body, ''all-MiniLM-L6-v2'')) FROM docs');
@@ -244,5 +259,5 @@ INSERT INTO gen (id, body) SELECT id, body FROM docs WHERE id <= 20;
 SELECT count(*) FILTER (WHERE r.dense IS NOT DISTINCT FROM g.e) AS generated_bitwise FROM gen g JOIN ref r USING (id);
 
 DROP TABLE docs, ref, ctas, ins, lateral_ref, m3_ref, queries, rerank_ref, gen;
-DROP SEQUENCE seq;
+DROP SEQUENCE seq, below;
 RESET max_parallel_workers_per_gather;
