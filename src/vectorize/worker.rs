@@ -46,17 +46,36 @@ const LOCK_OBJECT: u32 = 0x6267_6576;
 const LOCK_SUBID: u16 = 1;
 
 /// Takes this database's worker lock for the session; false when another process holds it.
-fn take_worker_lock(db: pg_sys::Oid) -> bool {
-    let tag = pg_sys::LOCKTAG {
+fn worker_lock_tag(db: pg_sys::Oid) -> pg_sys::LOCKTAG {
+    pg_sys::LOCKTAG {
         locktag_field1: u32::from(db),
         locktag_field2: u32::from(pg_sys::ExtensionRelationId),
         locktag_field3: LOCK_OBJECT,
         locktag_field4: LOCK_SUBID,
         locktag_type: pg_sys::LockTagType::LOCKTAG_OBJECT as u8,
         locktag_lockmethodid: 1, // DEFAULT_LOCKMETHOD
-    };
-    // SAFETY: a session lock of this process (released when it exits), taken without waiting.
-    unsafe { pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, true, true) == pg_sys::LockAcquireResult::LOCKACQUIRE_OK }
+    }
+}
+
+fn take_worker_lock(db: pg_sys::Oid) -> bool {
+    let tag = worker_lock_tag(db);
+    // SAFETY: a session lock of this process, taken without waiting. PostgreSQL releases only
+    // advisory session locks when a process exits, so this one is released by an exit callback
+    // (otherwise it would outlive the worker, and no worker would start again).
+    unsafe {
+        if pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, true, true) != pg_sys::LockAcquireResult::LOCKACQUIRE_OK {
+            return false;
+        }
+        pg_sys::before_shmem_exit(Some(release_worker_lock), pg_sys::Datum::from(u32::from(db)));
+    }
+    true
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn release_worker_lock(_code: i32, db: pg_sys::Datum) {
+    let tag = worker_lock_tag(pg_sys::Oid::from(db.value() as u32));
+    // SAFETY: the session lock take_worker_lock took, released as the process exits.
+    unsafe { pg_sys::LockRelease(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, true) };
 }
 
 /// Registers the launcher (from _PG_init while preloading).
