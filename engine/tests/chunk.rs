@@ -18,19 +18,24 @@ fn goldens_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/goldens")
 }
 
-/// tiny-qwen3 with the byte-level BPE of the fixtures (other files linked).
+/// tiny-qwen3 with the byte-level BPE of the fixtures (other files linked), made once per test
+/// process: the tests run in parallel and would otherwise remake it under each other.
 fn bytelevel_dir() -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/tiny-qwen3");
-    let dest = temp_dir("chunk-bytelevel").join("tiny-qwen3-bytelevel");
-    std::fs::create_dir_all(&dest).unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "tokenizer.json" {
-            std::os::unix::fs::symlink(entry.path(), dest.join(entry.file_name())).unwrap();
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/tiny-qwen3");
+        let dest = temp_dir("chunk-bytelevel").join("tiny-qwen3-bytelevel");
+        std::fs::create_dir_all(&dest).unwrap();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() != "tokenizer.json" {
+                std::os::unix::fs::symlink(entry.path(), dest.join(entry.file_name())).unwrap();
+            }
         }
-    }
-    std::fs::copy(goldens_dir().join("chunk_bytelevel_tokenizer.json"), dest.join("tokenizer.json")).unwrap();
-    dest
+        std::fs::copy(goldens_dir().join("chunk_bytelevel_tokenizer.json"), dest.join("tokenizer.json")).unwrap();
+        dest
+    })
+    .clone()
 }
 
 fn frontends() -> Vec<(&'static str, Frontend)> {
