@@ -12,6 +12,7 @@ cargo build --release -p bge-engine --example throughput
 
     python3 benches/compare_peers.py models/all-MiniLM-L6-v2 benches/corpus.txt [--threads 2] [--repeats 3]
         [--onnx model.onnx] [--latency-threads 1,2] [--query "..."] [--skip-throughput] [--precisions fp32]
+        [--engine PATH]
 
 --onnx takes an encoder exported by benches/export_onnx.py (from any environment with torch);
 without it the encoder is exported here, which needs PyTorch.
@@ -81,6 +82,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="latency rounds, every runtime once per round, interleaved; medians reported")
     ap.add_argument("--skip-throughput", action="store_true", help="latency only (and no check against sentence-transformers)")
     ap.add_argument("--precisions", default="fp32,bf16,int8", help="pg_bge precisions to run (comma-separated)")
+    ap.add_argument("--engine", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "examples", "throughput"),
+                    help="the engine's throughput example (another build, to compare two)")
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
@@ -146,7 +149,7 @@ def main():
 
     # pg_bge's engine (batched by length under max_batch_tokens, the array form's path; and one
     # text per call), then its batch-1 latency per thread count (REPEATS = 0: latency only).
-    exe = os.path.join(os.path.dirname(__file__), "..", "target", "release", "examples", "throughput")
+    exe = args.engine
     precisions = [(p, "" if p == "fp32" else f" {p}") for p in args.precisions.split(",")]
 
     def engine(precision, threads, repeats):
