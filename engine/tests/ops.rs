@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 fn gemm_matches_reference_on_awkward_sizes() {
     let mut rng = StdRng::seed_from_u64(7);
     let pool = pool(3);
-    // 10 and 14 rows run as one pass on AVX-512 (a short query), 15 as MR rows and a remainder.
+    // On AVX-512, 10 and 14 rows run as one pass (a short query), 15 and 33 as passes of 8 and 7, 11 each.
     let sizes = [1usize, 7, 10, 14, 15, 33, 383];
     let widths = [1usize, 7, 33, 1537];
     for isa in Isa::available() {
@@ -58,7 +58,7 @@ fn gemm_rows_do_not_depend_on_batch_or_threads() {
             gemm::gemm(&pool(1), &x[row * k..(row + 1) * k], 1, &packed, None, &mut one);
             assert!(one == all[row * n..(row + 1) * n], "{isa:?}: row {row} alone differs from row {row} in a batch of 383");
         }
-        // Short batches (one pass of up to Isa::max_rows rows, or MR rows and a remainder).
+        // Short batches (one pass of up to Isa::max_rows rows, or two of even size).
         for (start, len) in [(3usize, 10usize), (50, 14), (200, 15)] {
             let mut some = vec![0.0; len * n];
             gemm::gemm(&pool(2), &x[start * k..(start + len) * k], len, &packed, None, &mut some);

@@ -7,7 +7,7 @@
 //! kernel with fewer rows: every output element is the same fused multiply-add chain over
 //! k = 0..K in order, whatever the batch size, the row's place in it, or the thread count. That is what makes results bitwise batch-invariant.
 //!
-//! The kernel is chosen at run time: AVX-512 (8×32, up to 14×32 for a short block), AVX2+FMA (6×16), or a portable `wide`
+//! The kernel is chosen at run time: AVX-512 (up to 14×32), AVX2+FMA (6×16), or a portable `wide`
 //! kernel (4×16) for other CPUs. `wide` picks its instructions when the crate is compiled, so
 //! the dispatched x86 kernels use `core::arch` inside `#[target_feature]` functions. The work is
 //! split over (row block × panel group) tasks, never over k, so the thread count cannot change
@@ -107,8 +107,7 @@ impl Isa {
         }
     }
 
-    /// Most rows the microkernel takes in one call: a block of up to this many rows (a short
-    /// query) runs as one pass over each panel instead of MR rows and a remainder. AVX-512 has
+    /// Most rows the microkernel takes in one call (see [`gemm_block`]'s passes). AVX-512 has
     /// registers for 14 rows × 32 columns; the others have none to spare beyond MR.
     pub fn max_rows(self) -> usize {
         match self {
@@ -163,7 +162,7 @@ pub struct Panels<'a> {
     pub bias: &'a [f32],
 }
 
-/// Computes `rows` (1..=MR) rows of an MR×NR tile into `out` (row stride `ldo`, NR writable
+/// Computes `rows` (1..=[`Isa::max_rows`]) rows of a tile into `out` (row stride `ldo`, NR writable
 /// floats per row): x rows at `a` (stride `lda`, `rows` readable rows), the packed panel at `b`,
 /// bias added. Each output is the same FMA chain over k whatever `rows` is, so fewer rows only
 /// skip work, never change results.
@@ -307,10 +306,12 @@ pub unsafe fn gemm_block(
     ldy: usize,
     act: Option<Activation>,
 ) {
-    let (mr, nr) = w.isa.tile();
-    // A short block in one pass: every panel streams in once, and no narrow remainder call
-    // (whose few accumulators wait on FMA latency) follows.
-    let step = if rows.len() <= w.isa.max_rows() { rows.len().max(1) } else { mr };
+    let nr = w.isa.tile().1;
+    // The block's rows in as few passes of at most max_rows as it takes, of even size: a
+    // short query is one pass (each panel streams in once), and no narrow remainder pass
+    // (whose few accumulators wait on FMA latency) follows the full ones.
+    let passes = rows.len().div_ceil(w.isa.max_rows()).max(1);
+    let step = rows.len().div_ceil(passes).max(1);
     let k = w.k;
     let kernel = microkernel(w.isa);
     let mut tile = [0.0f32; MAX_TILE];
@@ -320,8 +321,7 @@ pub unsafe fn gemm_block(
         let b = w.panels[panel * k * nr..].as_ptr();
         let bias = w.bias[col0..].as_ptr();
         for row0 in rows.clone().step_by(step) {
-            // The last rows of a block run through a narrower instance of the kernel: no
-            // padding rows computed (a 10-token query costs 10 rows, not 16).
+            // The last pass may be narrower: no padding rows computed.
             let r = step.min(rows.end - row0);
             // The block's first tile brings the panel in; later tiles find it in L1/L2.
             let stream = row0 == rows.start;
