@@ -11,7 +11,8 @@ PyTorch column, which is skipped without it) and a release build of the engine's
 cargo build --release -p bge-engine --example throughput
 
     python3 benches/compare_peers.py models/all-MiniLM-L6-v2 benches/corpus.txt [--threads 2] [--repeats 3]
-        [--onnx model.onnx] [--latency-threads 1,2] [--query "..."]
+        [--onnx model.onnx] [--latency-threads 1,2] [--query "..."] [--skip-throughput] [--precisions fp32]
+        [--engine PATH]
 
 --onnx takes an encoder exported by benches/export_onnx.py (from any environment with torch);
 without it the encoder is exported here, which needs PyTorch.
@@ -79,7 +80,10 @@ def main():
     ap.add_argument("--latency-threads", default="1,2")
     ap.add_argument("--query", default="what is the capital city of france?")
     ap.add_argument("--rounds", type=int, default=3, help="latency rounds, every runtime once per round, interleaved; medians reported")
-    ap.add_argument("--skip-throughput", action="store_true", help="latency only")
+    ap.add_argument("--skip-throughput", action="store_true", help="latency only (and no check against sentence-transformers)")
+    ap.add_argument("--precisions", default="fp32,bf16,int8", help="pg_bge precisions to run (comma-separated)")
+    ap.add_argument("--engine", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "examples", "throughput"),
+                    help="the engine's throughput example (another build, to compare two)")
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
@@ -108,7 +112,8 @@ def main():
         # PyTorch through sentence-transformers (it sorts by length and pads per batch).
         if not args.skip_throughput:
             results["pytorch"] = median_time(lambda: st.encode(texts, batch_size=args.batch), args.repeats)
-        reference = st.encode(texts, batch_size=args.batch, normalize_embeddings=True)
+        if not args.skip_throughput:
+            reference = st.encode(texts, batch_size=args.batch, normalize_embeddings=True)
         if onnx_path is None:
             onnx_path = os.path.join(tmp.name, "model.onnx")
             subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "export_onnx.py"), args.model, onnx_path], check=True)
@@ -144,8 +149,8 @@ def main():
 
     # pg_bge's engine (batched by length under max_batch_tokens, the array form's path; and one
     # text per call), then its batch-1 latency per thread count (REPEATS = 0: latency only).
-    exe = os.path.join(os.path.dirname(__file__), "..", "target", "release", "examples", "throughput")
-    precisions = (("fp32", ""), ("bf16", " bf16"), ("int8", " int8"))
+    exe = args.engine
+    precisions = [(p, "" if p == "fp32" else f" {p}") for p in args.precisions.split(",")]
 
     def engine(precision, threads, repeats):
         env = dict(os.environ, BGE_PRECISION=precision, BGE_QUERY=args.query)

@@ -13,7 +13,8 @@ use rand::{Rng, SeedableRng};
 fn gemm_matches_reference_on_awkward_sizes() {
     let mut rng = StdRng::seed_from_u64(7);
     let pool = pool(3);
-    let sizes = [1usize, 7, 33, 383];
+    // On AVX-512, 10 and 14 rows run as one pass (a short query), 15 and 33 as passes of 8 and 7, 11 each.
+    let sizes = [1usize, 7, 10, 14, 15, 33, 383];
     let widths = [1usize, 7, 33, 1537];
     for isa in Isa::available() {
         for &m in &sizes {
@@ -56,6 +57,12 @@ fn gemm_rows_do_not_depend_on_batch_or_threads() {
             let mut one = vec![0.0; n];
             gemm::gemm(&pool(1), &x[row * k..(row + 1) * k], 1, &packed, None, &mut one);
             assert!(one == all[row * n..(row + 1) * n], "{isa:?}: row {row} alone differs from row {row} in a batch of 383");
+        }
+        // Short batches (one pass of up to Isa::max_rows rows, or two of even size).
+        for (start, len) in [(3usize, 10usize), (50, 14), (200, 15)] {
+            let mut some = vec![0.0; len * n];
+            gemm::gemm(&pool(2), &x[start * k..(start + len) * k], len, &packed, None, &mut some);
+            assert!(some == all[start * n..(start + len) * n], "{isa:?}: rows {start}..{} alone differ from the same rows in a batch of 383", start + len);
         }
     }
 }

@@ -7,7 +7,7 @@
 //! kernel with fewer rows: every output element is the same fused multiply-add chain over
 //! k = 0..K in order, whatever the batch size, the row's place in it, or the thread count. That is what makes results bitwise batch-invariant.
 //!
-//! The kernel is chosen at run time: AVX-512 (8×32), AVX2+FMA (6×16), or a portable `wide`
+//! The kernel is chosen at run time: AVX-512 (up to 14×32), AVX2+FMA (6×16), or a portable `wide`
 //! kernel (4×16) for other CPUs. `wide` picks its instructions when the crate is compiled, so
 //! the dispatched x86 kernels use `core::arch` inside `#[target_feature]` functions. The work is
 //! split over (row block × panel group) tasks, never over k, so the thread count cannot change
@@ -106,9 +106,18 @@ impl Isa {
             Isa::Portable => (4, 16),
         }
     }
+
+    /// Most rows the microkernel takes in one call (see [`gemm_block`]'s passes). AVX-512 has
+    /// registers for 14 rows × 32 columns; the others have none to spare beyond MR.
+    pub fn max_rows(self) -> usize {
+        match self {
+            Isa::Avx512 => 14,
+            _ => self.tile().0,
+        }
+    }
 }
 
-const MAX_TILE: usize = 8 * 32;
+const MAX_TILE: usize = 14 * 32;
 
 pub struct PackedLinear {
     pub isa: Isa,
@@ -153,7 +162,7 @@ pub struct Panels<'a> {
     pub bias: &'a [f32],
 }
 
-/// Computes `rows` (1..=MR) rows of an MR×NR tile into `out` (row stride `ldo`, NR writable
+/// Computes `rows` (1..=[`Isa::max_rows`]) rows of a tile into `out` (row stride `ldo`, NR writable
 /// floats per row): x rows at `a` (stride `lda`, `rows` readable rows), the packed panel at `b`,
 /// bias added. Each output is the same FMA chain over k whatever `rows` is, so fewer rows only
 /// skip work, never change results.
@@ -229,10 +238,10 @@ pub(crate) mod x86 {
     microkernel!(avx512_rx32, "avx512f", 16, 8, 2, _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps);
     microkernel!(avx2_rx16, "avx2,fma", 8, 6, 2, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps);
 
-    pub unsafe fn avx512_8x32(rows: usize, stream: bool, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, out: *mut f32, ldo: usize) {
+    pub unsafe fn avx512_x32(rows: usize, stream: bool, k: usize, a: *const f32, lda: usize, b: *const f32, bias: *const f32, out: *mut f32, ldo: usize) {
         match stream {
-            true => by_rows!(avx512_rx32, rows, true, (k, a, lda, b, bias, out, ldo), [1 2 3 4 5 6 7 8]),
-            false => by_rows!(avx512_rx32, rows, false, (k, a, lda, b, bias, out, ldo), [1 2 3 4 5 6 7 8]),
+            true => by_rows!(avx512_rx32, rows, true, (k, a, lda, b, bias, out, ldo), [1 2 3 4 5 6 7 8 9 10 11 12 13 14]),
+            false => by_rows!(avx512_rx32, rows, false, (k, a, lda, b, bias, out, ldo), [1 2 3 4 5 6 7 8 9 10 11 12 13 14]),
         }
     }
 
@@ -274,7 +283,7 @@ unsafe fn portable_rx16<const R: usize>(k: usize, a: *const f32, lda: usize, b: 
 fn microkernel(isa: Isa) -> Microkernel {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => x86::avx512_8x32,
+        Isa::Avx512 => x86::avx512_x32,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => x86::avx2_6x16,
         _ => portable_4x16,
@@ -297,7 +306,12 @@ pub unsafe fn gemm_block(
     ldy: usize,
     act: Option<Activation>,
 ) {
-    let (mr, nr) = w.isa.tile();
+    let nr = w.isa.tile().1;
+    // The block's rows in as few passes of at most max_rows as it takes, of even size: a
+    // short query is one pass (each panel streams in once), and no narrow remainder pass
+    // (whose few accumulators wait on FMA latency) follows the full ones.
+    let passes = rows.len().div_ceil(w.isa.max_rows()).max(1);
+    let step = rows.len().div_ceil(passes).max(1);
     let k = w.k;
     let kernel = microkernel(w.isa);
     let mut tile = [0.0f32; MAX_TILE];
@@ -306,10 +320,9 @@ pub unsafe fn gemm_block(
         let cols = nr.min(w.n - col0);
         let b = w.panels[panel * k * nr..].as_ptr();
         let bias = w.bias[col0..].as_ptr();
-        for row0 in rows.clone().step_by(mr) {
-            // The last rows of a block run through a narrower instance of the kernel: no
-            // padding rows computed (a 10-token query costs 10 rows, not 16).
-            let r = mr.min(rows.end - row0);
+        for row0 in rows.clone().step_by(step) {
+            // The last pass may be narrower: no padding rows computed.
+            let r = step.min(rows.end - row0);
             // The block's first tile brings the panel in; later tiles find it in L1/L2.
             let stream = row0 == rows.start;
             let dst = y.add(row0 * ldy + col0);
