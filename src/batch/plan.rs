@@ -341,6 +341,23 @@ impl Rewrite {
         }
     }
 
+    /// Makes `p` a new node of type `tag` over `child`: its estimates, no quals, its own id.
+    unsafe fn over(&mut self, p: &mut pg_sys::Plan, child: *mut pg_sys::Plan, tag: pg_sys::NodeTag) {
+        // SAFETY: `child` is a plan node of the copy.
+        unsafe {
+            *p = *child;
+        }
+        p.type_ = tag;
+        p.lefttree = child;
+        p.righttree = std::ptr::null_mut();
+        p.qual = std::ptr::null_mut();
+        p.initPlan = std::ptr::null_mut();
+        p.parallel_aware = false;
+        p.async_capable = false;
+        p.plan_node_id = self.next_id;
+        self.next_id += 1;
+    }
+
     /// A batch node over `input`, with the parameters of `input` and `uses` (whose expressions
     /// it took over).
     unsafe fn node(&mut self, input: *mut pg_sys::Plan, scan_tlist: *mut pg_sys::List, target: *mut pg_sys::List, uses: *mut pg_sys::Plan) -> *mut pg_sys::Plan {
@@ -348,17 +365,8 @@ impl Rewrite {
         unsafe {
             let cscan = pg_sys::palloc0(std::mem::size_of::<pg_sys::CustomScan>()) as *mut pg_sys::CustomScan;
             let p = &mut (*cscan).scan.plan;
-            *p = *input;
-            p.type_ = pg_sys::NodeTag::T_CustomScan;
-            p.lefttree = input;
-            p.righttree = std::ptr::null_mut();
+            self.over(p, input, pg_sys::NodeTag::T_CustomScan);
             p.targetlist = target;
-            p.qual = std::ptr::null_mut();
-            p.initPlan = std::ptr::null_mut();
-            p.parallel_aware = false;
-            p.async_capable = false;
-            p.plan_node_id = self.next_id;
-            self.next_id += 1;
             p.extParam = pg_sys::bms_union((*input).extParam, (*uses).extParam);
             p.allParam = pg_sys::bms_union((*input).allParam, (*uses).allParam);
             (*cscan).scan.scanrelid = 0;
@@ -375,16 +383,7 @@ impl Rewrite {
         unsafe {
             let material = pg_sys::palloc0(std::mem::size_of::<pg_sys::Material>()) as *mut pg_sys::Material;
             let p = &mut (*material).plan;
-            *p = *top;
-            p.type_ = pg_sys::NodeTag::T_Material;
-            p.lefttree = top;
-            p.righttree = std::ptr::null_mut();
-            p.qual = std::ptr::null_mut();
-            p.initPlan = std::ptr::null_mut();
-            p.parallel_aware = false;
-            p.async_capable = false;
-            p.plan_node_id = self.next_id;
-            self.next_id += 1;
+            self.over(p, top, pg_sys::NodeTag::T_Material);
             p.extParam = pg_sys::bms_copy((*top).extParam);
             p.allParam = pg_sys::bms_copy((*top).allParam);
             let mut tlist = std::ptr::null_mut();
