@@ -16,6 +16,21 @@ pub fn init() {
     plan::init();
 }
 
+/// Calls `func(arg)` when `memory` is reset or deleted (at the query's end, or when an ERROR
+/// frees it).
+///
+/// # Safety
+/// `memory` is a live memory context; `arg` stays valid until the callback runs.
+pub(crate) unsafe fn on_reset(memory: pg_sys::MemoryContext, func: unsafe extern "C-unwind" fn(*mut std::ffi::c_void), arg: *mut std::ffi::c_void) {
+    // SAFETY: the callback record lives in the memory it watches, as PostgreSQL requires.
+    unsafe {
+        let callback = pg_sys::MemoryContextAlloc(memory, std::mem::size_of::<pg_sys::MemoryContextCallback>()) as *mut pg_sys::MemoryContextCallback;
+        (*callback).func = Some(func);
+        (*callback).arg = arg;
+        pg_sys::MemoryContextRegisterResetCallback(memory, callback);
+    }
+}
+
 /// The pointers of a List of nodes.
 ///
 /// # Safety

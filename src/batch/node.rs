@@ -186,10 +186,7 @@ unsafe extern "C-unwind" fn begin(node: *mut pg_sys::CustomScanState, estate: *m
             child_done: false,
             stats: Stats::default(),
         }));
-        let callback = pg_sys::MemoryContextAlloc(query_memory, std::mem::size_of::<pg_sys::MemoryContextCallback>()) as *mut pg_sys::MemoryContextCallback;
-        (*callback).func = Some(free_run);
-        (*callback).arg = state as *mut c_void;
-        pg_sys::MemoryContextRegisterResetCallback(query_memory, callback);
+        super::on_reset(query_memory, free_run, state as *mut c_void);
     }
 }
 

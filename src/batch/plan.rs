@@ -127,10 +127,7 @@ unsafe fn batched(stmt: *mut pg_sys::PlannedStmt, eflags: i32) -> Option<(*mut p
             pg_sys::MemoryContextDelete(memory);
             return None;
         }
-        let callback = pg_sys::MemoryContextAlloc(memory, std::mem::size_of::<pg_sys::MemoryContextCallback>()) as *mut pg_sys::MemoryContextCallback;
-        (*callback).func = Some(forget_copy);
-        (*callback).arg = copy as *mut c_void;
-        pg_sys::MemoryContextRegisterResetCallback(memory, callback);
+        super::on_reset(memory, forget_copy, copy as *mut c_void);
         Some((copy, memory))
     }
 }
