@@ -138,32 +138,27 @@ SELECT count(*) AS pending_indexes FROM pg_class WHERE relname LIKE '%bge_pendin
 INSERT INTO vz (body) VALUES ('no longer vectorized') RETURNING emb IS NULL AS left_alone;
 REVOKE ALL ON vz FROM bge_vectorize_stranger;
 DROP ROLE bge_vectorize_stranger;
+-- Waits (up to 10 s) until this database's vectorizer worker runs, or is gone; whether it did.
+CREATE FUNCTION pg_temp.wait_for_vectorizer(running boolean) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..100 LOOP
+        IF EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'pg_bge vectorizer' AND datname = current_database()) = running THEN
+            RETURN true;
+        END IF;
+        PERFORM pg_sleep(0.1);
+        -- pg_stat_activity is read once per transaction unless told to read it again.
+        PERFORM pg_stat_clear_snapshot();
+    END LOOP;
+    RETURN false;
+END $$;
 -- A worker starts again after the last one exited: its lock goes with it.
 SELECT pid AS first_worker FROM pg_stat_activity WHERE backend_type = 'pg_bge vectorizer' AND datname = current_database() \gset
 SELECT pg_terminate_backend(:first_worker) AS terminated_first;
-DO $$
-BEGIN
-    FOR i IN 1..100 LOOP
-        EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'pg_bge vectorizer' AND datname = current_database());
-        PERFORM pg_sleep(0.1);
-    END LOOP;
-END $$;
+SELECT pg_temp.wait_for_vectorizer(false) AS stopped;
 SELECT coalesce(bge_internal.bge_vectorizer_start() <> :first_worker, false) AS restarted;
-DO $$
-BEGIN
-    FOR i IN 1..100 LOOP
-        EXIT WHEN EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'pg_bge vectorizer' AND datname = current_database());
-        PERFORM pg_sleep(0.1);
-    END LOOP;
-END $$;
+SELECT pg_temp.wait_for_vectorizer(true) AS running;
 -- The worker stops on SIGTERM (and is not restarted) so DROP DATABASE is not blocked.
 SELECT bool_and(pg_terminate_backend(pid)) AS terminated FROM pg_stat_activity
 WHERE backend_type = 'pg_bge vectorizer' AND datname = current_database();
-DO $$
-BEGIN
-    FOR i IN 1..100 LOOP
-        EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'pg_bge vectorizer' AND datname = current_database());
-        PERFORM pg_sleep(0.1);
-    END LOOP;
-END $$;
+SELECT pg_temp.wait_for_vectorizer(false) AS stopped;
 SELECT count(*) AS vectorizers_left FROM pg_stat_activity WHERE backend_type = 'pg_bge vectorizer' AND datname = current_database();
